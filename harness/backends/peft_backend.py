@@ -1,0 +1,66 @@
+"""Plain Hugging Face backend: transformers + PEFT LoRA, SDPA attention, non-reentrant checkpointing."""
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from harness.backends import trl_cpu
+from harness.backends.common import device_name, gradient_checkpointing_flag, has_cuda, model_folder, torch_dtype
+from harness.config import RunConfig
+from harness.models import ResolvedModel
+
+NAME = "peft"
+trl_cpu.install_if_no_cuda()
+
+
+def _base(resolved: ResolvedModel, cfg: RunConfig):
+    folder = model_folder(resolved, cfg)
+    dtype = torch_dtype(cfg)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
+    if has_cuda():
+        model = model.cuda()
+    tok = AutoTokenizer.from_pretrained(folder)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    info = {"backend": NAME, "backend_note": "transformers + PEFT", "device": device_name(), "dtype": str(dtype)}
+    return model, tok, info
+
+
+def _checkpointing(model, cfg: RunConfig) -> None:
+    # "unsloth" means Unsloth's offloaded checkpointing; the closest plain equivalent is non-reentrant.
+    if gradient_checkpointing_flag(cfg):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+
+
+def load(resolved: ResolvedModel, cfg: RunConfig):
+    """Base model plus fresh LoRA adapters with the configured settings."""
+    model, tok, info = _base(resolved, cfg)
+    _checkpointing(model, cfg)
+    lora = cfg.lora
+    torch.manual_seed(lora.random_state)  # Unsloth seeds adapter init with random_state; do the same
+    model = get_peft_model(model, LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
+        target_modules=list(lora.target_modules), use_rslora=lora.use_rslora, task_type="CAUSAL_LM"))
+    return model, tok, info
+
+
+def load_adapter(adapter_dir, resolved: ResolvedModel, cfg: RunConfig, is_trainable: bool = False):
+    """Base model with a saved adapter attached."""
+    model, tok, info = _base(resolved, cfg)
+    if is_trainable:
+        _checkpointing(model, cfg)
+    model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
+    return model, tok, info
+
+
+def for_inference(model) -> None:
+    """Eval mode with the KV cache on."""
+    model.eval()
+    model.config.use_cache = True
+
+
+def for_training(model) -> None:
+    """Back to training mode."""
+    model.train()

@@ -1,0 +1,68 @@
+"""Unsloth backend: FastLanguageModel with the seed notebook's arguments.
+
+Importing this module imports unsloth first, which patches transformers, PEFT and TRL for
+the whole process; never load the peft backend in the same process. Without an NVIDIA
+GPU, Unsloth falls back to CPU training (stock transformers + PEFT underneath) and the
+results say so.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+import unsloth  # noqa: E402,F401  (must precede transformers)
+from unsloth import FastLanguageModel  # noqa: E402
+
+from harness.backends.common import device_name, gradient_checkpointing_flag, has_cuda, model_folder, torch_dtype  # noqa: E402
+from harness.config import RunConfig  # noqa: E402
+from harness.models import ResolvedModel  # noqa: E402
+
+NAME = "unsloth"
+
+
+def _note() -> str:
+    version = getattr(unsloth, "__version__", "?")
+    if has_cuda():
+        return f"Unsloth {version} (GPU kernels)"
+    return f"Unsloth {version} CPU fallback (stock transformers + PEFT underneath)"
+
+
+def _from_pretrained(folder, cfg: RunConfig):
+    dtype = None if cfg.model.dtype == "auto" else torch_dtype(cfg)
+    model, tok = FastLanguageModel.from_pretrained(
+        str(folder), max_seq_length=cfg.model.max_seq_length, dtype=dtype, load_in_4bit=cfg.model.load_in_4bit,
+        local_files_only=True)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    info = {"backend": NAME, "backend_note": _note(), "device": device_name(), "dtype": str(model.dtype)}
+    return model, tok, info
+
+
+def load(resolved: ResolvedModel, cfg: RunConfig):
+    """FastLanguageModel.from_pretrained + get_peft_model with the configured LoRA settings."""
+    model, tok, info = _from_pretrained(model_folder(resolved, cfg), cfg)
+    lora = cfg.lora
+    model = FastLanguageModel.get_peft_model(
+        model, r=lora.r, target_modules=list(lora.target_modules), lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout, bias=lora.bias, use_gradient_checkpointing=gradient_checkpointing_flag(cfg),
+        random_state=lora.random_state, use_rslora=lora.use_rslora, loftq_config=None)
+    return model, tok, info
+
+
+def load_adapter(adapter_dir, resolved: ResolvedModel, cfg: RunConfig, is_trainable: bool = False):
+    """Base model with a saved adapter attached, through Unsloth's loader."""
+    from peft import PeftModel
+
+    model, tok, info = _from_pretrained(model_folder(resolved, cfg), cfg)
+    model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
+    return model, tok, info
+
+
+def for_inference(model) -> None:
+    """Unsloth's inference mode (fast generation path on GPU)."""
+    FastLanguageModel.for_inference(model)
+
+
+def for_training(model) -> None:
+    """Unsloth's training mode."""
+    FastLanguageModel.for_training(model)

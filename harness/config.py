@@ -1,0 +1,277 @@
+"""The frozen config tree: defaults here, a TOML file on top, `section.key=value` overrides last.
+
+A config file may also name variants (``[variants.NAME]`` tables of overrides) and a grid
+(``[sweep]`` with a list of values per key); :func:`expand_variants` turns both into named
+:class:`RunConfig` objects. Unknown sections or keys fail loudly with the list of known ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.fsutil import sha256_json
+
+SEED_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which base model and backend, and how to load it."""
+
+    name: str = "smollm2-135m"  # registry name, hub id, local folder, or random:<name-or-folder>
+    backend: str = "peft"  # "unsloth" or "peft"; one per process
+    max_seq_length: int = 2048
+    dtype: str = "auto"  # auto = bf16 on a GPU that supports it, float32 on CPU
+    load_in_4bit: bool = False
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA adapter settings; the defaults are the seed notebook's."""
+
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.0
+    bias: str = "none"
+    target_modules: tuple[str, ...] = SEED_TARGET_MODULES
+    use_rslora: bool = False
+    random_state: int = 3407
+    gradient_checkpointing: str = "unsloth"  # "unsloth" (offloaded, unsloth only), "true" or "false"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the pieces come from and how they are split."""
+
+    source: str = "cats"  # "cats" (built in), a folder of .txt, a .jsonl/.csv/.parquet, or a saved datasets folder
+    text_column: str = ""  # empty = "text" or "ascii", whichever exists
+    heldout_fraction: float = 0.15
+    near_duplicate_similarity: float = 0.85  # pieces at least this similar are one drawing: keep the first
+    variant_similarity: float = 0.6  # pieces at least this similar are grouped: a group never straddles the split
+    split_manifest: str = ""  # frozen split to honour; empty = data/splits/<source>.json when source is "cats"
+    max_train_pieces: int = 0  # 0 = all; a smaller number trains on the first N (for quick runs and tests)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; defaults follow the seed notebook."""
+
+    batch_size: int = 2
+    grad_accum: int = 4
+    epochs: float = 5.0
+    max_steps: int = -1  # > 0 overrides epochs
+    lr: float = 2e-4
+    scheduler: str = "linear"
+    warmup_steps: int = 5
+    weight_decay: float = 0.01
+    seed: int = 3407
+    optim: str = "auto"  # auto = adamw_8bit on GPU, adamw_torch on CPU
+    eval_points: int = 8  # times train and held-out loss are measured (plus step 0)
+    eval_heldout_pieces: int = 0  # held-out pieces in the held-out probe; 0 = all
+    eval_train_pieces: int = 0  # training pieces in the train-loss probe; 0 = as many as the held-out probe
+    eval_batch_tokens: int = 2048  # padded tokens per probe batch (bounds the logits' memory)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Sampling settings for generated art."""
+
+    n_samples: int = 8
+    batch_size: int = 8
+    max_new_tokens: int = 320
+    temperature: float = 0.8  # below 1 keeps art coherent; 1.0 drifts into noise on small models
+    top_p: float = 0.95
+    min_p: float = 0.0
+    top_k: int = 0  # 0 = off
+    repetition_penalty: float = 1.0  # ASCII art repeats characters on purpose: leave at 1.0
+    seed: int = 3407
+    prompt: str = "\n"  # the training texts start with "\n"; a tokenizer without BOS needs a start token
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """GPU benchmark grid (see harness.bench)."""
+
+    batch_sizes: tuple[int, ...] = (2, 8)
+    seq_lens: tuple[int, ...] = (512, 1024)
+    steps: int = 15
+    warmup_steps: int = 3
+    loss_steps: int = 10  # per-step losses kept for the parity check
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one variant's training and evaluation."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict, tuples as lists (JSON/TOML friendly)."""
+        return _listify(dataclasses.asdict(self))
+
+    def hash(self) -> str:
+        """Short content hash of the resolved config."""
+        return sha256_json(self.to_dict())[:16]
+
+
+SECTIONS = {f.name: f.type for f in fields(RunConfig)}
+
+
+def _listify(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _listify(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_listify(v) for v in obj]
+    return obj
+
+
+def _section_class(section: str) -> type:
+    return {"model": ModelConfig, "lora": LoraSettings, "data": DataConfig, "train": TrainConfig,
+            "generate": GenerateConfig, "bench": BenchConfig}[section]
+
+
+def _coerce(section: str, key: str, value: Any) -> Any:
+    """Check a value against the field's default type and convert ints to floats, lists to tuples."""
+    cls = _section_class(section)
+    default = getattr(cls(), key)
+    where = f"{section}.{key}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise UserError(f"Config key '{where}' must be true or false, not {value!r}.")
+        return value
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"Config key '{where}' must be a list, not {value!r}.")
+        kind = type(default[0]) if default else str
+        try:
+            return tuple(kind(v) for v in value)
+        except (TypeError, ValueError):
+            raise UserError(f"Config key '{where}' must be a list of {kind.__name__}, not {value!r}.") from None
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, int) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if type(value) is not type(default):
+        raise UserError(f"Config key '{where}' must be a {type(default).__name__}, not {value!r}.")
+    return value
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Return cfg with dotted-key overrides applied; unknown keys raise UserError."""
+    by_section: dict[str, dict[str, Any]] = {}
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if section not in SECTIONS or not key:
+            raise UserError(f"Unknown config key '{dotted}': use section.key with a section from "
+                            f"{', '.join(SECTIONS)}.")
+        known = [f.name for f in fields(_section_class(section))]
+        if key not in known:
+            raise UserError(f"Unknown config key '{dotted}': [{section}] has {', '.join(known)}.")
+        by_section.setdefault(section, {})[key] = _coerce(section, key, value)
+    return replace(cfg, **{s: replace(getattr(cfg, s), **kv) for s, kv in by_section.items()})
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one command-line `section.key=value`; the value is read as TOML, else as a plain string."""
+    if "=" not in text:
+        raise UserError(f"Malformed override '{text}': write it as section.key=value, e.g. lora.r=8.")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
+
+
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables to dotted keys: {"lora": {"r": 8}} -> {"lora.r": 8}."""
+    out: dict[str, Any] = {}
+    for k, v in table.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A base config plus the named variants a run trains."""
+
+    base: RunConfig
+    variants: dict[str, RunConfig]
+    source: str  # where the config came from, for the results file
+
+
+def builtin_config_path(name: str) -> Path:
+    """Path of a config shipped in harness/configs."""
+    return Path(str(resources.files("harness") / "configs" / f"{name}.toml"))
+
+
+def load_plan(path: str | None = None, overrides: list[str] | None = None) -> Plan:
+    """Read a TOML config (a built-in name or a path), apply CLI overrides, expand variants and sweeps."""
+    path = path or "default"
+    file = Path(path)
+    if not file.suffix and not file.exists():
+        file = builtin_config_path(path)
+    if not file.is_file():
+        raise UserError(f"Config '{path}' not found: pass a .toml file or one of the built-in names "
+                        f"({', '.join(sorted(p.stem for p in builtin_config_path('default').parent.glob('*.toml')))}).")
+    try:
+        doc = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"Config '{file}' is not valid TOML ({exc}).") from None
+    variants_tbl = doc.pop("variants", {})
+    sweep_tbl = doc.pop("sweep", {})
+    for section in doc:
+        if section not in SECTIONS:
+            raise UserError(f"Unknown config section [{section}] in {file}: known are "
+                            f"{', '.join([*SECTIONS, 'variants', 'sweep'])}.")
+    cli = dict(parse_override(o) for o in overrides or [])
+    base = apply_overrides(RunConfig(), flatten(doc))
+    variants = expand_variants(base, variants_tbl, sweep_tbl)
+    # CLI overrides win over everything the file says, variants included.
+    variants = {n: apply_overrides(v, cli) for n, v in variants.items()}
+    return Plan(base=apply_overrides(base, cli), variants=variants, source=str(file))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).replace("/", "_").replace(" ", "")
+
+
+def expand_variants(base: RunConfig, variants: dict[str, Any], sweep: dict[str, Any]) -> dict[str, RunConfig]:
+    """Named variants from [variants.*] and the cross product of [sweep]; with neither, one 'base' variant."""
+    named: dict[str, dict[str, Any]] = {n: flatten(t) for n, t in variants.items()}
+    grid = flatten(sweep)
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"Sweep key '{key}' must be a non-empty list of values.")
+    if grid:
+        keys = list(grid)
+        parents = named or {"": {}}
+        combined: dict[str, dict[str, Any]] = {}
+        for pname, pover in parents.items():
+            for combo in itertools.product(*(grid[k] for k in keys)):
+                label = "-".join(f"{k.split('.')[-1]}{_fmt(v)}" for k, v in zip(keys, combo))
+                combined[f"{pname}-{label}" if pname else label] = {**pover, **dict(zip(keys, combo))}
+        named = combined
+    if not named:
+        named = {"base": {}}
+    return {name: apply_overrides(base, over) for name, over in named.items()}

