@@ -19,7 +19,7 @@ def _fmt(x, spec: str = ".3f") -> str:
 
 def print_table(bench: dict) -> None:
     """One line per point, then the parity finding, then one compact JSON document last."""
-    print(f"\ncard: {bench.get('card')}, bf16 matmul {_fmt(bench.get('matmul_tflops'), '.0f')} TFLOP/s")
+    print(f"\ncard: {bench.get('card')}, matmul {_fmt(bench.get('matmul_tflops'), '.4g')} TFLOP/s")
     print(f"{'backend':8} {'point':22} {'status':6} {'step s':>8} {'IQR':>7} {'tok/s':>9} {'alloc GiB':>9} "
           f"{'resv GiB':>8} {'MFU':>6}")
     for p in bench.get("points", []) + bench.get("extra_points", []):
@@ -116,7 +116,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, help="write the parity JSON here")
     p.set_defaults(func=cmd_parity)
 
-    p = sub.add_parser("bench-worker", help=argparse.SUPPRESS)
+    p = sub.add_parser("bench-worker")  # no help= keeps it out of the command list
     p.add_argument("--resolved-config", required=True)
     p.add_argument("--points", required=True)
     p.add_argument("--backend", required=True, choices=["unsloth", "peft"])

@@ -104,6 +104,11 @@ class BatchLog:
         self.padded: list[int] = []
         self.fingerprints: list[str] = []
 
+    def __getattr__(self, name):  # trainers inspect their collator (e.g. .padding_free): answer as it would
+        if name == "collate":
+            raise AttributeError(name)
+        return getattr(self.collate, name)
+
     def __call__(self, examples):
         ids = [ex["input_ids"] for ex in examples]
         # Lengths plus both ends of every example: cheap, and independent of padded vs padding-free collation.
@@ -141,7 +146,7 @@ def _timer_callback():
     return StepTimer()
 
 
-def _train_set(spec: PointSpec, cfg: RunConfig, tok, train_texts: list[str]):
+def _train_set(spec: PointSpec, cfg: RunConfig, train_texts: list[str]):
     """Cats as text (SFTTrainer tokenizes, the collator pads per batch) or seeded random full-length rows."""
     import datasets
     import torch
@@ -170,7 +175,7 @@ def _train_point(model, tok, spec: PointSpec, cfg: RunConfig, train_texts: list[
     args = sft_config(point_cfg, out_dir)
     timer = _timer_callback()
     t0 = time.perf_counter()
-    trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=_train_set(spec, cfg, tok, train_texts),
+    trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=_train_set(spec, cfg, train_texts),
                          args=args, callbacks=[timer])
     log = BatchLog(trainer.data_collator)
     trainer.data_collator = log
@@ -180,14 +185,14 @@ def _train_point(model, tok, spec: PointSpec, cfg: RunConfig, train_texts: list[
     steps = len(timer.end)
     ends = [timer.start, *timer.end]
     intervals = [ends[i + 1] - ends[i] for i in range(steps)]
-    inner = [e - s for s, e in zip(timer.begin, timer.end)]
+    inner = [e - s for s, e in zip(timer.begin, timer.end, strict=True)]
     losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
     per_step = lambda xs: [sum(xs[i * ga:(i + 1) * ga]) for i in range(steps)]
     return {"setup_s": setup_s, "step_s_all": intervals, "inner_s_all": inner,
-            "real_tokens_per_step": per_step(log.real), "padded_tokens_per_step": per_step(log.padded),
+            "real_tokens_all": per_step(log.real), "padded_tokens_all": per_step(log.padded),
             "losses": losses[: b.loss_steps],
             "batch_fingerprint": hashlib.sha1("".join(log.fingerprints[: b.loss_steps * ga]).encode()).hexdigest()[:16],
-            "optim": args.optim if isinstance(args.optim, str) else getattr(args.optim, "value", str(args.optim)),
+            "optim": str(getattr(args.optim, "value", args.optim)),
             "padding_free": bool(getattr(trainer.args, "padding_free", False)),
             "max_grad_norm": args.max_grad_norm}
 
@@ -252,7 +257,7 @@ def run_worker(cfg: RunConfig, backend_name: str, points: list[PointSpec], out_p
 
     result: dict = {"backend": backend_name, "card": card_info(), "versions": versions(), "points": []}
     result["matmul_tflops"] = measure_matmul_tflops()
-    say(f"{backend_name}: {result['card']['name']}, bf16 matmul {result['matmul_tflops']:.0f} TFLOP/s")
+    say(f"{backend_name}: {result['card']['name']}, matmul {result['matmul_tflops']:.4g} TFLOP/s")
     resolved = resolve(cfg.model.name)
     t0 = time.perf_counter()
     folder = model_folder(resolved, cfg)  # random weights are written once; not part of load time

@@ -34,7 +34,14 @@ def _plan(args):
         overrides.append(f"model.backend={args.backend}")
     if getattr(args, "model", None):
         overrides.append(f'model.name="{args.model}"')
-    return load_plan(args.config, overrides)
+    return load_plan(args.config, overrides, on_gpu=_has_cuda())
+
+
+def _has_cuda() -> bool:
+    """Whether an NVIDIA GPU is usable (imports torch, never a backend)."""
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _console():
@@ -140,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
                    help="continue a run, skipping finished variants (default: newest run of this config)")
-    p.add_argument("--variants", nargs="+", help="train only these variants")
+    p.add_argument("--variants", type=lambda s: [v for v in s.split(",") if v], metavar="A,B",
+                   help="train only these variants (comma-separated)")
     p.add_argument("--no-report", action="store_true", help="skip writing the HTML/Markdown report")
     p.set_defaults(func=cmd_run)
 

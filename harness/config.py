@@ -223,8 +223,12 @@ def builtin_config_path(name: str) -> Path:
     return Path(str(resources.files("harness") / "configs" / f"{name}.toml"))
 
 
-def load_plan(path: str | None = None, overrides: list[str] | None = None) -> Plan:
-    """Read a TOML config (a built-in name or a path), apply CLI overrides, expand variants and sweeps."""
+def load_plan(path: str | None = None, overrides: list[str] | None = None, on_gpu: bool = False) -> Plan:
+    """Read a TOML config (a built-in name or a path), apply CLI overrides, expand variants and sweeps.
+
+    An ``[on_gpu]`` table of overrides applies only when on_gpu is true, so one config can be
+    sized for a CPU demo and still run the full workflow on a GPU.
+    """
     path = path or "default"
     file = Path(path)
     if not file.suffix and not file.exists():
@@ -238,12 +242,16 @@ def load_plan(path: str | None = None, overrides: list[str] | None = None) -> Pl
         raise UserError(f"Config '{file}' is not valid TOML ({exc}).") from None
     variants_tbl = doc.pop("variants", {})
     sweep_tbl = doc.pop("sweep", {})
+    gpu_tbl = flatten(doc.pop("on_gpu", {}))
     for section in doc:
         if section not in SECTIONS:
             raise UserError(f"Unknown config section [{section}] in {file}: known are "
-                            f"{', '.join([*SECTIONS, 'variants', 'sweep'])}.")
+                            f"{', '.join([*SECTIONS, 'variants', 'sweep', 'on_gpu'])}.")
     cli = dict(parse_override(o) for o in overrides or [])
     base = apply_overrides(RunConfig(), flatten(doc))
+    gpu_checked = apply_overrides(base, gpu_tbl)  # validate the keys even where no GPU is present
+    if on_gpu:
+        base = gpu_checked
     variants = expand_variants(base, variants_tbl, sweep_tbl)
     # CLI overrides win over everything the file says, variants included.
     variants = {n: apply_overrides(v, cli) for n, v in variants.items()}

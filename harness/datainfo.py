@@ -1,6 +1,8 @@
 """`asciitune data`: what the configured dataset holds, before any training."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from harness.config import RunConfig
 from harness.data import build_dataset, default_manifest_path, describe, manifest_of
 from harness.fsutil import atomic_write_json
@@ -44,6 +46,7 @@ def print_data(cfg: RunConfig, console, samples: int = 3, freeze: bool = False) 
         if path is None:
             from pathlib import Path
             path = Path("data") / "splits" / "custom.json"
-        atomic_write_json(path, manifest_of(ds, cfg.data.heldout_fraction))
-        console.print(f"Froze the split of {len(ds.train) + len(ds.heldout)} pieces into {path}")
+        full = build_dataset(replace(cfg.data, max_train_pieces=0))  # freeze every piece, not a training slice
+        atomic_write_json(path, manifest_of(full, cfg.data.heldout_fraction))
+        console.print(f"Froze the split of {len(full.train) + len(full.heldout)} pieces into {path}")
     return info

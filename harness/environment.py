@@ -32,7 +32,9 @@ def git_commit(repo: str | Path | None = None) -> str:
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
-    return f"{head}+dirty" if head and dirty else head
+    if len(head) != 40 or any(c not in "0123456789abcdef" for c in head):
+        return ""  # not a git checkout (e.g. a copied tree): git printed something else
+    return f"{head}+dirty" if dirty else head
 
 
 def machine() -> dict[str, object]:

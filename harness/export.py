@@ -16,8 +16,8 @@ import os
 import shutil
 import struct
 import time
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from harness import llama_tools
@@ -103,10 +103,21 @@ def check_adapter(path: str | Path) -> Path:
     if weights.suffix == ".safetensors":
         try:
             _check_safetensors(weights)
-        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             raise UserError(f"Adapter weights '{weights}' are damaged ({exc}): restore them or re-export "
                             "the adapter from its run.") from None
     return folder
+
+
+def saved_config(data: dict) -> RunConfig:
+    """A config saved by a run; keys this version no longer knows are dropped with a note, not fatal."""
+    default = RunConfig()
+    known = {f"{s.name}.{f.name}" for s in fields(default) for f in fields(getattr(default, s.name))}
+    flat = flatten(data)
+    dropped = sorted(k for k in flat if k not in known)
+    if dropped:
+        print(f"note: ignoring saved config keys this asciitune does not know: {', '.join(dropped)}")
+    return apply_overrides(RunConfig(), {k: v for k, v in flat.items() if k in known})
 
 
 def adapter_source(path: str | Path, model: str | None = None) -> Source:
@@ -122,7 +133,7 @@ def adapter_source(path: str | Path, model: str | None = None) -> Source:
     elif model is None:
         raise UserError(f"Adapter folder '{folder}' has no {CONFIG_FILE}, so its base model is unknown: "
                         "pass --model NAME.")
-    cfg = apply_overrides(RunConfig(), flatten(meta.get("config") or {}))
+    cfg = saved_config(meta.get("config") or {})
     if model:
         cfg = replace(cfg, model=replace(cfg.model, name=model))
     return Source(folder, cfg, meta.get("variant") or folder.name)
@@ -144,9 +155,9 @@ def run_source(run: str | Path, variant: str | None, reports_dir: str | Path = "
     if not v.adapter_dir:
         raise UserError(f"Variant '{variant}' of run '{run}' saved no adapter (status {v.status}): train it "
                         "again with `asciitune run --resume`.")
-    src = adapter_source(run_dir / v.adapter_dir)
-    return result, replace(src, cfg=apply_overrides(RunConfig(), flatten(v.config)) if v.config else src.cfg,
-                           variant=variant, run_dir=run_dir)
+    if not v.config:
+        return result, replace(adapter_source(run_dir / v.adapter_dir), variant=variant, run_dir=run_dir)
+    return result, Source(check_adapter(run_dir / v.adapter_dir), saved_config(v.config), variant, run_dir)
 
 
 def _bytes(path: Path) -> int:
@@ -192,7 +203,8 @@ def _load_for_merge(src: Source, backend_name: str):
 class Exporter:
     """Writes formats of one variant; the fp32 merge is done once and shared by merged and GGUF exports."""
 
-    def __init__(self, src: Source, backend_name: str | None = None, dtype: str = "bfloat16", work_dir: Path | None = None):
+    def __init__(self, src: Source, backend_name: str | None = None, dtype: str = "bfloat16",
+                 work_dir: Path | None = None):
         if dtype not in MERGED_DTYPES:
             raise UserError(f"Merged dtype '{dtype}' is not 16-bit: choose {' or '.join(MERGED_DTYPES)}.")
         self.src, self.dtype = src, dtype
@@ -208,6 +220,7 @@ class Exporter:
             model, tok = _load_for_merge(self.src, self.backend)
             model.merge_and_unload().save_pretrained(folder, safe_serialization=True)
             tok.save_pretrained(folder)
+            _byte_level_without_fallback(folder / "tokenizer.json")
             self._fp32 = folder
         return self._fp32
 
@@ -221,6 +234,10 @@ class Exporter:
         """Write one format to out; returns the record for results.json (path, bytes, seconds, tool)."""
         t0 = time.perf_counter()
         out = Path(out).resolve()
+        if out.exists() and not (out / CONFIG_FILE).is_file() and (out.is_file() or any(out.iterdir())):
+            # _publish replaces out whole: never delete a folder that is not an earlier export.
+            raise UserError(f"Output folder '{out}' exists and is not an asciitune export: pass a new or "
+                            "empty folder with --out.")
         staging = _fresh_dir(out)
         if fmt == "adapter":
             rec = self._adapter(staging)
@@ -233,7 +250,7 @@ class Exporter:
         path = out / rec["gguf_file"] if "gguf_file" in rec else out
         return {**rec, "format": fmt, "path": str(path), "bytes": _bytes(path),
                 "export_s": round(time.perf_counter() - t0, 3),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                "created": datetime.now(UTC).isoformat(timespec="seconds")}
 
     def _adapter(self, staging: Path) -> dict:
         for item in self.src.adapter_dir.iterdir():
@@ -260,17 +277,38 @@ class Exporter:
         return {"tool": f"{self.backend} load_adapter + merge_and_unload (fp32) + .to({self.dtype})",
                 "dtype": _saved_dtype(staging)}
 
+    def _name(self) -> str:
+        return f"{Path(self.src.cfg.model.name).name}-{self.src.variant}"
+
     def _gguf(self, staging: Path, gguf_type: str) -> dict:
         gguf_type = llama_tools.check_type(gguf_type)
         target = staging / f"{self.src.variant}-{gguf_type}.gguf"
         if gguf_type in llama_tools.CONVERTER_TYPES:
-            llama_tools.convert(self.fp32_dir(), target, gguf_type)
+            llama_tools.convert(self.fp32_dir(), target, gguf_type, self._name())
         else:
             intermediate = staging / f"intermediate-{QUANTIZE_FROM}.gguf.tmp"
-            llama_tools.convert(self.fp32_dir(), intermediate, QUANTIZE_FROM)
+            llama_tools.convert(self.fp32_dir(), intermediate, QUANTIZE_FROM, self._name())
             llama_tools.quantize(intermediate, target, gguf_type)
             intermediate.unlink()
         return {"tool": llama_tools.tool_note(gguf_type), "gguf_type": gguf_type, "gguf_file": target.name}
+
+
+def _byte_level_without_fallback(path: Path) -> None:
+    """Clear byte_fallback on a byte-level BPE tokenizer.json (the GGUF converter's view of it only).
+
+    transformers' GGUF loader rebuilds SmolLM2's tokenizer as BPE with byte_fallback on, which a
+    byte-level BPE never uses (every byte already has a token). llama.cpp's converter reads that
+    flag as "SentencePiece-style Llama vocab" and writes tokenizer model 'llama', on which llama.cpp
+    aborts while tokenizing "\n". Without the flag it writes 'gpt2' with SmolLM's pre-tokenizer, and
+    token ids match the HF tokenizer's.
+    """
+    if not path.is_file():
+        return
+    tj = json.loads(path.read_text(encoding="utf-8"))
+    model, pre = tj.get("model") or {}, json.dumps(tj.get("pre_tokenizer") or {})
+    if model.get("type") == "BPE" and model.get("byte_fallback") and '"ByteLevel"' in pre:
+        model["byte_fallback"] = False
+        path.write_text(json.dumps(tj, ensure_ascii=False), encoding="utf-8")
 
 
 def _saved_dtype(folder: Path) -> str:
@@ -308,9 +346,11 @@ def record(run_dir: Path, variant: str, fmt: str, entry: dict) -> None:
     if variant not in run.variants:
         raise UserError(f"Run '{run_dir}' has no variant '{variant}' to record the export under.")
     entry = dict(entry)
-    p = Path(entry.get("path", ""))
-    if p.is_absolute() and p.is_relative_to(run_dir.resolve()):
-        entry["path"] = str(p.relative_to(run_dir.resolve()))  # the run folder stays movable
+    root = Path(run_dir).resolve()
+    for key in ("path", "samples_file"):
+        p = Path(entry[key]).resolve() if entry.get(key) else None
+        if p is not None and p.is_relative_to(root):
+            entry[key] = str(p.relative_to(root))  # relative, so the run folder stays movable
     exports = run.variants[variant].exports
     exports[fmt] = {**exports.get(fmt, {}), **entry}
     run.save(run_dir)

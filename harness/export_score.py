@@ -52,7 +52,8 @@ def load_format(fmt: str, path: Path, src: Source, backend_name: str):
     return "torch", model, tok
 
 
-def sample_format(fmt: str, path: Path, src: Source, gcfg: GenerateConfig, backend_name: str) -> tuple[list, dict, float]:
+def sample_format(fmt: str, path: Path, src: Source, gcfg: GenerateConfig,
+                  backend_name: str) -> tuple[list, dict, float]:
     """Load a format, time the load, and draw gcfg.n_samples pieces; returns (samples, stats, load_s)."""
     t0 = time.perf_counter()
     kind, model, tok = load_format(fmt, path, src, backend_name)
@@ -88,6 +89,9 @@ def score_formats(src: Source, entries: dict[str, dict], backend_name: str | Non
     from harness.data import build_dataset
 
     backend_name = backend_name or src.cfg.model.backend
+    from harness import backends
+
+    backends.get(backend_name)  # the unexported model needs it, and Unsloth must precede transformers
     gcfg = gcfg or src.cfg.generate
     ds = build_dataset(src.cfg.data)
     train = [p.text for p in ds.train]
@@ -101,16 +105,17 @@ def score_formats(src: Source, entries: dict[str, dict], backend_name: str | Non
         samples, stats, load_s = sample_format("unexported" if fmt == UNEXPORTED else fmt, path, src, gcfg,
                                                backend_name)
         metrics, rows = score_samples(samples, train, reference)
-        folder = path.parent if path.is_file() else path
-        samples_file = (folder.parent if fmt == UNEXPORTED else folder) / f"samples-{fmt.replace(':', '-')}.jsonl"
-        if fmt == UNEXPORTED and src.run_dir is not None:
-            samples_file = src.run_dir / "exports" / src.variant / f"samples-{UNEXPORTED}.jsonl"
+        if fmt == UNEXPORTED:
+            samples_file = (src.run_dir or Path(".")) / "exports" / src.variant / f"samples-{UNEXPORTED}.jsonl"
+        else:
+            samples_file = (path.parent if path.is_file() else path) / f"samples-{fmt.replace(':', '-')}.jsonl"
         atomic_write_text(samples_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         out[fmt] = {**entry, "format": fmt, "load_s": load_s, "generation": stats, "scores": metrics,
                     "samples_file": str(samples_file)}
         m = metrics["metrics"]
-        say(f"  {fmt}: load {load_s:.2f}s, {stats['tokens_per_s']:.0f} tok/s, width {m['width_consistency']['value']:.3f}, "
-            f"novelty {m['novelty']['value']:.3f}, valid {m['valid_rate']['value']:.3f}")
+        say(f"  {fmt}: load {load_s:.2f}s, {stats['tokens_per_s']:.0f} tok/s, "
+            f"width {m['width_consistency']['value']:.3f}, novelty {m['novelty']['value']:.3f}, "
+            f"valid {m['valid_rate']['value']:.3f}")
     return out
 
 

@@ -17,6 +17,7 @@ from harness.fsutil import atomic_write_json, atomic_write_text
 from harness.results import VariantResult
 
 VARIANTS_DIR = "variants"
+PROGRESS_MARK = "@@progress"
 
 
 def variant_file(run_dir: Path, name: str) -> Path:
@@ -58,8 +59,13 @@ def run_variant(name: str, cfg: RunConfig, run_dir: Path, resume_from: str | Non
     def report(step: int, tr: float, ho: float) -> None:
         print(f"[{name}] step {step}: train loss {tr:.4f}, held-out loss {ho:.4f}", file=sys.stderr, flush=True)
 
+    def progress(kind: str, done: int, total: int) -> None:
+        # Machine-readable lines the parent turns into a progress bar (harness.runner).
+        print(f"{PROGRESS_MARK} {kind} {done} {total}", file=sys.stderr, flush=True)
+
     backend.for_training(model)
-    result.curves, result.train = train_variant(model, tok, ds, cfg, run_dir / "checkpoints" / name, on_eval=report)
+    result.curves, result.train = train_variant(model, tok, ds, cfg, run_dir / "checkpoints" / name, on_eval=report,
+                                                on_step=lambda d, t: progress("train", d, t))
     adapter_dir = run_dir / "adapters" / name
     model.save_pretrained(str(adapter_dir))
     tok.save_pretrained(str(adapter_dir))
@@ -69,7 +75,9 @@ def run_variant(name: str, cfg: RunConfig, run_dir: Path, resume_from: str | Non
                                    result.curves.heldout_loss).to_dict()
 
     backend.for_inference(model)
-    samples, result.generation = generate_samples(model, tok, cfg.generate)
+    progress("generate", 0, cfg.generate.n_samples)
+    samples, result.generation = generate_samples(model, tok, cfg.generate,
+                                                  progress=lambda d: progress("generate", d, cfg.generate.n_samples))
     judged = judge.judge_samples([asdict(s) for s in samples], ds, result.loss_analysis["verdict"])
     result.scores, result.copy_analysis, result.verdict = judged.scores, judged.copy, judged.verdict
     result.samples_file = f"samples-{name}.jsonl"

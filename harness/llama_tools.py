@@ -87,14 +87,14 @@ def _run(cmd: list[str], what: str, env: dict | None = None) -> None:
         raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{tail}")
 
 
-def convert(hf_dir: Path, out_file: Path, outtype: str) -> None:
+def convert(hf_dir: Path, out_file: Path, outtype: str, model_name: str | None = None) -> None:
     """Run convert_hf_to_gguf.py on a saved HF folder, in a child process (it imports its own gguf-py)."""
     conv = converter_dir()
     if conv is None:
         raise UserError(f"GGUF export needs llama.cpp's converter, which is not installed: {INSTALL_HINT}.")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     _run([sys.executable, str(conv / "convert_hf_to_gguf.py"), str(hf_dir), "--outfile", str(out_file),
-          "--outtype", outtype], "convert_hf_to_gguf.py", env)
+          "--outtype", outtype, *(["--model-name", model_name] if model_name else [])], "convert_hf_to_gguf.py", env)
 
 
 def quantize(in_file: Path, out_file: Path, gguf_type: str) -> None:

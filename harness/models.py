@@ -37,6 +37,9 @@ TINY_CONFIG = dict(
     bos_token_id=1, eos_token_id=2, head_dim=16,
 )
 
+TINY_NORM_GAIN = 8.0
+TINY_RECIPE = f"random init, torch.manual_seed(0), final norm gain {TINY_NORM_GAIN}"
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -143,24 +146,35 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _cache_is_valid(folder: Path) -> bool:
+def _cache_is_valid(folder: Path, source: str) -> bool:
     manifest = folder / "asciitune-cache.json"
     try:
         meta = json.loads(manifest.read_text())
-        if meta.get("format") != CACHE_FORMAT:
+        if meta.get("format") != CACHE_FORMAT or meta.get("source") != source:
             return False
         return all(_sha256_file(folder / f) == digest for f, digest in meta["files"].items())
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
+def _building_dir(folder: Path) -> Path:
+    """A private folder next to the cache entry, so concurrent builders never share one."""
+    import tempfile
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+
+
 def _finish_cache(tmp: Path, folder: Path, source: str) -> Path:
-    """Record hashes of every file and move the built folder into place atomically."""
+    """Record hashes of every file and move the built folder into place with a rename."""
     files = {p.name: _sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
     atomic_write_json(tmp / "asciitune-cache.json", {"format": CACHE_FORMAT, "source": source, "files": files})
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    if folder.exists() and not _cache_is_valid(folder, source):
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another process finished the same build first; keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
@@ -174,7 +188,8 @@ def _fix_special_tokens(tok) -> None:
 def ensure_smollm2() -> Path:
     """Convert the packaged GGUF into a cached safetensors folder once; rebuild it if damaged."""
     folder = cache_root() / "models" / "smollm2-135m"
-    if _cache_is_valid(folder):
+    source = f"{SMOLLM2_PACKAGE}/{SMOLLM2_GGUF}"
+    if _cache_is_valid(folder, source):
         return folder
     gguf = _smollm2_gguf()
     if gguf is None:
@@ -183,8 +198,7 @@ def ensure_smollm2() -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = folder.with_name(folder.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _building_dir(folder)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     _fix_special_tokens(tok)
@@ -199,26 +213,30 @@ def ensure_smollm2() -> Path:
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    return _finish_cache(tmp, folder, f"{SMOLLM2_PACKAGE}/{SMOLLM2_GGUF}")
+    return _finish_cache(tmp, folder, source)
 
 
 def ensure_tiny() -> Path:
     """Build the deterministic tiny random Llama (seed 0) with SmolLM2's tokenizer, once."""
     folder = cache_root() / "models" / "tiny"
-    if _cache_is_valid(folder):
+    if _cache_is_valid(folder, TINY_RECIPE):
         return folder
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(ensure_smollm2())
-    tmp = folder.with_name(folder.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _building_dir(folder)
     cfg = LlamaConfig(**TINY_CONFIG, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg).to(torch.float32)
+    # At the default init a 64-wide model's logits are nearly uniform (std ~0.16) and LoRA on the
+    # projections cannot sharpen them through the final RMSNorm; a larger norm gain lets a few
+    # LoRA steps move the loss, so tests can tell learning from memorizing.
+    with torch.no_grad():
+        model.model.norm.weight.fill_(TINY_NORM_GAIN)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    return _finish_cache(tmp, folder, "random init, torch.manual_seed(0)")
+    return _finish_cache(tmp, folder, TINY_RECIPE)
 
 
 def _resolve_random(spec: str) -> ResolvedModel:

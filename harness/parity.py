@@ -26,7 +26,7 @@ WHY = ("bf16 arithmetic (relative rounding ~0.4%) and Unsloth's fused kernels re
 def rel_diffs(a: list[float], b: list[float], n: int | None = None) -> list[float]:
     """|a_i - b_i| / |b_i| over the first n common steps."""
     k = min(len(a), len(b), n if n is not None else len(a))
-    return [abs(x - y) / max(abs(y), 1e-12) for x, y in zip(a[:k], b[:k])]
+    return [abs(x - y) / max(abs(y), 1e-12) for x, y in zip(a[:k], b[:k], strict=True)]
 
 
 def compare_losses(other: list[float], ref: list[float], steps: int, rtol: float) -> dict:
@@ -101,7 +101,8 @@ def run_parity(other: RunResult, ref: RunResult, steps: int = 10, rtol: float = 
     for key in ("train_loss", "heldout_loss"):
         xa, xb = getattr(a.curves, key), getattr(b.curves, key)
         if xa and xb:
-            final[key] = {a.backend: xa[-1], b.backend: xb[-1], "rel_diff": abs(xa[-1] - xb[-1]) / max(abs(xb[-1]), 1e-12)}
+            rel = abs(xa[-1] - xb[-1]) / max(abs(xb[-1]), 1e-12)
+            final[key] = {a.backend: xa[-1], b.backend: xb[-1], "rel_diff": rel}
     final_ok = bool(final) and all(v["rel_diff"] <= final_rtol for v in final.values())
     same_data = (other.data.get("hash"), a.train.steps, a.train.tokens) == (ref.data.get("hash"), b.train.steps,
                                                                             b.train.tokens)

@@ -21,7 +21,7 @@ from harness import environment
 from harness.config import Plan, RunConfig
 from harness.errors import UserError
 from harness.fsutil import atomic_write_json
-from harness.job import variant_file
+from harness.job import PROGRESS_MARK, variant_file
 from harness.results import RESULTS_FILE, RunResult, VariantResult, from_dict
 
 RUNS_DIR = "runs"
@@ -136,7 +136,7 @@ def _run_child(name: str, cfg: RunConfig, run_dir: Path, resume_from: str | None
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(_child_command(name, cfg, run_dir, resume_from), stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            tail = _follow(proc, log_path)
+            tail = _follow(proc, log_path, name)
         except KeyboardInterrupt:
             proc.send_signal(signal.SIGINT)
             try:
@@ -152,24 +152,30 @@ def _run_child(name: str, cfg: RunConfig, run_dir: Path, resume_from: str | None
                          backend=cfg.model.backend, error=tail or f"exit code {proc.returncode}")
 
 
-def _follow(proc: subprocess.Popen, log_path: Path) -> str:
-    """Echo the child's progress lines while it runs; return the last lines of its log."""
+def _follow(proc: subprocess.Popen, log_path: Path, name: str) -> str:
+    """Show the child's progress as a bar and echo its own lines; return the last lines of its log."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     pos = 0
-    while True:
-        finished = proc.poll() is not None
-        with open(log_path, encoding="utf-8", errors="replace") as fh:
-            fh.seek(pos)
-            chunk = fh.read()
-            pos = fh.tell()
-        for line in chunk.splitlines():
-            # The child's own progress lines; tqdm bars and library chatter stay in the log file.
-            if line.startswith("[") and "] " in line and not line.startswith("[bitsandbytes"):
-                print("   " + line.strip(), flush=True)
-            elif line.startswith("error: "):
-                print("   " + line.strip(), flush=True)
-        if finished:
-            break
-        time.sleep(0.5)
+    with Progress(TextColumn("   {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task(f"{name}: loading", total=None)
+        while True:
+            finished = proc.poll() is not None
+            with open(log_path, encoding="utf-8", errors="replace") as fh:
+                fh.seek(pos)
+                chunk = fh.read()
+                pos = fh.tell()
+            for line in chunk.splitlines():
+                if line.startswith(PROGRESS_MARK):
+                    _, kind, done, total = line.split()
+                    bar.update(task, description=f"{name}: {kind}", completed=int(done), total=int(total))
+                elif line.startswith(f"[{name}] ") or line.startswith("error: "):
+                    # The child's own summary lines; tqdm bars and library chatter stay in the log file.
+                    bar.console.print("   " + line.strip(), highlight=False, markup=False)
+            if finished:
+                break
+            time.sleep(0.5)
     lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
     errors = [ln for ln in lines if ln.startswith("error: ")]
-    return errors[-1] if errors else "\n".join(lines[-15:])
+    return errors[-1] if errors else "\n".join(ln for ln in lines[-15:] if not ln.startswith(PROGRESS_MARK))

@@ -120,7 +120,8 @@ def sft_config(cfg: RunConfig, output_dir: Path):
 
 
 def train_variant(model, tokenizer, ds: Dataset, cfg: RunConfig, output_dir: Path,
-                  on_eval: Callable[[int, float, float], None] | None = None) -> tuple[LossCurves, TrainStats]:
+                  on_eval: Callable[[int, float, float], None] | None = None,
+                  on_step: Callable[[int, int], None] | None = None) -> tuple[LossCurves, TrainStats]:
     """Run SFTTrainer on the training pieces, measuring both probe losses at the planned steps."""
     import datasets
     from transformers import TrainerCallback
@@ -152,6 +153,8 @@ def train_variant(model, tokenizer, ds: Dataset, cfg: RunConfig, output_dir: Pat
         def on_step_end(self, args, state, control, **kw):
             if state.global_step in plan and state.global_step not in curves.steps:
                 measure(state.global_step, state.epoch or 0.0)
+            if on_step:
+                on_step(state.global_step, state.max_steps)
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:

@@ -1,0 +1,102 @@
+"""`asciitune export`: save a trained variant as an adapter, a merged 16-bit model, or GGUF.
+
+    asciitune export RUN --variant r16 --format adapter
+    asciitune export RUN --variant r16 --format merged gguf:f16 gguf:q8_0 gguf:q4_k_m --score
+    asciitune export RUN --variant r16 --score        # re-score the exports already recorded
+
+RUN is a run folder or a run id under reports/runs. Each format goes to
+`<run>/exports/<variant>/<format>/` unless --out is given, and is recorded in the run's
+results.json under the variant's `exports`. GGUF needs `python -m harness.llama_tools install`.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.errors import UserError
+
+
+def add_parser(subparsers) -> None:
+    """Register the `export` subcommand."""
+    p = subparsers.add_parser("export", help="export a trained variant (adapter, merged, gguf[:TYPE])",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="run folder or run id under reports/runs")
+    p.add_argument("--variant", help="variant name (default: the run's only trained variant)")
+    p.add_argument("--format", dest="formats", nargs="+", metavar="FORMAT", default=[],
+                   help="adapter, merged, or gguf[:TYPE] with TYPE f32, f16, bf16, q8_0 (default) or a "
+                        "llama.cpp quant such as q4_0, q4_k_m, q5_k_m, q6_k")
+    p.add_argument("--out", type=Path, help="output folder (with several formats: one subfolder each)")
+    p.add_argument("--dtype", choices=["bfloat16", "float16"], default="bfloat16",
+                   help="dtype of the merged model (default bfloat16)")
+    p.add_argument("--backend", choices=["unsloth", "peft"], help="backend that loads and merges (default: the "
+                                                                  "variant's; one per process)")
+    p.add_argument("--score", action="store_true", help="sample and score each format and the unexported "
+                                                        "model with the run's generate settings")
+    p.add_argument("--n-samples", type=int, help="samples per format when scoring (default: the run's)")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export the requested formats, record them, and optionally score every format."""
+    from harness import export, export_score
+
+    run, src = export.run_source(args.run, args.variant, args.reports_dir)
+    formats = list(dict.fromkeys(export.parse_format(f) for f in args.formats))
+    recorded = run.variants[src.variant].exports
+    if not formats and not args.score:
+        raise UserError("Nothing to do: pass --format adapter|merged|gguf[:TYPE], or --score to re-score "
+                        "the exports already recorded.")
+    backend = args.backend or src.cfg.model.backend
+    entries: dict[str, dict] = {}
+    if formats:
+        exporter = export.Exporter(src, backend, args.dtype)
+        try:
+            for fmt in formats:
+                out = export.default_out(src, fmt)
+                if args.out:
+                    out = args.out if len(formats) == 1 else args.out / export.slug(fmt)
+                print(f"exporting {src.variant} as {fmt} to {out}", flush=True)
+                entry = exporter.export(fmt, out)
+                entry["backend"] = backend
+                export.record(src.run_dir, src.variant, fmt, entry)
+                entries[fmt] = entry
+                print(f"  {entry['path']}: {entry['bytes'] / 1e6:.1f} MB in {entry['export_s']:.1f}s "
+                      f"({entry['tool']})", flush=True)
+        finally:
+            exporter.close()
+    if args.score:
+        if not entries:
+            entries = {f: {**e, "path": str(_abs(src.run_dir, e["path"]))} for f, e in recorded.items()
+                       if f != export_score.UNEXPORTED and e.get("path")}
+        for fmt, e in entries.items():
+            if not Path(e["path"]).exists():
+                raise UserError(f"The {fmt} export at {e['path']} is gone: export it again.")
+        gcfg = export_score.with_samples(src.cfg.generate, args.n_samples)
+        scored = export_score.score_formats(src, entries, backend, gcfg)
+        for fmt, entry in scored.items():
+            export.record(src.run_dir, src.variant, fmt, entry)
+        print(_table(scored))
+    return 0
+
+
+def _abs(run_dir: Path, path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else run_dir / p
+
+
+def _table(scored: dict[str, dict]) -> str:
+    """Plain table: format, size, load time, sampling speed and the main art scores with 95% intervals."""
+    def cell(m: dict) -> str:
+        ci = f" [{m['ci_low']:.2f}, {m['ci_high']:.2f}]" if m.get("ci_low") is not None else ""
+        return f"{m['value']:.3f}{ci}"
+
+    header = ["format", "MB", "load s", "tok/s", "width consistency", "novelty", "valid rate"]
+    rows = [header]
+    for fmt, e in scored.items():
+        m = e["scores"]["metrics"]
+        rows.append([fmt, f"{e['bytes'] / 1e6:.1f}", f"{e['load_s']:.2f}", f"{e['generation']['tokens_per_s']:.0f}",
+                     cell(m["width_consistency"]), cell(m["novelty"]), cell(m["valid_rate"])])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
