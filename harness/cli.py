@@ -47,7 +47,8 @@ def _has_cuda() -> bool:
 def _console():
     from rich.console import Console
 
-    return Console(stderr=False, highlight=False)
+    # Piped output (CI logs, `| tee`) gets a wide fixed width instead of rich's 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
 def cmd_run(args) -> int:

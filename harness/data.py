@@ -28,7 +28,6 @@ from harness.errors import UserError
 from harness.fsutil import sha256_json
 
 
-
 @dataclass(frozen=True)
 class Piece:
     """One normalized piece of art and where it came from."""

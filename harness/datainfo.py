@@ -30,7 +30,10 @@ def print_data(cfg: RunConfig, console, samples: int = 3, freeze: bool = False) 
         table.add_column(col)
     for side in ("train", "heldout"):
         d = info[side]
-        q = lambda k, keys: "/".join(f"{d[k][x]:.0f}" for x in keys)  # noqa: E731
+
+        def q(k: str, keys: tuple[str, ...], d: dict = d) -> str:
+            return "/".join(f"{d[k][x]:.0f}" for x in keys)
+
         table.add_row(side, str(d["pieces"]), q("lines", ("min", "median", "max")),
                       q("max_width", ("min", "median", "max")), q("tokens", ("min", "median", "p90", "max")),
                       str(d["tokens_total"]), str(d["over_max_seq_length"]))

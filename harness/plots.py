@@ -14,6 +14,7 @@ from typing import ParamSpec, TypeVar
 
 import matplotlib
 from matplotlib.figure import Figure  # not pyplot: no global figure state, no GUI backend, PNG via Agg
+from PIL import Image  # a matplotlib dependency
 
 from harness.fsutil import atomic_write_bytes
 from harness.results import RunResult, VariantResult, read_samples
@@ -40,9 +41,14 @@ def _color(i: int) -> str:
 
 
 def _save(fig: Figure, out_dir: Path, name: str) -> str:
-    """Render to memory first so a crash never leaves half a PNG; no Software tag keeps bytes stable."""
+    """Render to memory first so a crash never leaves half a PNG; a 128-colour palette keeps reports small."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=100, facecolor="white")
+    # Plots use a few flat colours: a palette without dithering looks the same at about a third of the bytes,
+    # and Pillow writes no Software tag or date, so the same figure gives the same bytes.
+    image = Image.open(buf).convert("RGB").quantize(128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=True)
     atomic_write_bytes(out_dir / name, buf.getvalue())
     return name
 
@@ -187,43 +193,49 @@ def _bench_points(run: RunResult) -> list[dict]:
     return [p for p in points if isinstance(p, dict) and p.get("backend")]
 
 
+def is_workload(p: dict) -> bool:
+    """A real-data workload point (the cats), not a synthetic grid point: it is not on the grid's lines."""
+    return p.get("workload") not in (None, "", "synthetic") or "cats" in str(p.get("label") or "")
+
+
+def point_name(p: dict) -> str:
+    """A benchmark point's name: its label, else its workload, else b<batch>-s<seq>."""
+    shape = f"b{p.get('batch_size')}-s{p.get('seq_len')}"
+    if p.get("label"):
+        return str(p["label"])
+    return f"{p['workload']}-{shape}" if is_workload(p) else shape
+
+
+def names_in_order(points: list[dict]) -> list[str]:
+    """Grid points by (batch, seq len), then workload points: same order in every panel."""
+    ordered = sorted(points, key=lambda p: (is_workload(p), p.get("batch_size") or 0, p.get("seq_len") or 0))
+    return list(dict.fromkeys(point_name(p) for p in ordered))
+
+
 def _speedups(points: list[dict]) -> tuple[str, str, list[tuple[str, float | None, str]]]:
-    """(fast, base, [(label, base_step_s / fast_step_s or None, note)]) for two backends, peft as base."""
+    """(fast, base, [(point name, base_step_s / fast_step_s or None, note)]) for two backends, peft as base."""
     backends = sorted({p["backend"] for p in points})
     base = "peft" if "peft" in backends else backends[0]
     fast = next(b for b in backends if b != base)
-    by = {(p["backend"], p.get("batch_size"), p.get("seq_len")): p for p in points}
-    keys = sorted({(p.get("batch_size") or 0, p.get("seq_len") or 0) for p in points})
+    by = {(p["backend"], point_name(p)): p for p in points}
     rows = []
-    for bs, sl in keys:
-        a, b = by.get((base, bs, sl)), by.get((fast, bs, sl))
-        label = f"b{bs}\ns{sl}"
+    for name in names_in_order(points):
+        a, b = by.get((base, name)), by.get((fast, name))
         if not a or not b:
-            rows.append((label, None, "missing"))
+            rows.append((name, None, "missing"))
         elif a.get("status") != "ok" or b.get("status") != "ok":
-            rows.append((label, None, f"{base} {a.get('status')}\n{fast} {b.get('status')}"))
+            rows.append((name, None, f"{base} {a.get('status')}\n{fast} {b.get('status')}"))
         elif a.get("median_step_s") and b.get("median_step_s"):
-            rows.append((label, a["median_step_s"] / b["median_step_s"], ""))
+            rows.append((name, a["median_step_s"] / b["median_step_s"], ""))
         else:
-            rows.append((label, None, "no time"))
+            rows.append((name, None, "no time"))
     return fast, base, rows
 
 
-@_plain_text
-def plot_bench(run: RunResult, out_dir: Path) -> list[str]:
-    """Benchmark plots, when present: tokens/s vs sequence length, speed-up per point, peak memory."""
-    points = [p for p in _bench_points(run) if p.get("seq_len") and p.get("batch_size")]
-    if not points:
-        return []
-    written = []
-    backends = sorted({p["backend"] for p in points})
-    two = len(backends) >= 2
-    fig = Figure(figsize=(12 if two else 6, 4), layout="constrained")
-    axes = fig.subplots(1, 2 if two else 1, squeeze=False)[0]
-    ax = axes[0]
+def _throughput(ax, points: list[dict], backends: list[str]) -> None:
+    """Grid points only, as lines: colour = backend (as in the memory plot), marker and dash = batch size."""
     batches = sorted({p.get("batch_size") or 0 for p in points})
-    for backend in backends:  # colour = backend (as in the memory plot), marker and line = batch size
-        i = backends.index(backend)
+    for i, backend in enumerate(backends):
         for k, bs in enumerate(batches):
             pts = sorted((p for p in points if p["backend"] == backend and (p.get("batch_size") or 0) == bs),
                          key=lambda p: p.get("seq_len") or 0)
@@ -239,35 +251,92 @@ def plot_bench(run: RunResult, out_dir: Path) -> list[str]:
     ax.set_xscale("log", base=2)
     ax.set_xticks(seq_lens, [str(s) for s in seq_lens])
     ax.minorticks_off()
+    ax.margins(y=0.08)
+    ax.set_ylim(bottom=0)  # after the margins, which then only pad the top
     ax.set_xlabel("sequence length (tokens)")
     ax.set_ylabel("training tokens / s")
-    ax.set_title("Throughput vs sequence length")
+    ax.set_title("Throughput vs sequence length (synthetic rows)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
+
+
+def _workload(ax, points: list[dict], backends: list[str]) -> None:
+    """Real-data workload points as their own bars: their rows are real pieces, not one more grid length."""
+    names = names_in_order(points)
+    by = {(p["backend"], point_name(p)): p for p in points}
+    width = 0.8 / len(backends)
+    for j, backend in enumerate(backends):
+        for k, name in enumerate(names):
+            p = by.get((backend, name))
+            if not p:
+                continue
+            x = k + (j - (len(backends) - 1) / 2) * width
+            ok = p.get("status") == "ok" and p.get("tokens_per_s")
+            ax.bar(x, p["tokens_per_s"] if ok else 0, width, color=_color(j), hatch="//", edgecolor="white")
+            value = f"{p['tokens_per_s']:,.0f}" if ok else str(p.get("status")).upper()
+            ax.annotate(f"{backend}\n{value}", (x, p["tokens_per_s"] if ok else 0), ha="center", va="bottom",
+                        fontsize=8, xytext=(0, 2), textcoords="offset points")
+    ticks = []
+    for p in (next(q for q in points if point_name(q) == name) for name in names):
+        accum = f" x {p['grad_accum']} accum" if (p.get("grad_accum") or 1) > 1 else ""
+        ticks.append(f"{point_name(p)}\nbatch {p.get('batch_size')}{accum}\n~{p.get('seq_len')} real tokens/row")
+    ax.set_xticks(range(len(names)), ticks, fontsize=8)
+    ax.set_xlim(-0.7, len(names) - 0.3)
+    ax.margins(y=0.15)
+    ax.set_ylabel("training tokens / s")
+    ax.set_title("Real workload")
+    ax.grid(axis="y", alpha=0.3)
+
+
+@_plain_text
+def plot_bench(run: RunResult, out_dir: Path) -> list[str]:
+    """Benchmark plots, when present: tokens/s vs sequence length, speed-up per point, peak memory."""
+    points = [p for p in _bench_points(run) if p.get("seq_len") and p.get("batch_size")]
+    if not points:
+        return []
+    written = []
+    backends = sorted({p["backend"] for p in points})
+    two = len(backends) >= 2
+    grid, work = [p for p in points if not is_workload(p)], [p for p in points if is_workload(p)]
+    ratios = ([3] if grid else []) + ([1.2] if work else []) + ([3] if two else [])
+    fig = Figure(figsize=(4.6 * sum(ratios) / 3 + 1, 4.2), layout="constrained")
+    axes = list(fig.subplots(1, len(ratios), squeeze=False, width_ratios=ratios)[0])
+    if grid:
+        _throughput(axes.pop(0), grid, backends)
+    if work:
+        _workload(axes.pop(0), work, backends)
     if two:
         fast, base, rows = _speedups(points)
-        ax = axes[1]
+        work_names = {point_name(p) for p in work}
+        ax = axes.pop(0)
         xs = range(len(rows))
-        ax.bar(xs, [r[1] or 0 for r in rows], color=[_color(2) if (r[1] or 0) >= 1 else _color(3) for r in rows])
+        ax.bar(xs, [r[1] or 0 for r in rows], color=[_color(2) if (r[1] or 0) >= 1 else _color(3) for r in rows],
+               hatch=["//" if r[0] in work_names else None for r in rows], edgecolor="white")
         for x, (_, value, note) in zip(xs, rows, strict=True):
             ax.annotate(f"{value:.2f}x" if value else note, (x, value or 0), ha="center", va="bottom", fontsize=8,
                         xytext=(0, 2), textcoords="offset points")
+        n_grid = sum(r[0] not in work_names for r in rows)
+        if 0 < n_grid < len(rows):  # the real workload is not one more grid point: set it apart
+            ax.axvline(n_grid - 0.5, color="#666", ls="--", lw=1)
         ax.axhline(1.0, color="black", lw=1)
-        ax.set_xticks(list(xs), [r[0] for r in rows], fontsize=8)
-        ax.set_xlabel("batch size / sequence length")
+        ax.margins(y=0.1)
+        pad = max(0.0, (3 - len(rows)) / 2)  # one or two bars stay bar-width, centred
+        ax.set_xlim(-0.6 - pad, len(rows) - 0.4 + pad)
+        ax.set_xticks(list(xs), [r[0] for r in rows], fontsize=8, rotation=30, ha="right")
+        ax.set_xlabel("benchmark point")
         ax.set_ylabel(f"speed-up ({base} step time / {fast} step time)")
-        ax.set_title(f"{fast} speed-up over {base} (median step time)")
+        ax.set_title(f"{fast} speed-up over {base}")
         ax.grid(axis="y", alpha=0.3)
     written.append(_save(fig, out_dir, "bench-speed.png"))
 
-    keys = sorted({(p.get("batch_size") or 0, p.get("seq_len") or 0) for p in points})
-    by = {(p["backend"], p.get("batch_size") or 0, p.get("seq_len") or 0): p for p in points}
-    fig = Figure(figsize=(max(6.0, 1.1 * len(keys) * len(backends) + 2), 4), layout="constrained")
+    names = names_in_order(points)
+    by = {(p["backend"], point_name(p)): p for p in points}
+    fig = Figure(figsize=(max(6.0, 0.55 * len(names) * len(backends) + 2), 4), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(backends)
     for j, backend in enumerate(backends):
-        xs = [k + (j - (len(backends) - 1) / 2) * width for k in range(len(keys))]
-        got = [by.get((backend, *key), {}) for key in keys]
+        xs = [k + (j - (len(backends) - 1) / 2) * width for k in range(len(names))]
+        got = [by.get((backend, name), {}) for name in names]
         ax.bar(xs, [(p.get("peak_reserved_bytes") or 0) / GIB for p in got], width, color=_color(j), alpha=0.35,
                label=f"{backend} reserved")
         ax.bar(xs, [(p.get("peak_allocated_bytes") or 0) / GIB for p in got], width * 0.5, color=_color(j),
@@ -276,12 +345,18 @@ def plot_bench(run: RunResult, out_dir: Path) -> list[str]:
             if p and p.get("status") != "ok":
                 ax.annotate(str(p.get("status")).upper(), (x, (p.get("peak_reserved_bytes") or 0) / GIB),
                             ha="center", va="bottom", fontsize=9, color=_color(3), fontweight="bold")
-    ax.set_xticks(range(len(keys)), [f"b{bs} s{sl}" for bs, sl in keys], fontsize=8)
-    ax.set_xlabel("batch size / sequence length")
+    n_grid = len({point_name(p) for p in grid})
+    if 0 < n_grid < len(names):
+        ax.axvline(n_grid - 0.5, color="#666", ls="--", lw=1)
+    ax.set_xticks(range(len(names)), names, fontsize=8, rotation=30 if len(names) > 4 else 0,
+                  ha="right" if len(names) > 4 else "center")
+    ax.set_xlabel("benchmark point")
     ax.set_ylabel("peak GPU memory (GiB)")
     ax.set_title("Peak GPU memory per benchmark point")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    pad = max(0.0, (3 - len(names)) / 2)
+    ax.set_xlim(-0.6 - pad, len(names) - 0.4 + pad)
+    fig.legend(fontsize=8, ncols=2 * len(backends), loc="outside lower center")  # below: never over a bar
     written.append(_save(fig, out_dir, "bench-memory.png"))
     return written
 

@@ -14,8 +14,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness import plots
+from harness import plots, report_sections
 from harness.fsutil import atomic_write_text
+from harness.report_sections import fmt, fmt_bytes, fmt_mapping, fmt_metric
 from harness.results import RunResult, VariantResult, load, resolve_run_dir
 
 MAX_GALLERY = 12  # samples per variant in the gallery; the samples file keeps them all
@@ -146,46 +147,6 @@ class Doc:
         """Atomically write index.html and report.md into out_dir; returns the HTML path."""
         atomic_write_text(out_dir / "report.md", self.render_md())
         return atomic_write_text(out_dir / "index.html", self.render_html())
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """A compact number (or '-' when missing)."""
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int) or abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}g}"
-
-
-def fmt_bytes(n: Any) -> str:
-    """Bytes as MiB/GiB."""
-    if not n:
-        return "-"
-    return f"{n / 1024 ** 3:.2f} GiB" if n >= 1024 ** 3 else f"{n / 1024 ** 2:.0f} MiB"
-
-
-def fmt_metric(m: dict | None, uncertainty: bool = True) -> str:
-    """value [ci_low, ci_high], or value ± stderr, or value."""
-    if not m or m.get("value") is None:
-        return "-"
-    if not uncertainty:
-        return fmt(m["value"])
-    if m.get("ci_low") is not None and m.get("ci_high") is not None:
-        return f"{fmt(m['value'])} [{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]"
-    if m.get("stderr") is not None:
-        return f"{fmt(m['value'])} ± {fmt(m['stderr'], 2)}"
-    return fmt(m["value"])
-
-
-def fmt_mapping(value: Any) -> str:
-    """A dict as 'k v, k v' (versions, device), anything else as str."""
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {fmt_mapping(v)}" for k, v in value.items()) or "-"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(fmt_mapping(v) for v in value)
-    return fmt(value)
 
 
 def final_verdict(v: VariantResult) -> str:
@@ -324,31 +285,6 @@ def _cost(doc: Doc, run: RunResult) -> None:
                      fmt(t.trainable_parameters), fmt(g.get("n")), fmt(g.get("tokens_per_s"))])
     doc.table(["variant", "backend", "note", "device", "steps", "epochs", "train s", "train tokens/s", "peak memory",
                "trainable params", "samples", "generate tokens/s"], rows)
-    exports = [[v.name, fmt_name, fmt_bytes(e.get("bytes")), fmt(e.get("load_s")),
-                fmt_metric(((e.get("scores") or {}).get("metrics") or {}).get("valid_rate"))]
-               for v in run.variants.values() for fmt_name, e in (v.exports or {}).items() if isinstance(e, dict)]
-    if exports:
-        doc.heading("Exports")
-        doc.table(["variant", "format", "size", "load s", "valid_rate"], exports)
-
-
-def _bench(doc: Doc, run: RunResult) -> None:
-    bench = run.bench or {}
-    points = [p for p in bench.get("points") or [] if isinstance(p, dict)]
-    if not points and not bench.get("parity"):
-        return
-    doc.section("GPU benchmark")
-    doc.para(f"Card: {fmt_mapping(bench.get('card'))}; measured matmul TFLOPS: {fmt(bench.get('matmul_tflops'))}.")
-    doc.table(["backend", "batch", "seq len", "status", "median step s", "step s IQR", "tokens/s", "peak allocated",
-               "peak reserved", "MFU"],
-              [[p.get("backend", "-"), fmt(p.get("batch_size")), fmt(p.get("seq_len")), p.get("status", "-"),
-                fmt(p.get("median_step_s")), fmt(p.get("step_s_iqr")), fmt(p.get("tokens_per_s")),
-                fmt_bytes(p.get("peak_allocated_bytes")), fmt_bytes(p.get("peak_reserved_bytes")), fmt(p.get("mfu"))]
-               for p in points])
-    parity = bench.get("parity")
-    if isinstance(parity, dict) and parity:
-        doc.heading("Loss parity between backends")
-        doc.table(["check", "value"], [[k, fmt_mapping(v)] for k, v in parity.items()])
 
 
 def _gallery(doc: Doc, run: RunResult, run_dir: Path) -> None:
@@ -382,15 +318,18 @@ def write_report(run_dir: str | Path) -> Path:
     images = plots.plot_run(run, run_dir)
     doc = Doc(f"asciitune run {run.run_id}")
     _header(doc, run)
-    _leaderboard(doc, run)
-    _memorization(doc, run)
-    _image(doc, run_dir, images, "loss-curves.png", "train vs held-out loss per variant")
-    _scores(doc, run)
-    _image(doc, run_dir, images, "scores.png", "scores per variant with uncertainty")
-    _image(doc, run_dir, images, "novelty.png", "novelty histograms")
-    _cost(doc, run)
-    _bench(doc, run)
-    _image(doc, run_dir, images, "bench-speed.png", "benchmark throughput and speed-up")
+    if run.variants:  # a benchmark-only run has no variants: no empty leaderboard, cost or gallery
+        _leaderboard(doc, run)
+        _memorization(doc, run)
+        _image(doc, run_dir, images, "loss-curves.png", "train vs held-out loss per variant")
+        _scores(doc, run)
+        _image(doc, run_dir, images, "scores.png", "scores per variant with uncertainty")
+        _image(doc, run_dir, images, "novelty.png", "novelty histograms")
+        _cost(doc, run)
+        report_sections.exports(doc, run)
+    report_sections.bench(doc, run)
+    _image(doc, run_dir, images, "bench-speed.png", "benchmark throughput, real workload and speed-up")
     _image(doc, run_dir, images, "bench-memory.png", "benchmark peak memory")
-    _gallery(doc, run, run_dir)
+    if run.variants:
+        _gallery(doc, run, run_dir)
     return doc.write(run_dir)

@@ -106,14 +106,16 @@ def from_dict(data: dict) -> RunResult:
         raise UserError(f"Results use schema version {version}, this asciitune reads {SCHEMA_VERSION}: "
                         "re-run them with this version or use the matching asciitune.")
     run = _build(RunResult, data)
-    variants = {}
-    for name, v in (data.get("variants") or {}).items():
-        vr = _build(VariantResult, v)
-        vr.curves = _build(LossCurves, v.get("curves") or {})
-        vr.train = _build(TrainStats, v.get("train") or {})
-        variants[name] = vr
-    run.variants = variants
+    run.variants = {name: variant_from_dict(v) for name, v in (data.get("variants") or {}).items()}
     return run
+
+
+def variant_from_dict(data: dict) -> VariantResult:
+    """Rebuild one typed variant result (as written to variants/<name>.json)."""
+    vr = _build(VariantResult, data)
+    vr.curves = _build(LossCurves, data.get("curves") or {})
+    vr.train = _build(TrainStats, data.get("train") or {})
+    return vr
 
 
 def resolve_run_dir(run: str | Path, reports_dir: str | Path = "reports") -> Path:

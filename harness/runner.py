@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from harness import environment
@@ -22,14 +22,14 @@ from harness.config import Plan, RunConfig
 from harness.errors import UserError
 from harness.fsutil import atomic_write_json
 from harness.job import PROGRESS_MARK, variant_file
-from harness.results import RESULTS_FILE, RunResult, VariantResult, from_dict
+from harness.results import RESULTS_FILE, RunResult, VariantResult, from_dict, variant_from_dict
 
 RUNS_DIR = "runs"
 
 
 def new_run_id(cfg_hash: str) -> str:
     """Sortable, unique-enough id: UTC time plus the config hash."""
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + f"-{cfg_hash[:6]}"
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + f"-{cfg_hash[:6]}"
 
 
 def preflight(plan: Plan) -> dict:
@@ -64,7 +64,7 @@ def _load_or_new(run_dir: Path, plan: Plan, command: str) -> RunResult:
     path = run_dir / RESULTS_FILE
     if path.is_file():
         return from_dict(json.loads(path.read_text(encoding="utf-8")))
-    return RunResult(run_id=run_dir.name, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    return RunResult(run_id=run_dir.name, created=datetime.now(UTC).isoformat(timespec="seconds"),
                      command=command, config_source=plan.source, base_config=plan.base.to_dict(),
                      config_hash=plan.base.hash())
 
@@ -134,7 +134,8 @@ def _run_child(name: str, cfg: RunConfig, run_dir: Path, resume_from: str | None
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(_child_command(name, cfg, run_dir, resume_from), stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(_child_command(name, cfg, run_dir, resume_from), stdout=log,
+                                stderr=subprocess.STDOUT, env=env)
         try:
             tail = _follow(proc, log_path, name)
         except KeyboardInterrupt:
@@ -145,9 +146,7 @@ def _run_child(name: str, cfg: RunConfig, run_dir: Path, resume_from: str | None
                 proc.kill()
             raise
     if proc.returncode == 0 and out_file.is_file():
-        data = json.loads(out_file.read_text(encoding="utf-8"))
-        return from_dict({"schema_version": RunResult("x").schema_version, "run_id": "x",
-                          "variants": {name: data}}).variants[name]
+        return variant_from_dict(json.loads(out_file.read_text(encoding="utf-8")))
     return VariantResult(name=name, status="failed", config=cfg.to_dict(), config_hash=cfg.hash(),
                          backend=cfg.model.backend, error=tail or f"exit code {proc.returncode}")
 

@@ -18,22 +18,21 @@ def summary_rows(run: RunResult) -> list[dict[str, str]]:
         c = v.curves
         la = v.loss_analysis or {}
         rows.append({
-            "variant": name, "status": v.status, "backend": v.backend,
-            "train loss": f"{c.train_loss[0]:.3f}->{c.train_loss[-1]:.3f}" if c.train_loss else "-",
-            "held-out loss": f"{c.heldout_loss[0]:.3f}->{c.heldout_loss[-1]:.3f}" if c.heldout_loss else "-",
-            "min held-out @step": f"{la['heldout_min']:.3f}@{la['heldout_min_step']}" if la else "-",
+            "variant": name if v.status == "done" else f"{name} ({v.status})",
+            "verdict": (v.verdict or {}).get("verdict") or la.get("verdict", "-"),
+            "train loss": f"{c.train_loss[0]:.2f}->{c.train_loss[-1]:.2f}" if c.train_loss else "-",
+            "held-out loss (min@step)": (f"{c.heldout_loss[0]:.2f}->{c.heldout_loss[-1]:.2f} "
+                                         f"({la['heldout_min']:.2f}@{la['heldout_min_step']})") if la else "-",
             "width": _metric(v.scores, "width_consistency"), "novelty": _metric(v.scores, "novelty"),
             "valid": _metric(v.scores, "valid_rate"),
-            "verdict": (v.verdict or {}).get("verdict") or la.get("verdict", "-"),
             "train s": f"{v.train.seconds:.0f}" if v.train.seconds else "-",
             "tok/s": f"{v.train.tokens_per_s:.0f}" if v.train.tokens_per_s else "-",
         })
     if run.human_reference:
-        rows.append({"variant": "human reference", "status": "", "backend": "", "train loss": "",
-                     "held-out loss": "", "min held-out @step": "",
+        rows.append({"variant": "human reference", "verdict": "", "train loss": "", "held-out loss (min@step)": "",
                      "width": _metric(run.human_reference, "width_consistency"),
                      "novelty": _metric(run.human_reference, "novelty"),
-                     "valid": _metric(run.human_reference, "valid_rate"), "verdict": "", "train s": "", "tok/s": ""})
+                     "valid": _metric(run.human_reference, "valid_rate"), "train s": "", "tok/s": ""})
     return rows
 
 
@@ -44,7 +43,8 @@ def print_summary(run: RunResult, console) -> None:
     rows = summary_rows(run)
     if not rows:
         return
-    table = Table(title=f"run {run.run_id}")
+    backends = sorted({v.backend for v in run.variants.values() if v.backend})
+    table = Table(title=f"run {run.run_id} ({', '.join(backends)} on {run.environment.get('device', '?')})")
     for col in rows[0]:
         table.add_column(col, no_wrap=True)
     for row in rows:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from harness.config import RunConfig
 from harness.data import Dataset, Piece, check_lengths, format_example, token_lengths

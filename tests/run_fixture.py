@@ -51,6 +51,51 @@ def _variant(name: str, r: int, curves: tuple[list, list], analysis: dict, sc: d
         verdict={"verdict": verdict, "rule": "final rule <combined>"}, samples_file=f"samples-{name}.jsonl")
 
 
+def _point(backend: str, bs: int, sl: int, label: str | None = None, workload: str = "synthetic",
+           optim: str = "adamw_8bit", grad_accum: int = 1) -> dict:
+    fast = backend == "unsloth"
+    return {"backend": backend, "workload": workload, "batch_size": bs, "seq_len": sl, "grad_accum": grad_accum,
+            "optim": optim, "label": label or f"b{bs}-s{sl}",
+            "status": "oom" if (backend, bs, sl) == ("peft", 8, 1024) else "ok",
+            "error": "CUDA OOM <peft> & co" if (backend, bs, sl) == ("peft", 8, 1024) else "",
+            "median_step_s": (0.1 if fast else 0.2) * bs * sl / 1024, "step_s_iqr": 0.01,
+            "tokens_per_s": 1e4 * (2 if fast else 1) * (1 + sl / 1024), "peak_allocated_bytes": bs * sl * 2e6,
+            "peak_reserved_bytes": bs * sl * 2.5e6, "mfu": 0.3, "losses": [2.0, 1.9]}
+
+
+def make_bench() -> dict:
+    """A bench block shaped like harness.bench's: grid, cats workload, extra points, bare loop, parity."""
+    backends = ("peft", "unsloth")
+    points = [_point(be, bs, sl) for be in backends for bs in (2, 8) for sl in (512, 1024)]
+    points += [_point(be, 2, 127, "cats-b2x4", "cats", grad_accum=4) for be in backends]
+    points[-2]["tokens_per_s"], points[-1]["tokens_per_s"] = 450.0, 600.0  # the real workload: far below the grid
+    extra = [_point(be, 2, 512, "b2-s512-adamw_torch", optim="adamw_torch") for be in backends]
+    comparison = [{"backend": be, "harness_point": "b2-s512", "optim": "adamw_8bit", "harness_step_s": step,
+                   "harness_compute_s": step - 0.003, "bare_step_s": bare, "ratio": step / bare,
+                   "within_3pct": step / bare <= 1.03} for be, step, bare in (("unsloth", 0.1, 0.0992),
+                                                                                ("peft", 0.2, 0.16))]
+    return {"card": "NVIDIA H100 80GB", "matmul_tflops": 610.0, "note": "merged <by hand> & checked",
+            "points": points, "extra_points": extra,
+            "bare_loop": {"script": "bare_loop.py", "sha256": "fa6071e9", "batch_size": 2, "seq_len": 512,
+                          "comparison": comparison},
+            "parity": {"ok": True, "tolerance_rel": 0.02, "steps": 10, "reference": "peft",
+                       "why": "bf16 <rounding>", "max_rel_diff": 0.0002,
+                       "finding": "Losses agree within 2% per step at every compared point (largest <0.02%>).",
+                       "points": [{"label": "b2-s512", "max_rel_diff": 0.0002}]}}
+
+
+def make_exports() -> dict:
+    """A variant's exports as harness.export and export_score record them: the unexported row listed last."""
+    def entry(fmt: str, size: int, load_s: float | None, sc: dict | None) -> dict:
+        e = {"format": fmt, "path": f"exports/r8/{fmt.replace(':', '-')}", "bytes": size, "export_s": 3.0}
+        if sc is not None:
+            e |= {"load_s": load_s, "generation": {"tokens_per_s": 850.0}, "scores": sc}
+        return e
+    return {"gguf:q8_0": entry("gguf:q8_0", 145 * 1024 ** 2, 0.41, scores(0.52, 0.88, 0.8, 0.0)),
+            "merged": entry("merged", 270 * 1024 ** 2, None, None),  # exported, not scored yet
+            "unexported": entry("unexported", 290 * 1024 ** 2, 2.5, scores(0.55, 0.9, 0.875, 0.0))}
+
+
 def make_run(run_dir: Path, run_id: str = "run-a", data_hash: str = "d" * 64, device: str = "NVIDIA H100",
              novelty_shift: float = 0.0, schema_version: int = 1, bench: bool = True) -> RunResult:
     """Write a two-variant run (one learning, one memorizing) with samples, and return its results."""
@@ -73,14 +118,8 @@ def make_run(run_dir: Path, run_id: str = "run-a", data_hash: str = "d" * 64, de
         human_reference=scores(0.6, 0.95, 1.0, 0.0) | {"per_sample": [{"novelty": 0.5 + i / 20} for i in range(8)]},
         variants={"r8": good, "r32": mem, "r64": failed})
     if bench:
-        run.bench = {"card": "NVIDIA H100 80GB", "matmul_tflops": 610.0, "parity": {"max_abs_diff": 0.004, "ok": True},
-                     "points": [{"backend": be, "batch_size": bs, "seq_len": sl,
-                                 "status": "oom" if (be, bs, sl) == ("peft", 8, 1024) else "ok",
-                                 "median_step_s": (0.2 if be == "peft" else 0.1) * bs * sl / 1024, "step_s_iqr": 0.01,
-                                 "tokens_per_s": 1e4 * (2 if be == "unsloth" else 1) * (1 + sl / 1024),
-                                 "peak_allocated_bytes": bs * sl * 2e6, "peak_reserved_bytes": bs * sl * 2.5e6,
-                                 "mfu": 0.3, "losses": [2.0, 1.9]}
-                                for be in ("peft", "unsloth") for bs in (2, 8) for sl in (512, 1024)]}
+        run.bench = make_bench()
+    good.exports = make_exports()
     run_dir.mkdir(parents=True, exist_ok=True)
     good_texts = [EVIL_ART, FENCE_ART, CAT, " \t tab\n", CAT + "\n~"]
     for v, texts, nov in ((good, good_texts, 0.55), (mem, [CAT] * 3, 0.0)):

@@ -20,6 +20,7 @@ from tests.conftest import asciitune
 
 N_TOKENS = 32
 FP32 = 'model.dtype="float32"'
+FEW_PROBES = "train.eval_points=1"  # loss measured at step 0 and the last step only: faster, and all the tests need
 
 
 @dataclass
@@ -56,7 +57,7 @@ def trained(tmp_path_factory) -> Trained:
     from harness.results import RunResult, VariantResult
     from harness.train import train_variant
 
-    cfg = load_plan("tiny", [FP32]).variants["base"]
+    cfg = load_plan("tiny", [FP32, FEW_PROBES]).variants["base"]
     run_dir = tmp_path_factory.mktemp("run")
     model, tok, _ = backend.load(resolve(cfg.model.name), cfg)
     backend.for_training(model)
@@ -123,7 +124,7 @@ def _llama_greedy(path: Path, prompt_ids: list[int], f32_cache: bool):
     from llama_cpp import GGML_TYPE_F32, Llama
 
     cache = {"type_k": GGML_TYPE_F32, "type_v": GGML_TYPE_F32} if f32_cache else {}  # default: f16 K/V
-    llm = Llama(model_path=str(path), n_ctx=128, logits_all=True, verbose=False, n_threads=2, **cache)
+    llm = Llama(model_path=str(path), n_ctx=128, logits_all=True, verbose=False, n_threads=1, **cache)
     ids, logits = list(prompt_ids), []
     llm.eval(ids)
     for _ in range(N_TOKENS):
@@ -164,13 +165,15 @@ def test_gguf_greedy_tokens_match_the_merged_model(ggufs, gguf_type):
     hf_logits = _hf_logits(model, prompt_ids + hf_ids)[len(prompt_ids) - 1:-1]
     top2 = torch.topk(torch.from_numpy(hf_logits), 2).values
     margin = float((top2[:, 0] - top2[:, 1]).min())
-    # Teacher-forced on HF's tokens, llama.cpp's logits (|logit| <~ 1 on tiny) agree at all 32 steps
-    # to fp32 round-off for f32 (measured 3.6e-7) and to fp16 activation/cache rounding (measured 2.6e-4) for f16...
+    # Teacher-forced on HF's tokens, llama.cpp's logits agree at all 32 steps, relative to the largest
+    # |logit|: to fp32 round-off for f32 (measured 3.4e-7) and to fp16 activation and cache rounding
+    # for f16 (measured 2.5e-4, a quarter of fp16's epsilon)...
     _, _, forced = _llama_greedy_forced(llm, prompt_ids, hf_ids)
     diff = float(abs(forced - hf_logits).max())
-    assert diff < (1e-5 if gguf_type == "f32" else 2e-3), diff
+    scale = float(abs(hf_logits).max())
+    assert diff < (1e-5 if gguf_type == "f32" else 2e-3) * scale, (diff, scale)
     # ...so exact agreement of the free-running greedy tokens is well defined, not luck: the smallest
-    # top-1/top-2 gap along HF's path (measured 0.025) is far above that difference.
+    # top-1/top-2 gap along HF's path (measured 0.21 and 0.025 on two trainings) is far above that difference.
     assert margin > 5 * diff, f"near-tie: margin {margin} vs logit difference {diff}"
     assert llama_ids == hf_ids
     # The sampler path asciitune generate uses picks the same greedy tokens (EOS would stop it early).

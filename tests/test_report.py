@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from run_fixture import CAT, EVIL_ART, FENCE_ART, make_run, scores
+from run_fixture import CAT, EVIL_ART, FENCE_ART, make_bench, make_run, scores
 
 from harness import plots
 from harness.report import RANKING_RULE, _fence, rank, write_report
@@ -165,3 +165,96 @@ def test_report_on_real_scores(tmp_path: Path) -> None:
     run.save(run_dir)
     page = write_report(run_dir).read_text(encoding="utf-8")
     assert html.escape(verdict["verdict"]) in page and (run_dir / "novelty.png").exists()
+
+
+def test_point_names_and_workload() -> None:
+    cats = {"backend": "peft", "workload": "cats", "batch_size": 2, "seq_len": 127}
+    assert plots.point_name({"batch_size": 2, "seq_len": 512}) == "b2-s512"
+    assert plots.point_name({"batch_size": 2, "seq_len": 512, "workload": "synthetic"}) == "b2-s512"
+    assert plots.point_name(cats) == "cats-b2-s127" and plots.point_name(cats | {"label": "cats-b2x4"}) == "cats-b2x4"
+    assert plots.is_workload(cats) and plots.is_workload({"label": "my-cats-run"})
+    assert not plots.is_workload({"workload": "synthetic", "label": "b2-s512"})
+    bench = make_bench()
+    assert plots.names_in_order(bench["points"]) == ["b2-s512", "b2-s1024", "b8-s512", "b8-s1024", "cats-b2x4"]
+    fast, base, rows = plots._speedups(bench["points"])
+    assert (fast, base) == ("unsloth", "peft")
+    assert [r[0] for r in rows][-1] == "cats-b2x4" and rows[0][1] == pytest.approx(2.0)
+    assert rows[3][1] is None and "oom" in rows[3][2]
+
+
+def test_workload_point_is_not_on_the_grid_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figs = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, out_dir, name: figs.setdefault(name, fig) and name)
+    run = make_run(tmp_path / "r")
+    assert plots.plot_bench(run, tmp_path) == ["bench-speed.png", "bench-memory.png"]
+    throughput, workload, speedup = figs["bench-speed.png"].axes
+    lines = {ln.get_label(): list(ln.get_xdata()) for ln in throughput.get_lines()}
+    assert lines["peft batch 2"] == [512, 1024] and lines["unsloth batch 2"] == [512, 1024]
+    assert not any(127 in xs for xs in lines.values())  # the cats point is not drawn as a sequence length
+    assert [t.get_text().split("\n")[0] for t in workload.get_xticklabels()] == ["cats-b2x4"]
+    assert sorted(round(b.get_height()) for b in workload.patches) == [450, 600]
+    assert [t.get_text() for t in speedup.get_xticklabels()][-1] == "cats-b2x4"
+    memory = figs["bench-memory.png"].axes[0]
+    assert [t.get_text() for t in memory.get_xticklabels()][-1] == "cats-b2x4"
+
+
+def test_bench_section(report: tuple[Path, str, str]) -> None:
+    _, page, md = report
+    bench = page.split("GPU benchmark</h2>")[1]
+    assert "<td>b2-s512-adamw_torch</td><td>extra</td>" in bench  # extra points are in the points table
+    assert "<td>cats-b2x4</td><td>workload</td><td>peft</td><td>cats</td><td>2</td><td>4</td>" in bench
+    assert "merged &lt;by hand&gt; &amp; checked" in bench and "CUDA OOM &lt;peft&gt; &amp; co" in bench
+    bare = bench.split("Harness vs bare training loop</h3>")[1].split("</table>")[0]
+    assert "<td>peft</td><td>b2-s512</td><td>adamw_8bit</td><td>0.2</td><td>0.197</td><td>0.16</td><td>1.250</td>" \
+           "<td>no</td>" in bare
+    assert "<td>1.008</td><td>yes</td>" in bare and "bare_loop.py (sha256 fa6071e9) at batch 2 x 512" in bare
+    parity = bench.split("Loss parity between backends</h3>")[1].split("<h", 1)[0]
+    assert ("Losses agree within 2% per step at every compared point (largest &lt;0.02%&gt;). Tolerance: 2% "
+            "relative difference per step over the first 10 steps, against peft.") in parity
+    assert "<table" not in parity and "max_rel_diff" not in parity  # one sentence, not a row per key
+    assert "Why this tolerance: bf16 &lt;rounding&gt;." in parity
+    assert "Tolerance: 2% relative difference per step over the first 10 steps, against peft." in md
+
+
+def test_parity_sentence_without_finding() -> None:
+    from harness.report_sections import parity_sentence
+
+    assert parity_sentence({"ok": False, "max_abs_diff": 0.5, "tolerance": 0.1}) == \
+        "Losses do not agree within tolerance (max abs diff 0.5). Tolerance: 0.1."
+    assert parity_sentence({}) == "Loss parity was checked."
+
+
+def test_export_quality_table(report: tuple[Path, str, str]) -> None:
+    _, page, md = report
+    section = page.split("Quality per export format</h2>")[1].split("<h2")[0]
+    assert "r8: quality per export format" in section and "r32" not in section
+    rows = re.findall(r"<tr>(.*?)</tr>", section.split("<tbody>")[1])
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in rows]
+    assert [c[0] for c in cells] == ["unexported", "gguf:q8_0", "merged"]  # the unexported row leads
+    assert cells[0][1:5] == ["290 MiB", "2.5", "850", "0.9 [0.86, 0.94]"]
+    assert cells[1][1:4] == ["145 MiB", "0.41", "850"] and cells[1][4:] == ["0.88 [0.84, 0.92]", "0.52 [0.48, 0.56]",
+                                                                              "0.8 [0.76, 0.84]"]
+    assert cells[2] == ["merged", "270 MiB", "-", "-", "-", "-", "-"]  # exported, not scored yet
+    assert "| gguf:q8\\_0 | 145 MiB | 0.41 |" in md
+
+
+def test_bench_only_run_has_no_variant_sections(tmp_path: Path) -> None:
+    run_dir = tmp_path / "bench-only"
+    run = make_run(run_dir)
+    run.variants = {}
+    run.save(run_dir)
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    assert "GPU benchmark</h2>" in page and (run_dir / "bench-speed.png").exists()
+    for absent in ("Leaderboard</h2>", "Samples</h2>", "Training and generation cost</h2>", "export format</h2>"):
+        assert absent not in page
+
+
+def test_report_on_real_bench_results(tmp_path: Path) -> None:
+    real = Path(__file__).resolve().parents[1] / "reports" / "gpu-bench" / "bench-h200" / "results.json"
+    if not real.is_file():
+        pytest.skip("no committed GPU bench results")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "results.json").write_bytes(real.read_bytes())
+    page = write_report(tmp_path / "b").read_text(encoding="utf-8")
+    assert "<td>cats-b2x4</td><td>workload</td>" in page and "Harness vs bare training loop" in page
+    assert page.count('<img src="data:image/png;base64,') == 2

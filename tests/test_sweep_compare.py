@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import asciitune
 
 QUICK = ("train.max_steps=4", "train.eval_points=2", "generate.n_samples=2", "generate.max_new_tokens=24")

@@ -9,7 +9,6 @@ import json
 import math
 
 import pytest
-
 from conftest import asciitune, variant_result
 
 FP32 = 'model.dtype="float32"'
@@ -56,7 +55,8 @@ def test_same_seed_gives_same_losses(tmp_path, peft_run):
 
 def test_result_is_complete(peft_run):
     curves = peft_run["curves"]
-    assert len(curves["steps"]) >= 5 and len(curves["train_loss"]) == len(curves["heldout_loss"]) == len(curves["steps"])
+    assert len(curves["steps"]) >= 5
+    assert len(curves["train_loss"]) == len(curves["heldout_loss"]) == len(curves["steps"])
     assert peft_run["status"] == "done"
     assert peft_run["train"]["tokens"] > 0 and peft_run["train"]["tokens_per_s"] > 0
     assert peft_run["loss_analysis"]["verdict"] in {"learning", "memorizing", "undertrained"}
