@@ -210,6 +210,11 @@ def generate_samples(llm, gcfg, progress=None) -> tuple[list, dict]:
 def install(sdist: str | None = None, build: bool = True) -> None:
     """Fetch the pinned sdist from PyPI (unless given), unpack the converter, pip-install the library."""
     t0 = time.perf_counter()
+    if (_install_dir() / _MARKER).is_file() and (not build or library_version() == LLAMA_CPP_PYTHON_VERSION):
+        print(f"llama.cpp tools {LLAMA_CPP_PYTHON_VERSION} already installed; GGUF types: "
+              f"{', '.join(supported_types())}")
+        return
+    from_index = sdist is None
     with tempfile.TemporaryDirectory() as tmp:
         if sdist is None:
             print(f"downloading llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION} (sdist, ~77 MB) from PyPI", flush=True)
@@ -223,8 +228,11 @@ def install(sdist: str | None = None, build: bool = True) -> None:
             env = dict(os.environ, CMAKE_ARGS=os.environ.get("CMAKE_ARGS", "-DLLAVA_BUILD=OFF"))
             env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 1))
             print(f"building llama-cpp-python with {env['CMAKE_BUILD_PARALLEL_LEVEL']} job(s); "
-                  "this takes minutes", flush=True)
-            subprocess.run([sys.executable, "-m", "pip", "install", sdist], check=True, env=env)
+                  "this takes minutes unless pip's wheel cache has it", flush=True)
+            # By name from the index, not the file: pip then caches the built wheel, so a fresh venv on
+            # this machine (CI's clean clone) installs it in seconds instead of compiling again.
+            target = f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}" if from_index else sdist
+            subprocess.run([sys.executable, "-m", "pip", "install", target], check=True, env=env)
     print(f"done in {time.perf_counter() - t0:.0f}s; GGUF types: {', '.join(supported_types())}")
 
 
