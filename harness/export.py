@@ -259,6 +259,9 @@ class Exporter:
         return {"tool": "copy of the PEFT adapter folder"}
 
     def _merged(self, staging: Path) -> dict:
+        from harness import backends
+
+        backends.get(self.backend)  # Unsloth must be imported before transformers
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -34,7 +34,6 @@ def load_format(fmt: str, path: Path, src: Source, backend_name: str):
     from harness.models import resolve
 
     if fmt == "merged":
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from harness.backends.common import has_cuda
@@ -44,7 +43,6 @@ def load_format(fmt: str, path: Path, src: Source, backend_name: str):
             model = model.cuda()
         tok = AutoTokenizer.from_pretrained(path)
         model.eval()
-        torch.set_grad_enabled(False)
         return "torch", model, tok
     # unexported (the run's adapter) and adapter (its exported copy) load the same way
     model, tok, _ = backend.load_adapter(path, resolve(src.cfg.model.name), src.cfg, is_trainable=False)
