@@ -56,6 +56,7 @@ class DataConfig:
     variant_similarity: float = 0.6  # pieces at least this similar are grouped: a group never straddles the split
     split_manifest: str = ""  # frozen split to honour; empty = data/splits/<source>.json when source is "cats"
     max_train_pieces: int = 0  # 0 = all; a smaller number trains on the first N (for quick runs and tests)
+    max_piece_chars: int = 0  # 0 = all; else pieces longer than this many characters are left out (and counted)
 
 
 @dataclass(frozen=True)

@@ -227,11 +227,14 @@ def build_dataset(cfg: DataConfig) -> Dataset:
     if not 0.0 < cfg.heldout_fraction < 1.0:
         raise UserError(f"data.heldout_fraction must be between 0 and 1, not {cfg.heldout_fraction}.")
     raw = load_raw(cfg)
-    pieces, seen, n_empty = [], set(), 0
+    pieces, seen, n_empty, n_long = [], set(), 0, 0
     for text, origin in raw:
         art = normalize(text)
         if not art.strip():
             n_empty += 1
+            continue
+        if cfg.max_piece_chars and len(art) > cfg.max_piece_chars:
+            n_long += 1  # left out on purpose and reported, never truncated
             continue
         if art in seen:
             continue
@@ -239,7 +242,7 @@ def build_dataset(cfg: DataConfig) -> Dataset:
         pieces.append(Piece(art, origin))
     if not pieces:
         raise UserError(f"Data source '{cfg.source}' has only empty pieces: every piece needs visible characters.")
-    n_exact = len(raw) - n_empty - len(pieces)
+    n_exact = len(raw) - n_empty - n_long - len(pieces)
     dup_group = _similarity_groups([p.text for p in pieces], cfg.near_duplicate_similarity)
     kept, first_of = [], set()
     for piece, g in zip(pieces, dup_group):
@@ -264,7 +267,8 @@ def build_dataset(cfg: DataConfig) -> Dataset:
     n_full_train = len(train)
     if cfg.max_train_pieces > 0:
         train = train[: cfg.max_train_pieces]
-    extra = {"n_train_available": n_full_train, "manifest": str(manifest_path) if manifest else ""}
+    extra = {"n_train_available": n_full_train, "n_over_max_piece_chars": n_long,
+             "manifest": str(manifest_path) if manifest else ""}
     return Dataset(cfg.source, train, heldout, len(raw), n_exact, n_near, len(members), n_empty, extra)
 
 

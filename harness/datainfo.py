@@ -23,7 +23,8 @@ def print_data(cfg: RunConfig, console, samples: int = 3, freeze: bool = False) 
     console.print(f"[bold]{s['name']}[/bold]: {s['n_raw']} raw pieces, {s['n_empty']} empty, "
                   f"{s['n_exact_duplicates']} exact and {s['n_near_duplicates']} near duplicates removed "
                   f"(similarity >= {cfg.data.near_duplicate_similarity}), {s['n_groups']} groups of close variants "
-                  f"(>= {cfg.data.variant_similarity}); data hash {s['hash']}")
+                  f"(>= {cfg.data.variant_similarity}), {s['n_over_max_piece_chars']} left out as longer than "
+                  f"data.max_piece_chars; data hash {s['hash']}")
     table = Table(title=f"split (held-out fraction {cfg.data.heldout_fraction}; tokens by {cfg.model.name})")
     for col in ("side", "pieces", "lines min/med/max", "width min/med/max", "tokens min/med/p90/max",
                 "tokens total", f"> {cfg.model.max_seq_length} tokens"):
