@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         getattr(mod, hook)(sub)
+    # Internal subcommands (e.g. bench-worker) register with help=SUPPRESS; keep them out of the listing.
+    sub._choices_actions = [a for a in sub._choices_actions if a.help != argparse.SUPPRESS]
     return parser
 
 
