@@ -87,6 +87,9 @@ def cmd_train(args) -> int:
     from harness.runner import run_plan
     from harness.summary import print_summary
 
+    if args.resume_from:
+        from harness.export import check_adapter
+        check_adapter(args.resume_from)  # a damaged adapter ends in one sentence here, not in the child
     if args.resolved_config:
         import json
 
