@@ -71,11 +71,8 @@ def cmd_run(args) -> int:
         return 130
     print_summary(run, console)
     if not args.no_report:
-        try:
-            from harness.report import write_report
-            console.print(f"Report: {write_report(run_dir)}")
-        except ImportError:  # report module not installed in this build
-            pass
+        from harness.report import write_report
+        console.print(f"Report: {write_report(run_dir)}")
     failed = [n for n, v in run.variants.items() if v.status != "done"]
     return 1 if failed else 0
 
