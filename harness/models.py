@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,25 +158,30 @@ def _cache_is_valid(folder: Path, source: str) -> bool:
         return False
 
 
-def _building_dir(folder: Path) -> Path:
-    """A private folder next to the cache entry, so concurrent builders never share one."""
+def building_dir(folder: Path) -> Path:
+    """A private folder next to a cache entry, so concurrent builders never share one."""
     import tempfile
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
 
 
-def _finish_cache(tmp: Path, folder: Path, source: str) -> Path:
-    """Record hashes of every file and move the built folder into place with a rename."""
-    files = {p.name: _sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-    atomic_write_json(tmp / "asciitune-cache.json", {"format": CACHE_FORMAT, "source": source, "files": files})
-    if folder.exists() and not _cache_is_valid(folder, source):
+def move_into_place(tmp: Path, folder: Path, is_complete: Callable[[Path], bool]) -> Path:
+    """Rename a finished build onto folder, replacing an incomplete one; a concurrent winner is kept."""
+    if folder.exists() and not is_complete(folder):
         shutil.rmtree(folder, ignore_errors=True)
     try:
         os.rename(tmp, folder)
     except OSError:  # another process finished the same build first; keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def _finish_cache(tmp: Path, folder: Path, source: str) -> Path:
+    """Record hashes of every file and move the built folder into place."""
+    files = {p.name: _sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+    atomic_write_json(tmp / "asciitune-cache.json", {"format": CACHE_FORMAT, "source": source, "files": files})
+    return move_into_place(tmp, folder, lambda f: _cache_is_valid(f, source))
 
 
 def _fix_special_tokens(tok) -> None:
@@ -198,7 +204,7 @@ def ensure_smollm2() -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = _building_dir(folder)
+    tmp = building_dir(folder)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     _fix_special_tokens(tok)
@@ -225,7 +231,7 @@ def ensure_tiny() -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(ensure_smollm2())
-    tmp = _building_dir(folder)
+    tmp = building_dir(folder)
     cfg = LlamaConfig(**TINY_CONFIG, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg).to(torch.float32)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import RunConfig
-from harness.data import Dataset, Piece, check_lengths, format_example, token_lengths
+from harness.data import Dataset, check_lengths, format_example, token_lengths
 from harness.results import LossCurves, TrainStats
 
 
@@ -177,7 +177,3 @@ def train_variant(model, tokenizer, ds: Dataset, cfg: RunConfig, output_dir: Pat
                        trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad))
     return curves, stats
 
-
-def probe_texts(pieces: list[Piece], eos: str) -> list[str]:
-    """Training-format texts of pieces."""
-    return [format_example(p.text, eos) for p in pieces]

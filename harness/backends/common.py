@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 from harness.config import RunConfig
 from harness.errors import UserError
 from harness.fsutil import sha256_json
-from harness.models import ResolvedModel, cache_root
+from harness.models import ResolvedModel, building_dir, cache_root, move_into_place
+
+RANDOM_MARKER = "asciitune-random.json"
 
 
 def has_cuda() -> bool:
@@ -42,7 +42,7 @@ def materialize_random(resolved: ResolvedModel, dtype) -> Path:
     arch = dict(resolved.architecture_config or {})
     key = sha256_json({"arch": arch, "dtype": str(dtype), "tokenizer": str(resolved.tokenizer_path)})[:16]
     folder = cache_root() / "random" / key
-    if (folder / "asciitune-random.json").is_file():  # written last, so its presence means complete
+    if (folder / RANDOM_MARKER).is_file():  # written last, so its presence means complete
         return folder
     model_type = arch.pop("model_type", "llama")
     for k in ("architectures", "transformers_version", "quantization_config", "_name_or_path", "dtype",
@@ -54,13 +54,11 @@ def materialize_random(resolved: ResolvedModel, dtype) -> Path:
     device = "cuda" if has_cuda() else "cpu"
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    tmp = folder.with_name(folder.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = building_dir(folder)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    (tmp / "asciitune-random.json").write_text(json.dumps({"arch": arch, "seed": 0}))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    (tmp / RANDOM_MARKER).write_text(json.dumps({"arch": arch, "seed": 0}))
+    move_into_place(tmp, folder, lambda f: (f / RANDOM_MARKER).is_file())
     del model
     if device == "cuda":
         torch.cuda.empty_cache()
