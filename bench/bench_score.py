@@ -5,7 +5,7 @@
 Training set: the first 200 distinct normalized catsart pieces. Samples (seeded): a third
 exact copies of training pieces, a third training pieces with 10% of their visible characters
 replaced (near copies), a third novel pieces (the 15 unseen catsart pieces and collages of
-random lines from all of them, some cut short). Scoring = harness.score.score_pieces, all of
+random lines from all of them, some cut short). Scoring = harness.judge.score.score_pieces, all of
 it: novelty, validity, width consistency and percentiles, diversity and bootstrap intervals.
 The budget is 0.5 s wall time; it is recorded with the CPU time and the load average, and
 asserted only when ASCIITUNE_BENCH_ASSERT=1, because on a shared 2-core machine a concurrent
@@ -21,7 +21,7 @@ import time
 
 from harness.config import DataConfig
 from harness.data import load_raw, normalize
-from harness.score import WORKERS, score_pieces
+from harness.judge.score import WORKERS, score_pieces
 
 N_SAMPLES, N_TRAIN, BUDGET_S = 1000, 200, 0.5
 
@@ -60,14 +60,14 @@ def test_score_1000_samples(benchmark):
         start = time.process_time()
         score_pieces(samples, train)
         cpu.append(time.process_time() - start)
-    mean, m = benchmark.stats["mean"], result["metrics"]
+    mean, m = benchmark.stats["mean"], result.metrics
     print("\n" + json.dumps({
         "bench": "score_pieces", "n_samples": len(samples), "n_train": len(train), "wall_mean_s": round(mean, 4),
         "wall_min_s": round(benchmark.stats["min"], 4), "cpu_min_s": round(min(cpu), 4), "budget_s": BUDGET_S,
-        "workers": WORKERS, "exact_copy_rate": m["exact_copy_rate"]["value"],
-        "near_copy_rate": m["near_copy_rate"]["value"], "load_avg_1m": os.getloadavg()[0],
+        "workers": WORKERS, "exact_copy_rate": m["exact_copy_rate"].value,
+        "near_copy_rate": m["near_copy_rate"].value, "load_avg_1m": os.getloadavg()[0],
         "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
                     "cores": os.cpu_count()}}))
-    assert len(result["per_sample"]) == N_SAMPLES
+    assert len(result.per_sample) == N_SAMPLES
     if os.environ.get("ASCIITUNE_BENCH_ASSERT") == "1":
         assert mean <= BUDGET_S, f"scoring took {mean:.3f} s on average, over the {BUDGET_S} s budget"

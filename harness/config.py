@@ -2,12 +2,15 @@
 
 A config file may also name variants (``[variants.NAME]`` tables of overrides) and a grid
 (``[sweep]`` with a list of values per key); :func:`expand_variants` turns both into named
-:class:`RunConfig` objects. Unknown sections or keys fail loudly with the list of known ones.
+:class:`RunConfig` objects. Unknown sections or keys fail loudly with the list of known ones; a value out
+of its range (:data:`RANGES`) fails in one sentence before anything runs, on every path (CLI, config
+file, job file, saved config).
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
@@ -77,6 +80,10 @@ class TrainConfig:
     eval_heldout_pieces: int = 0  # held-out pieces in the held-out probe; 0 = all
     eval_train_pieces: int = 0  # training pieces in the train-loss probe; 0 = as many as the held-out probe
     eval_batch_tokens: int = 2048  # padded tokens per probe batch (bounds the logits' memory)
+    report_to: str = "none"  # TRL trackers, comma-separated: "tensorboard" (offline: <run>/tensorboard), "wandb"
+    # How optimizer steps execute: "seed" = TRL's SFTTrainer as the seed notebook; "fast" = the same step math as
+    # one packed micro-batch per step, fused AdamW, CUDA graphs on a GPU (harness.train.fast; issue 12).
+    plan: str = "seed"
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,7 @@ class GenerateConfig:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """GPU benchmark grid (see harness.bench)."""
+    """GPU benchmark grid (see harness.gpu.bench)."""
 
     batch_sizes: tuple[int, ...] = (2, 8)
     seq_lens: tuple[int, ...] = (512, 1024)
@@ -122,11 +129,111 @@ class RunConfig:
         return _listify(dataclasses.asdict(self))
 
     def hash(self) -> str:
-        """Short content hash of the resolved config."""
-        return sha256_json(self.to_dict())[:16]
+        """Short content hash of what trains a variant: not `bench` (only the benchmark reads it) nor where the
+        training is reported (`train.report_to`), so changing either never makes `--resume` retrain a variant."""
+        d = {k: v for k, v in self.to_dict().items() if k != "bench"}
+        d["train"] = {k: v for k, v in d["train"].items() if k != "report_to"}
+        return sha256_json(d)[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """A config from nested tables (a saved config, a job file); unknown keys and bad values fail as everywhere."""
+        return check(apply_overrides(cls(), flatten(data)))
 
 
 SECTIONS = {f.name: f.type for f in fields(RunConfig)}
+
+# transformers' SchedulerType and OptimizerNames values (5.17), copied so that checking a config never imports
+# torch (5 s); tests/test_config.py fails when the installed transformers differs.
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+              "warmup_stable_decay", "greedy")
+OPTIMIZERS = (
+    "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor", "adamw_anyprecision",
+    "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad", "adamw_bnb_8bit", "adamw_8bit",
+    "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit", "paged_adamw_8bit", "paged_ademamix_32bit",
+    "paged_ademamix_8bit", "paged_lion_32bit", "paged_lion_8bit", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit",
+    "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit", "galore_adafactor", "galore_adamw_layerwise",
+    "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise", "lomo", "adalomo", "grokadamw",
+    "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise",
+    "stable_adamw")
+NON_EMPTY = "non-empty"
+SEED = "[0, 4294967296)"  # numpy's seed range, which transformers' set_seed passes the seed to
+
+# Every key with a natural range, in one table, written as the error states it: ">= 1", "> 0", an interval
+# "[0, 1)", NON_EMPTY, or the tuple of allowed names. A list's range applies to each item. apply_overrides
+# checks every value it sets; check() checks whole configs and the one rule across keys (epochs or max_steps).
+RANGES: dict[str, str | tuple[str, ...]] = {
+    "model.name": NON_EMPTY, "model.backend": ("unsloth", "peft"), "model.max_seq_length": ">= 16",
+    "model.dtype": ("auto", "bfloat16", "float16", "float32"),
+    "lora.r": ">= 1", "lora.alpha": "> 0", "lora.dropout": "[0, 1)", "lora.bias": ("none", "all", "lora_only"),
+    "lora.target_modules": NON_EMPTY, "lora.random_state": SEED,
+    "lora.gradient_checkpointing": ("unsloth", "true", "false"),
+    "data.source": NON_EMPTY, "data.heldout_fraction": "(0, 1)", "data.near_duplicate_similarity": "(0, 1]",
+    "data.variant_similarity": "(0, 1]", "data.max_train_pieces": ">= 0", "data.max_piece_chars": ">= 0",
+    "train.batch_size": ">= 1", "train.grad_accum": ">= 1",
+    "train.epochs": ">= 0", "train.max_steps": ">= -1",  # -1 or 0: epochs decide; one of the two must be > 0
+    "train.lr": "> 0", "train.scheduler": SCHEDULERS, "train.warmup_steps": ">= 0", "train.weight_decay": ">= 0",
+    "train.seed": SEED, "train.optim": ("auto", *OPTIMIZERS), "train.eval_points": ">= 1",
+    "train.eval_heldout_pieces": ">= 0", "train.eval_train_pieces": ">= 0", "train.eval_batch_tokens": ">= 1",
+    "train.plan": ("seed", "fast"),
+    "generate.n_samples": ">= 1", "generate.batch_size": ">= 1", "generate.max_new_tokens": ">= 1",
+    "generate.temperature": "> 0", "generate.top_p": "(0, 1]", "generate.min_p": "[0, 1)", "generate.top_k": ">= 0",
+    "generate.repetition_penalty": "> 0", "generate.seed": SEED,
+    # as harness.gpu.bench.plan_points needs them
+    "bench.batch_sizes": ">= 1", "bench.seq_lens": ">= 1", "bench.steps": ">= 1", "bench.warmup_steps": ">= 0",
+    "bench.loss_steps": ">= 1",
+}
+
+
+def in_range(allowed: str | tuple[str, ...], value: Any) -> bool:
+    """Whether value (already of its field's type) lies in a RANGES entry; a list needs every item in it."""
+    if isinstance(allowed, tuple):
+        return value in allowed
+    if allowed == NON_EMPTY:
+        return len(value) > 0
+    if isinstance(value, tuple):
+        return all(in_range(allowed, v) for v in value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    if allowed.startswith(">"):
+        op, bound = allowed.split()
+        return value > float(bound) if op == ">" else value >= float(bound)
+    low, high = (float(b) for b in allowed[1:-1].split(","))
+    low_ok = value > low if allowed[0] == "(" else value >= low
+    high_ok = value < high if allowed[-1] == ")" else value <= high
+    return low_ok and high_ok
+
+
+def _describe(allowed: str | tuple[str, ...], value: Any) -> str:
+    if isinstance(allowed, tuple):
+        return "one of " + ", ".join(allowed)
+    if allowed == NON_EMPTY:
+        return "non-empty"
+    prefix = "a list of values " if isinstance(value, tuple) else ""
+    return prefix + (allowed if allowed.startswith(">") else f"in {allowed}")
+
+
+def _show(value: Any) -> str:
+    return repr(list(value)) if isinstance(value, tuple) else repr(value)
+
+
+def _check_value(where: str, value: Any) -> None:
+    allowed = RANGES.get(where)
+    if allowed is not None and not in_range(allowed, value):
+        raise UserError(f"Config key '{where}' cannot be {_show(value)}: it must be {_describe(allowed, value)}.")
+
+
+def check(cfg: RunConfig) -> RunConfig:
+    """Raise UserError (one sentence) unless every value of cfg is in range; return cfg."""
+    for where in RANGES:
+        section, key = where.split(".")
+        _check_value(where, getattr(getattr(cfg, section), key))
+    t = cfg.train
+    if t.epochs <= 0 and t.max_steps <= 0:
+        raise UserError(f"Config keys train.epochs={t.epochs:g} and train.max_steps={t.max_steps} train nothing: "
+                        "set train.epochs > 0 or train.max_steps > 0.")
+    return cfg
 
 
 def _listify(obj: Any) -> Any:
@@ -165,8 +272,12 @@ def _coerce(section: str, key: str, value: Any) -> Any:
         return float(value)
     if isinstance(default, int) and isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(default, str) and isinstance(value, bool) and {"true", "false"} <= set(RANGES.get(where, ())):
+        # A switch such as lora.gradient_checkpointing: users type `=false`, which TOML reads as a boolean.
+        return "true" if value else "false"
     if type(value) is not type(default):
-        raise UserError(f"Config key '{where}' must be a {type(default).__name__}, not {value!r}.")
+        kind = {"int": "an integer", "float": "a number", "str": "a string"}.get(type(default).__name__)
+        raise UserError(f"Config key '{where}' must be {kind}, not {value!r}.")
     return value
 
 
@@ -181,7 +292,9 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         known = [f.name for f in fields(_section_class(section))]
         if key not in known:
             raise UserError(f"Unknown config key '{dotted}': [{section}] has {', '.join(known)}.")
-        by_section.setdefault(section, {})[key] = _coerce(section, key, value)
+        value = _coerce(section, key, value)
+        _check_value(dotted, value)
+        by_section.setdefault(section, {})[key] = value
     return replace(cfg, **{s: replace(getattr(cfg, s), **kv) for s, kv in by_section.items()})
 
 
@@ -217,6 +330,10 @@ class Plan:
     base: RunConfig
     variants: dict[str, RunConfig]
     source: str  # where the config came from, for the results file
+
+    def only(self, names: list[str]) -> Plan:
+        """The same plan restricted to the named variants (in the config's order)."""
+        return Plan(self.base, {k: v for k, v in self.variants.items() if k in names}, self.source)
 
 
 def builtin_config_path(name: str) -> Path:
@@ -255,8 +372,8 @@ def load_plan(path: str | None = None, overrides: list[str] | None = None, on_gp
         base = gpu_checked
     variants = expand_variants(base, variants_tbl, sweep_tbl)
     # CLI overrides win over everything the file says, variants included.
-    variants = {n: apply_overrides(v, cli) for n, v in variants.items()}
-    return Plan(base=apply_overrides(base, cli), variants=variants, source=str(file))
+    variants = {n: check(apply_overrides(v, cli)) for n, v in variants.items()}
+    return Plan(base=check(apply_overrides(base, cli)), variants=variants, source=str(file))
 
 
 def _fmt(value: Any) -> str:

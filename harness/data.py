@@ -20,7 +20,7 @@ import importlib.util
 import json
 import textwrap
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.config import DataConfig
@@ -65,6 +65,16 @@ class Dataset:
                 "n_raw": self.n_raw, "n_exact_duplicates": self.n_exact_duplicates,
                 "n_near_duplicates": self.n_near_duplicates, "n_groups": self.n_groups, "n_empty": self.n_empty,
                 **self.extra}
+
+    def to_dict(self) -> dict:
+        """Everything, pieces included, for handing the split to a child process."""
+        return {**asdict(self), "train": [asdict(p) for p in self.train], "heldout": [asdict(p) for p in self.heldout]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Dataset:
+        """The inverse of to_dict."""
+        return cls(**{**data, "train": [Piece(**p) for p in data["train"]],
+                      "heldout": [Piece(**p) for p in data["heldout"]]})
 
 
 def normalize(text: str) -> str:

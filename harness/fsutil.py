@@ -37,16 +37,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def sha256_text(*parts: str) -> str:
-    """Hex SHA-256 over the given strings, each length-prefixed so ('ab','c') != ('a','bc')."""
-    h = hashlib.sha256()
-    for p in parts:
-        b = p.encode("utf-8")
-        h.update(len(b).to_bytes(8, "little"))
-        h.update(b)
-    return h.hexdigest()
-
-
 def sha256_json(obj: Any) -> str:
     """Hex SHA-256 of a canonical JSON encoding (sorted keys), for config and data hashes."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()

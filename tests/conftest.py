@@ -42,6 +42,23 @@ def variant_result(run_dir: Path, name: str) -> dict:
     return json.loads((Path(run_dir) / "variants" / f"{name}.json").read_text())
 
 
+def only_run(reports: Path) -> Path:
+    """The one run folder under reports/runs (a one-variant `train` or a single `run`)."""
+    runs = sorted((Path(reports) / "runs").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def run_job_here(name: str, cfg, run_dir: Path, resume_from: str | None = None):
+    """One variant through harness.train.job.run_job in this process, with the run's inputs built as the runner does."""
+    from harness.data import build_dataset
+    from harness.judge.samples import human_reference
+    from harness.train.job import Job, run_job
+
+    ds = build_dataset(cfg.data)
+    return run_job(Job(name, cfg, Path(run_dir), ds, human_reference(ds), resume_from))
+
+
 @pytest.fixture(scope="session")
 def cats():
     """The built-in cats dataset with default settings (real catsart data)."""

@@ -4,7 +4,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.results import LossCurves, RunResult, TrainStats, VariantResult
+from harness.results import (
+    SCHEMA_VERSION,
+    BenchResult,
+    CopyAnalysis,
+    Diversity,
+    ExportRecord,
+    GenerationStats,
+    LossAnalysis,
+    LossCurves,
+    Metric,
+    RunResult,
+    Scores,
+    TrainStats,
+    VariantResult,
+    Verdict,
+    build,
+)
 
 # Art that breaks naive HTML/Markdown: a tag, an ampersand, a leading newline, leading spaces, backticks.
 EVIL_ART = "\n   <script>alert(1)</script>\n  /\\_/\\  & co\n ( o.o )  &amp; <b>x</b>\n  > ^ <\n"
@@ -12,13 +28,13 @@ FENCE_ART = "```\n ``` `` ````\n  cat\n"
 CAT = "  /\\_/\\\n ( o.o )\n  > ^ <"
 
 
-def metric(value: float, n: int = 8, higher: bool = True, stderr: float | None = 0.02, ci: bool = True) -> dict:
-    """One metric dict as harness.score writes it."""
+def metric(value: float, n: int = 8, higher: bool = True, stderr: float | None = 0.02, ci: bool = True) -> Metric:
+    """One metric as harness.judge.score makes it."""
     lo, hi = (value - 2 * stderr, value + 2 * stderr) if ci and stderr is not None else (None, None)
-    return {"value": value, "stderr": stderr, "ci_low": lo, "ci_high": hi, "n": n, "higher_is_better": higher}
+    return Metric(value=value, stderr=stderr, ci_low=lo, ci_high=hi, n=n, higher_is_better=higher)
 
 
-def scores(novelty: float, width: float, valid: float, exact: float, stderr: float | None = 0.02) -> dict:
+def scores(novelty: float, width: float, valid: float, exact: float, stderr: float | None = 0.02) -> Scores:
     """A scores block with every metric."""
     m = {"width_consistency": metric(width, stderr=stderr), "novelty": metric(novelty, stderr=stderr),
          "exact_copy_rate": metric(exact, higher=False, stderr=stderr),
@@ -27,7 +43,7 @@ def scores(novelty: float, width: float, valid: float, exact: float, stderr: flo
          "valid_rate": metric(valid, stderr=stderr), "cut_off_rate": metric(0.125, higher=False, stderr=stderr),
          "duplicate_rate": metric(0.0, higher=False, stderr=stderr),
          "mean_pairwise_distance": metric(0.6, stderr=None, ci=False), "distinct_ngrams": metric(0.7, stderr=None)}
-    return {"metrics": m, "diversity": {"n_unique": 8}}
+    return Scores(metrics=m, diversity=Diversity(n=8))
 
 
 def _samples(texts: list[str], novelty: float) -> list[dict]:
@@ -37,18 +53,19 @@ def _samples(texts: list[str], novelty: float) -> list[dict]:
              "near_copy": novelty < 0.2, "width_consistency": 0.9, "valid": i != 3} for i, t in enumerate(texts)]
 
 
-def _variant(name: str, r: int, curves: tuple[list, list], analysis: dict, sc: dict, verdict: str) -> VariantResult:
+def _variant(name: str, r: int, curves: tuple[list, list], analysis: dict, sc: Scores, verdict: str) -> VariantResult:
     steps = [0, 10, 20, 30, 40, 50]
     return VariantResult(
         name=name, status="done", config={"model": {"name": "smollm2-135m"}, "lora": {"r": r, "alpha": 16}},
         config_hash=f"hash-{name}", backend="peft", device="cuda:0",
         curves=LossCurves(steps=steps, epochs=[s / 10 for s in steps], train_loss=curves[0], heldout_loss=curves[1]),
-        loss_analysis=analysis, train=TrainStats(seconds=12.5, steps=50, epochs=5.0, tokens=40000, tokens_per_s=3200.0,
-                                                 peak_memory_bytes=3 * 1024 ** 3, peak_memory_kind="cuda_max_reserved",
-                                                 trainable_parameters=4_800_000),
-        generation={"n": 5, "tokens_per_s": 900.0}, scores=sc,
-        copy_analysis={"verdict": "original", "rule": "copy rule"},
-        verdict={"verdict": verdict, "rule": "final rule <combined>"}, samples_file=f"samples-{name}.jsonl")
+        loss_analysis=LossAnalysis(**analysis),
+        train=TrainStats(seconds=12.5, steps=50, epochs=5.0, tokens=40000, tokens_per_s=3200.0,
+                         peak_memory_bytes=3 * 1024 ** 3, peak_memory_kind="cuda_max_reserved",
+                         trainable_parameters=4_800_000),
+        generation=GenerationStats(n=5, tokens_per_s=900.0), scores=sc,
+        copy_analysis=CopyAnalysis(verdict="original", rule="copy rule"),
+        verdict=Verdict(verdict=verdict, rule="final rule <combined>"), samples_file=f"samples-{name}.jsonl")
 
 
 def _point(backend: str, bs: int, sl: int, label: str | None = None, workload: str = "synthetic",
@@ -63,8 +80,8 @@ def _point(backend: str, bs: int, sl: int, label: str | None = None, workload: s
             "peak_reserved_bytes": bs * sl * 2.5e6, "mfu": 0.3, "losses": [2.0, 1.9]}
 
 
-def make_bench() -> dict:
-    """A bench block shaped like harness.bench's: grid, cats workload, extra points, bare loop, parity."""
+def make_bench() -> BenchResult:
+    """A bench block shaped like harness.gpu.bench's: grid, cats workload, extra points, bare loop, parity."""
     backends = ("peft", "unsloth")
     points = [_point(be, bs, sl) for be in backends for bs in (2, 8) for sl in (512, 1024)]
     points += [_point(be, 2, 127, "cats-b2x4", "cats", grad_accum=4) for be in backends]
@@ -74,39 +91,46 @@ def make_bench() -> dict:
                    "harness_compute_s": step - 0.003, "bare_step_s": bare, "ratio": step / bare,
                    "within_3pct": step / bare <= 1.03} for be, step, bare in (("unsloth", 0.1, 0.0992),
                                                                                 ("peft", 0.2, 0.16))]
-    return {"card": "NVIDIA H100 80GB", "matmul_tflops": 610.0, "note": "merged <by hand> & checked",
+    return build(BenchResult, {"card": "NVIDIA H100 80GB", "matmul_tflops": 610.0, "note": "merged <by hand> & checked",
             "points": points, "extra_points": extra,
             "bare_loop": {"script": "bare_loop.py", "sha256": "fa6071e9", "batch_size": 2, "seq_len": 512,
                           "comparison": comparison},
             "parity": {"ok": True, "tolerance_rel": 0.02, "steps": 10, "reference": "peft",
                        "why": "bf16 <rounding>", "max_rel_diff": 0.0002,
                        "finding": "Losses agree within 2% per step at every compared point (largest <0.02%>).",
-                       "points": [{"label": "b2-s512", "max_rel_diff": 0.0002}]}}
+                       "points": [{"label": "b2-s512", "max_rel_diff": 0.0002}]}})
 
 
-def make_exports() -> dict:
-    """A variant's exports as harness.export and export_score record them: the unexported row listed last."""
-    def entry(fmt: str, size: int, load_s: float | None, sc: dict | None) -> dict:
-        e = {"format": fmt, "path": f"exports/r8/{fmt.replace(':', '-')}", "bytes": size, "export_s": 3.0}
+def make_exports() -> dict[str, ExportRecord]:
+    """A variant's exports as harness.export records and scores them: the unexported row listed last."""
+    def entry(fmt: str, size: int, load_s: float | None, sc: Scores | None) -> ExportRecord:
+        e = ExportRecord(format=fmt, path=f"exports/r8/{fmt.replace(':', '-')}", bytes=size, export_s=3.0)
         if sc is not None:
-            e |= {"load_s": load_s, "generation": {"tokens_per_s": 850.0}, "scores": sc}
+            e.load_s, e.generation, e.scores = load_s, GenerationStats(tokens_per_s=850.0), sc
         return e
     return {"gguf:q8_0": entry("gguf:q8_0", 145 * 1024 ** 2, 0.41, scores(0.52, 0.88, 0.8, 0.0)),
             "merged": entry("merged", 270 * 1024 ** 2, None, None),  # exported, not scored yet
             "unexported": entry("unexported", 290 * 1024 ** 2, 2.5, scores(0.55, 0.9, 0.875, 0.0))}
 
 
+def _with_rows(sc: Scores, rows: list[dict]) -> Scores:
+    sc.per_sample = rows
+    return sc
+
+
 def make_run(run_dir: Path, run_id: str = "run-a", data_hash: str = "d" * 64, device: str = "NVIDIA H100",
-             novelty_shift: float = 0.0, schema_version: int = 1, bench: bool = True) -> RunResult:
+             novelty_shift: float = 0.0, schema_version: int = SCHEMA_VERSION, bench: bool = True) -> RunResult:
     """Write a two-variant run (one learning, one memorizing) with samples, and return its results."""
     good = _variant("r8", 8, ([2.0, 1.6, 1.3, 1.1, 1.0, 0.95], [2.1, 1.8, 1.6, 1.55, 1.5, 1.5]),
                     {"verdict": "learning", "rule": "loss rule", "heldout_min": 1.5, "heldout_min_step": 40,
                      "final_train_loss": 0.95, "final_heldout_loss": 1.5, "final_gap": 0.55, "final_ratio": 1.58,
-                     "onset_step": None}, scores(0.55 + novelty_shift, 0.9, 0.875, 0.0), "learning")
+                     "initial_ratio": 1.05, "train_drop": 0.525, "onset_step": None},
+                    scores(0.55 + novelty_shift, 0.9, 0.875, 0.0), "learning")
     mem = _variant("r32", 32, ([2.0, 1.2, 0.7, 0.4, 0.2, 0.1], [2.1, 1.7, 1.75, 1.9, 2.2, 2.5]),
                    {"verdict": "memorizing", "rule": "loss rule", "heldout_min": 1.7, "heldout_min_step": 10,
                     "final_train_loss": 0.1, "final_heldout_loss": 2.5, "final_gap": 2.4, "final_ratio": 25.0,
-                    "onset_step": 10}, scores(0.05, 0.97, 1.0, 0.6), "memorizing")
+                    "initial_ratio": 1.05, "train_drop": 0.95, "onset_step": 10},
+                   scores(0.05, 0.97, 1.0, 0.6), "memorizing")
     failed = VariantResult(name="r64", status="failed", error="CUDA out of memory <at> step 3 & more")
     run = RunResult(
         run_id=run_id, schema_version=schema_version, created="2024-11-28T03:00:00Z", command="asciitune run",
@@ -115,7 +139,7 @@ def make_run(run_dir: Path, run_id: str = "run-a", data_hash: str = "d" * 64, de
         config_hash="cfg0123456789abc", data={"name": "cats", "hash": data_hash, "n_train": 40, "n_heldout": 8},
         environment={"versions": {"python": "3.11.7", "torch": "2.5.1"}, "device": {"name": device, "count": 1},
                      "git_commit": "abc1234", "machine": {"host": "box", "cpu": "x86_64"}},
-        human_reference=scores(0.6, 0.95, 1.0, 0.0) | {"per_sample": [{"novelty": 0.5 + i / 20} for i in range(8)]},
+        human_reference=_with_rows(scores(0.6, 0.95, 1.0, 0.0), [{"novelty": 0.5 + i / 20} for i in range(8)]),
         variants={"r8": good, "r32": mem, "r64": failed})
     if bench:
         run.bench = make_bench()

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from conftest import asciitune
 
-from harness.bench import PointSpec, flops_per_token, median_iqr, merge, mfu, parse_extra_point, plan_points
 from harness.config import RunConfig, apply_overrides
 from harness.errors import UserError
+from harness.gpu.bench import PointSpec, flops_per_token, median_iqr, merge, mfu, parse_extra_point, plan_points
+from harness.gpu.parity import bench_parity, run_parity
 from harness.models import LLAMA_3_2_3B_CONFIG, TINY_CONFIG
-from harness.parity import bench_parity, run_parity
-from harness.results import LossCurves, RunResult, TrainStats, VariantResult, load
+from harness.results import BenchPoint, BenchResult, LossCurves, RunResult, TrainStats, VariantResult, build, load
 
 SCHEMA_KEYS = {"backend", "batch_size", "seq_len", "status", "median_step_s", "step_s_iqr", "tokens_per_s",
                "peak_allocated_bytes", "peak_reserved_bytes", "mfu", "losses", "load_s", "warmup_s"}
@@ -85,7 +85,7 @@ def test_run_parity_of_two_training_runs() -> None:
 
 def test_a_point_that_runs_out_of_memory_is_recorded_and_the_grid_goes_on(monkeypatch) -> None:
     torch = pytest.importorskip("torch")
-    from harness import bench_worker
+    from harness.gpu import worker as bench_worker
 
     def fake_train(model, tok, spec, cfg, texts, out_dir):
         if spec.batch_size == 8:
@@ -108,6 +108,8 @@ def test_a_point_that_runs_out_of_memory_is_recorded_and_the_grid_goes_on(monkey
     bench = merge({"peft": worker}, cfg, specs, [])
     oom = bench["points"][1]
     assert oom["status"] == "oom" and oom["median_step_s"] is None and SCHEMA_KEYS <= set(oom)
+    typed = build(BenchResult, bench)  # what run_bench stores: every merged key has a typed home
+    assert isinstance(typed.points[1], BenchPoint) and typed.points[1].status == "oom"
     ok = bench["points"][0]
     assert ok["median_step_s"] == pytest.approx(0.1) and ok["warmup_s"] == pytest.approx(0.2)
     assert ok["tokens_per_s"] == pytest.approx(10240.0)
@@ -123,12 +125,13 @@ def test_bench_cli_writes_a_complete_result_on_cpu(tmp_path: Path) -> None:
     assert summary["card"].startswith("CPU") and summary["settings"]["steps"] == 2
     run = load(next(tmp_path.glob("runs/*/results.json")))
     bench = run.bench
-    assert [p["label"] for p in bench["points"]] == ["b2-s16", "cats-b2x2"]
-    for p in bench["points"]:
-        assert SCHEMA_KEYS <= set(p) and p["status"] == "ok" and len(p["losses"]) == 2
-        assert p["median_step_s"] > 0 and p["tokens_per_s"] > 0 and p["mfu"] > 0
-    assert bench["points"][1]["seq_len"] > 0 and 0 <= bench["points"][1]["padding_fraction"] < 1
-    assert bench["points"][0]["real_tokens_per_step"] == 2 * 16
-    assert bench["matmul_tflops"] > 0 and bench["workers"]["peft"]["exit_code"] == 0
-    assert bench["parity"]["points_compared"] == 0 and not bench["parity"]["ok"]  # one backend: nothing to compare
+    assert isinstance(bench, BenchResult)
+    assert [p.label for p in bench.points] == ["b2-s16", "cats-b2x2"]
+    for p in bench.points:
+        assert SCHEMA_KEYS <= set(vars(p)) and p.status == "ok" and len(p.losses) == 2
+        assert p.median_step_s > 0 and p.tokens_per_s > 0 and p.mfu > 0
+    assert bench.points[1].seq_len > 0 and 0 <= bench.points[1].padding_fraction < 1
+    assert bench.points[0].real_tokens_per_step == 2 * 16
+    assert bench.matmul_tflops > 0 and bench.workers["peft"]["exit_code"] == 0
+    assert bench.parity["points_compared"] == 0 and not bench.parity["ok"]  # one backend: nothing to compare
     assert run.environment["versions"]["torch"] and run.data["name"] == "cats"

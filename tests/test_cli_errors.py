@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
+from conftest import asciitune
 
-from harness.cli import main
+from harness.cli.main import main
 
 
 @pytest.fixture
@@ -65,3 +70,69 @@ def test_bad_input_one_sentence_nothing_lost(tmp_path, reports, capsys, label, a
 def test_unknown_variant(reports, capsys):
     assert main(["--reports-dir", str(reports), "run", "--config", "tiny", "--variants", "nope"]) == 2
     assert "Unknown variant(s) nope" in capsys.readouterr().err
+
+
+def test_bad_config_value_fails_in_seconds_before_any_run_folder(tmp_path):
+    """The issue's own command line: a bad lora.r ends in one sentence, exit 2, and no run folder."""
+    reports = tmp_path / "reports"
+    start = time.monotonic()
+    proc = asciitune("run", "lora.r=0", "--backend", "peft", "train.lr=1e-3", "--reports-dir", str(reports),
+                     timeout=120)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "lora.r" in lines[0] and ">= 1" in lines[0], proc.stderr
+    assert not (reports / "runs").exists()
+    assert elapsed < 20  # checked before torch is imported or a child starts
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--no-report", "train.lr=1e-3", "--backend", "peft", "lora.r=0"],
+    ["run", "train.lr=1e-3", "--no-report", "lora.r=0", "--config", "tiny"],
+    ["train", "lora.r=0", "--variant", "base", "--config", "tiny"],
+], ids=["run overrides between flags", "run flags between overrides", "train"])
+def test_overrides_mix_with_flags_and_bad_values_stop_every_command(tmp_path, capsys, args):
+    reports = tmp_path / "reports"
+    assert main(["--reports-dir", str(reports), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: Config key 'lora.r' cannot be 0: it must be >= 1.", err
+    assert not reports.exists()
+
+
+def test_switches_take_booleans_on_the_command_line(capsys):
+    assert main(["data", "lora.gradient_checkpointing=false", "--model", "tiny", "--samples", "0"]) == 0
+    assert "error" not in capsys.readouterr().err
+
+
+def test_third_party_chatter_stays_off_stderr_but_download_bars_stay():
+    """After quiet_third_party(): no torch/torchao/bitsandbytes log lines, no transformers or GGUF bars,
+    while huggingface_hub's own bars (downloads) stay enabled. A fresh process, as each entry point is."""
+    code = """if True:
+        import io
+        from harness.quiet import quiet_third_party
+        quiet_third_party()
+        import torchao, bitsandbytes  # torch's pytree registry logs about torchao's enums; bnb about `kernels`
+        from transformers.utils import logging as tl
+        import transformers.modeling_gguf_pytorch_utils as gguf
+        for _ in tl.tqdm(range(3), desc="Loading weights"): pass
+        for _ in gguf.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors"): pass
+        from huggingface_hub.utils import are_progress_bars_disabled, tqdm as hub_tqdm
+        print(are_progress_bars_disabled(), hub_tqdm(range(1), file=io.StringIO()).disable)
+    """
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.slow
+def test_first_model_build_on_an_empty_cache_prints_only_the_error(tmp_path):
+    """A fresh machine: the packaged and tiny models are built on first use, and none of it reaches stderr."""
+    env = {"ASCIITUNE_CACHE": str(tmp_path / "cache"), "HF_HOME": str(tmp_path / "hf"),
+           "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
+    proc = asciitune("--reports-dir", str(tmp_path / "reports"), "run", "--config", "tiny",
+                     "model.max_seq_length=64", env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [proc.stderr.strip()] and "longer than model.max_seq_length=64" in proc.stderr
+    assert (tmp_path / "cache" / "models" / "tiny").is_dir()

@@ -1,22 +1,22 @@
 """Run comparison: noise classification, threshold gate and exit codes, schema refusal, warnings, reports."""
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 from run_fixture import make_run
 
-from harness.compare import add_parsers, classify, compare, load_thresholds, parse_fail_on
+from harness.cli.main import build_parser
+from harness.cli.report import load_thresholds, parse_fail_on
 from harness.errors import UserError
-from harness.results import load
+from harness.report.compare import classify, compare
+from harness.results import SCHEMA_VERSION, Metric, Scores, load
 
 
 def _cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
+    """The real command line's parser, with user errors left to raise."""
+    args = build_parser().parse_args(list(argv))
     return args.func(args)
 
 
@@ -34,7 +34,7 @@ def _delta(comp, variant: str, metric: str, run_b: str | None = None):
 
 
 def test_classify_rules() -> None:
-    m = lambda v, se=0.02, hib=True: {"value": v, "stderr": se, "higher_is_better": hib}
+    m = lambda v, se=0.02, hib=True: Metric(value=v, stderr=se, higher_is_better=hib)
     assert classify(m(0.5), m(0.53), True)[2] == "noise"  # 0.03 < 2 * sqrt(2) * 0.02
     assert classify(m(0.5), m(0.6), True)[2] == "improvement"
     assert classify(m(0.5), m(0.4), True)[2] == "regression"
@@ -45,7 +45,7 @@ def test_classify_rules() -> None:
     assert classify(m(2.0, None), m(2.08, None), False)[2] == "noise"
     assert classify(m(2.0, None), m(2.2, None), False)[2] == "regression"
     # stderr from the 95% CI when missing: width 0.392 -> stderr 0.1 -> noise below 0.283.
-    ci = lambda v: {"value": v, "stderr": None, "ci_low": v - 0.196, "ci_high": v + 0.196}
+    ci = lambda v: Metric(value=v, stderr=None, ci_low=v - 0.196, ci_high=v + 0.196)
     delta, se, change = classify(ci(0.5), ci(0.75), True)
     assert change == "noise" and se == pytest.approx(0.1414, abs=1e-3)
     assert classify(m(0.5), None, True)[2] == "missing"
@@ -66,7 +66,7 @@ def test_compare_two_runs(runs: Path) -> None:
 def test_variant_failing_in_new_run_fails_the_gate(tmp_path: Path) -> None:
     a = make_run(tmp_path / "a", run_id="a", bench=False)
     b = make_run(tmp_path / "b", run_id="b", bench=False)
-    b.variants["r8"].status, b.variants["r8"].scores, b.variants["r8"].error = "failed", {}, "boom"
+    b.variants["r8"].status, b.variants["r8"].scores, b.variants["r8"].error = "failed", Scores(), "boom"
     comp = compare([a, b], {"novelty": 0.5})
     assert any("r8 failed in b: boom" in w for w in comp.warnings)
     assert [f.delta.variant for f in comp.failures] == ["r8"]
@@ -114,10 +114,10 @@ def test_bad_thresholds_are_user_errors(runs: Path, tmp_path: Path) -> None:
 def test_refuses_other_schema_version(tmp_path: Path) -> None:
     a = make_run(tmp_path / "a", run_id="a", bench=False)
     b = make_run(tmp_path / "b", run_id="b", bench=False)
-    b.schema_version = 2
+    b.schema_version = SCHEMA_VERSION - 1
     with pytest.raises(UserError, match="schema"):
         compare([a, b])
-    make_run(tmp_path / "c", run_id="c", bench=False, schema_version=2)
+    make_run(tmp_path / "c", run_id="c", bench=False, schema_version=SCHEMA_VERSION - 1)
     with pytest.raises(UserError, match="schema"):
         _cli("compare", str(tmp_path / "a"), str(tmp_path / "c"))
 
@@ -170,9 +170,7 @@ def test_report_subcommand(runs: Path, capsys: pytest.CaptureFixture) -> None:
 
 
 def test_main_parser_reports_dir_is_kept(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--reports-dir", type=Path, default=Path("elsewhere"))
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["--reports-dir", str(runs), "compare", "base", "worse"])
+    args = build_parser().parse_args(["--reports-dir", str(runs), "compare", "base", "worse"])
+    assert args.reports_dir == runs  # not overwritten by the subcommand's own (unset) --reports-dir
     assert args.func(args) == 0
     capsys.readouterr()

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import llama_tools
 from harness.config import GenerateConfig
 from harness.errors import UserError
-from tests.conftest import asciitune
+from harness.export import llama as llama_tools
+from tests.conftest import asciitune, run_job_here
 
 N_TOKENS = 32
 FP32 = 'model.dtype="float32"'
@@ -45,17 +45,17 @@ def _greedy_ids(model, tok, prompt: str, n: int = N_TOKENS) -> list[int]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Trained:
-    """tiny trained 8 steps and saved exactly as harness.job does, with a results.json around it."""
+    """tiny trained 8 steps and saved exactly as harness.train.job does, with a results.json around it."""
     from harness import backends
 
     backend = backends.get("peft")
     from harness.config import load_plan
     from harness.data import build_dataset
-    from harness.export import CONFIG_FILE
+    from harness.export.formats import CONFIG_FILE
     from harness.fsutil import atomic_write_json
     from harness.models import resolve
     from harness.results import RunResult, VariantResult
-    from harness.train import train_variant
+    from harness.train.sft import train_variant
 
     cfg = load_plan("tiny", [FP32, FEW_PROBES]).variants["base"]
     run_dir = tmp_path_factory.mktemp("run")
@@ -74,14 +74,14 @@ def trained(tmp_path_factory) -> Trained:
 
 
 def test_exported_adapter_reloads_to_the_same_greedy_output(trained):
-    from harness import export
-    from harness.export_score import load_format
+    from harness.export import formats as export
+    from harness.export.quality import load_format
 
     _, src = export.run_source(trained.run_dir, "base")
     exporter = export.Exporter(src, "peft")
     entry = exporter.export("adapter", trained.run_dir / "exports" / "base" / "adapter")
     export.record(trained.run_dir, "base", "adapter", entry)
-    _, reloaded, tok = load_format("adapter", Path(entry["path"]), src, "peft")
+    _, reloaded, tok = load_format("adapter", Path(entry.path), src, "peft")
     prompt = trained.cfg.generate.prompt
     assert _greedy_ids(reloaded, tok, prompt) == _greedy_ids(trained.model, trained.tok, prompt)
     recorded = json.loads((trained.run_dir / "results.json").read_text())["variants"]["base"]["exports"]["adapter"]
@@ -89,10 +89,8 @@ def test_exported_adapter_reloads_to_the_same_greedy_output(trained):
 
 
 def test_continued_training_starts_where_it_stopped(trained, tmp_path):
-    from harness.job import run_variant
-
     adapter = trained.run_dir / "adapters" / "base"
-    result = run_variant("base", trained.cfg, tmp_path / "continued", resume_from=str(adapter))
+    result = run_job_here("base", trained.cfg, tmp_path / "continued", resume_from=str(adapter))
     # Same config and data, so the train probe is the same texts on the same weights: the continued
     # run's step-0 loss is the first run's last one, up to float round-off of an identical computation.
     assert result.curves.train_loss[0] == pytest.approx(trained.curves.train_loss[-1], rel=1e-5)
@@ -106,11 +104,11 @@ def ggufs(trained):
     """f32 and f16 GGUFs of the trained variant, plus the fp32 merged folder they came from."""
     if llama_tools.converter_dir() is None:
         pytest.skip(f"llama.cpp converter not installed: {llama_tools.INSTALL_HINT}")
-    from harness import export
+    from harness.export import formats as export
 
     _, src = export.run_source(trained.run_dir, "base")
     exporter = export.Exporter(src, "peft", work_dir=trained.run_dir / "work")
-    files = {t: Path(exporter.export(f"gguf:{t}", trained.run_dir / "exports" / f"gguf-{t}")["path"])
+    files = {t: Path(exporter.export(f"gguf:{t}", trained.run_dir / "exports" / f"gguf-{t}").path)
              for t in ("f32", "f16")}
     merged = trained.run_dir / "merged-fp32"
     shutil.copytree(exporter.fp32_dir(), merged)
@@ -205,7 +203,7 @@ def test_cli_generates_from_a_gguf(ggufs):
 # ---------------------------------------------------------------- bad input
 
 def test_missing_run_and_variant_are_one_sentence(trained, tmp_path):
-    from harness import export
+    from harness.export import formats as export
 
     with pytest.raises(UserError, match="not found"):
         export.run_source(tmp_path / "nope", None, reports_dir=tmp_path)
@@ -225,7 +223,7 @@ def test_missing_run_and_variant_are_one_sentence(trained, tmp_path):
     ("garbage_weights", "are damaged"),
 ])
 def test_damaged_adapter_is_refused(trained, tmp_path, damage, message):
-    from harness import export
+    from harness.export import formats as export
 
     folder = tmp_path / "adapter"
     shutil.copytree(trained.run_dir / "adapters" / "base", folder)
@@ -253,7 +251,7 @@ def test_damaged_adapter_via_cli_is_one_sentence(trained, tmp_path):
 
 
 def test_unsupported_gguf_type_is_one_sentence(trained):
-    from harness import export
+    from harness.export import formats as export
 
     with pytest.raises(UserError, match="GGUF type 'q9_x' is not supported"):
         export.parse_format("gguf:q9_x")

@@ -1,5 +1,5 @@
-"""The loss-based verdict rule on hand-made curves (the rule is in harness/memorization.py)."""
-from harness.memorization import analyse
+"""The loss-based verdict rule on hand-made curves (the rule is in harness/judge/verdict.py)."""
+from harness.judge.verdict import analyse
 
 
 def test_heldout_turning_up_while_train_falls_is_memorizing():

@@ -9,9 +9,25 @@ from pathlib import Path
 import pytest
 from run_fixture import CAT, EVIL_ART, FENCE_ART, make_bench, make_run, scores
 
-from harness import plots
-from harness.report import RANKING_RULE, _fence, rank, write_report
-from harness.results import TrainStats, VariantResult, load
+from harness.errors import UserError
+from harness.judge.verdict import RANKING_RULE, rank
+from harness.report import plots
+from harness.report.doc import _fence
+from harness.report.run import write_report
+from harness.results import (
+    SCHEMA_VERSION,
+    BenchPoint,
+    BenchResult,
+    LossAnalysis,
+    RunResult,
+    Scores,
+    TrainStats,
+    VariantResult,
+    Verdict,
+    from_dict,
+    load,
+    to_jsonable,
+)
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +100,10 @@ def test_markdown_fences_hold_the_art(report: tuple[Path, str, str]) -> None:
 def test_report_without_bench_scores_or_samples(tmp_path: Path) -> None:
     run_dir = tmp_path / "bare"
     run = make_run(run_dir, bench=False)
-    run.bench = {"points": [{"backend": "peft", "status": "error"}]}  # partial benchmark
-    run.human_reference = {}
+    run.bench = BenchResult(points=[BenchPoint(backend="peft", status="error")])  # partial benchmark
+    run.human_reference = Scores()
     for v in run.variants.values():
-        v.scores, v.samples_file = {}, ""
+        v.scores, v.samples_file = Scores(), ""
     run.save(run_dir)
     page = write_report(run_dir).read_text(encoding="utf-8")
     assert "No readable samples." in page and "Failed: CUDA out of memory" in page
@@ -103,9 +119,14 @@ def test_plot_run_returns_written_names(tmp_path: Path) -> None:
     assert all((run_dir / n).read_bytes().startswith(b"\x89PNG") for n in names)
 
 
+def _loss(final_heldout: float) -> LossAnalysis:
+    return LossAnalysis("learning", "", final_heldout, 0, 0.5, final_heldout, final_heldout - 0.5, final_heldout / 0.5,
+                        1.0, 0.5, None)
+
+
 def _v(name: str, verdict: str, novelty: float, loss: float = 1.0, status: str = "done") -> VariantResult:
     return VariantResult(name=name, status=status, scores=scores(novelty, 0.9, 1.0, 0.0),
-                         verdict={"verdict": verdict}, loss_analysis={"final_heldout_loss": loss}, train=TrainStats())
+                         verdict=Verdict(verdict=verdict), loss_analysis=_loss(loss), train=TrainStats())
 
 
 def test_ranking_rule() -> None:
@@ -121,7 +142,7 @@ def test_report_ranks_learning_variant_first(report: tuple[Path, str, str]) -> N
     _, page, _ = report
     board = page.split("Leaderboard</h2>")[1].split("</table>")[0]
     assert board.index("<td>r8</td>") < board.index("<td>r32</td>") < board.index("<td>r64</td>")
-    assert load(report[0]).variants["r8"].verdict["verdict"] == "learning"
+    assert load(report[0]).variants["r8"].verdict.verdict == "learning"
 
 
 def test_odd_names_damaged_samples_and_ragged_curves(tmp_path: Path) -> None:
@@ -148,23 +169,25 @@ def test_markdown_renders_art_as_code(report: tuple[Path, str, str]) -> None:
 
 
 def test_report_on_real_scores(tmp_path: Path) -> None:
-    score = pytest.importorskip("harness.score")
+    score = pytest.importorskip("harness.judge.score")
+    from harness.judge.verdict import combine_verdicts, copy_verdict
+
     train = [CAT, " _\n(_)\n |", "  ^\n / \\\n/___\\"]
     texts = [CAT, EVIL_ART, "  ^\n / \\\n/___\\\n  |"]
     run_dir = tmp_path / "real"
     run = make_run(run_dir, bench=False)
     scored = score.score_pieces(texts, train, cut_off=[False, False, True])
     human = score.human_reference(["  o\n /|\\\n / \\", " [#]\n [#]"], train)
-    verdict = score.combine_verdicts("learning", score.copy_verdict(scored, human))
-    run.human_reference = {k: v for k, v in human.items() if k != "per_sample"}
+    verdict = combine_verdicts("learning", copy_verdict(scored.per_sample, human))
+    run.human_reference = Scores(metrics=human.metrics, diversity=human.diversity)
     v = run.variants["r8"]
-    v.scores, v.verdict = {k: x for k, x in scored.items() if k != "per_sample"}, verdict
+    v.scores, v.verdict = Scores(metrics=scored.metrics, diversity=scored.diversity), verdict
     rows = [{"index": i, "text": t, **p, "nearest_train_text": train[p["nearest_train_index"]]}
-            for i, (t, p) in enumerate(zip(texts, scored["per_sample"], strict=True))]
+            for i, (t, p) in enumerate(zip(texts, scored.per_sample, strict=True))]
     (run_dir / v.samples_file).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     run.save(run_dir)
     page = write_report(run_dir).read_text(encoding="utf-8")
-    assert html.escape(verdict["verdict"]) in page and (run_dir / "novelty.png").exists()
+    assert html.escape(verdict.verdict) in page and (run_dir / "novelty.png").exists()
 
 
 def test_point_names_and_workload() -> None:
@@ -174,9 +197,9 @@ def test_point_names_and_workload() -> None:
     assert plots.point_name(cats) == "cats-b2-s127" and plots.point_name(cats | {"label": "cats-b2x4"}) == "cats-b2x4"
     assert plots.is_workload(cats) and plots.is_workload({"label": "my-cats-run"})
     assert not plots.is_workload({"workload": "synthetic", "label": "b2-s512"})
-    bench = make_bench()
-    assert plots.names_in_order(bench["points"]) == ["b2-s512", "b2-s1024", "b8-s512", "b8-s1024", "cats-b2x4"]
-    fast, base, rows = plots._speedups(bench["points"])
+    points = [to_jsonable(p) for p in make_bench().points]
+    assert plots.names_in_order(points) == ["b2-s512", "b2-s1024", "b8-s512", "b8-s1024", "cats-b2x4"]
+    fast, base, rows = plots._speedups(points)
     assert (fast, base) == ("unsloth", "peft")
     assert [r[0] for r in rows][-1] == "cats-b2x4" and rows[0][1] == pytest.approx(2.0)
     assert rows[3][1] is None and "oom" in rows[3][2]
@@ -217,7 +240,7 @@ def test_bench_section(report: tuple[Path, str, str]) -> None:
 
 
 def test_parity_sentence_without_finding() -> None:
-    from harness.report_sections import parity_sentence
+    from harness.report.sections import parity_sentence
 
     assert parity_sentence({"ok": False, "max_abs_diff": 0.5, "tolerance": 0.1}) == \
         "Losses do not agree within tolerance (max abs diff 0.5). Tolerance: 0.1."
@@ -258,3 +281,28 @@ def test_report_on_real_bench_results(tmp_path: Path) -> None:
     page = write_report(tmp_path / "b").read_text(encoding="utf-8")
     assert "<td>cats-b2x4</td><td>workload</td>" in page and "Harness vs bare training loop" in page
     assert page.count('<img src="data:image/png;base64,') == 2
+
+
+def test_older_results_file_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    run_dir = tmp_path / "old"
+    make_run(run_dir, bench=False)
+    data = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    data["schema_version"] = 1
+    with pytest.raises(UserError) as err:
+        from_dict(data)
+    msg = str(err.value)
+    assert "version 1" in msg and f"version {SCHEMA_VERSION}" in msg  # which version it is, and which is read
+    assert "re-run" in msg  # what to do
+    assert "\n" not in msg and msg.count(". ") == 0 and msg.endswith(".")  # one sentence
+    (run_dir / "results.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(UserError, match="schema version 1"):
+        load(run_dir)  # a file on disk is refused the same way
+    assert from_dict(make_run(tmp_path / "new", bench=False).to_dict()) == load(tmp_path / "new")
+
+
+def test_results_round_trip_typed(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "r")
+    back = load(tmp_path / "r")
+    assert back == run and isinstance(back, RunResult) and isinstance(back.bench, BenchResult)
+    assert isinstance(back.variants["r8"].loss_analysis, LossAnalysis) and back.schema_version == SCHEMA_VERSION
+    assert back.variants["r8"].scores.value("novelty") == pytest.approx(0.55)

@@ -1,4 +1,5 @@
-"""Render a report in real headless Chromium: no console errors, every image loads, art shows as exact text.
+"""Render a report in real headless Chromium: no console errors, every image loads, art shows as exact text,
+and a 1280x800 screen shows the verdicts and the loss curves first, with no table wider than the page.
 
 Drives Chromium over the DevTools protocol on a pipe (--remote-debugging-pipe: NUL-separated
 JSON on fds 3 and 4), so it needs no websocket package and no free port. Skips without
@@ -6,6 +7,8 @@ JSON on fds 3 and 4), so it needs no websocket package and no free port. Skips w
 """
 from __future__ import annotations
 
+import base64
+import fcntl
 import json
 import os
 import select
@@ -17,7 +20,7 @@ from pathlib import Path
 import pytest
 from run_fixture import CAT, EVIL_ART, FENCE_ART, make_run
 
-from harness.report import write_report
+from harness.report.run import write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs headless Chromium at /usr/bin/chromium "
@@ -27,6 +30,12 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-extensions", "--remote-debugging-pipe"]
 
 
+def _above_4(fd: int) -> int:
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return high
+
+
 class Browser:
     """A minimal DevTools-protocol client over Chromium's debugging pipe."""
 
@@ -34,6 +43,9 @@ class Browser:
         self.timeout = timeout
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
+        # Chromium's ends move above 4: a pipe that got fd 3 or 4 (stdin closed, few fds open) would be
+        # closed by the redirections below right after being duplicated onto itself.
+        to_chrome_r, from_chrome_w = (_above_4(fd) for fd in (to_chrome_r, from_chrome_w))
         # Chromium reads commands on fd 3 and writes replies on fd 4; bash does the fd plumbing.
         cmd = " ".join([shlex.quote(str(CHROMIUM)), *FLAGS, shlex.quote(f"--user-data-dir={profile}"), "about:blank",
                         f"3<&{to_chrome_r}", f"4>&{from_chrome_w}", f"{to_chrome_r}<&-", f"{from_chrome_w}>&-"])
@@ -106,6 +118,31 @@ PAGE_STATE = """(() => ({
 }))()"""
 
 
+WIDTHS = """(() => ({
+  pageWidth: document.scrollingElement.scrollWidth,
+  wideTables: Array.from(document.querySelectorAll('.scroll')).filter(d => d.scrollWidth > d.clientWidth + 1)
+    .map(d => d.querySelector('th') ? d.querySelector('th').textContent : '?'),
+  tables: document.querySelectorAll('table').length,
+}))()"""
+# Measured in the same page load as the screenshot: where the first screen ends, what it holds, what overflows.
+FIRST_SCREEN = """(() => {
+  const story = document.getElementById('story');
+  const box = el => el.getBoundingClientRect();
+  return {
+    bottom: box(story).bottom,
+    sentences: Array.from(story.querySelectorAll('ul.sentences li')).map(li => li.textContent),
+    images: Array.from(story.querySelectorAll('img')).map(i => ({bottom: box(i).bottom, width: i.naturalWidth})),
+    cards: Array.from(story.querySelectorAll('.card'))
+      .map(c => ({bottom: box(c).bottom, art: c.querySelectorAll('pre').length})),
+    pageWidth: document.scrollingElement.scrollWidth,
+    wideTables: Array.from(document.querySelectorAll('.scroll')).filter(d => d.scrollWidth > d.clientWidth + 1)
+      .map(d => d.querySelector('th') ? d.querySelector('th').textContent : '?'),
+    wideArt: Array.from(story.querySelectorAll('.card')).filter(c => c.scrollWidth > c.clientWidth + 1).length,
+  };
+})()"""
+WIDTH, HEIGHT = 1280, 800
+
+
 def _errors(events: list[dict]) -> list[str]:
     out = []
     for e in events:
@@ -121,27 +158,77 @@ def _errors(events: list[dict]) -> list[str]:
     return out
 
 
-def test_report_renders_in_chromium(tmp_path: Path) -> None:
-    run_dir = tmp_path / "runs" / "run-a"
-    make_run(run_dir)
-    index = write_report(run_dir)
-    browser = Browser(tmp_path / "profile")
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def render(index: Path, profile: Path, screenshot: Path, *expressions: str) -> tuple[list, list[dict]]:
+    """Load a page at 1280x800 and evaluate expressions in that one load: (their values, browser events).
+
+    Saves a screenshot of the viewport: what a reader sees before scrolling.
+    """
+    browser = Browser(profile)
     try:
         target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
             browser.send(f"{domain}.enable", session=session)
+        browser.send("Emulation.setDeviceMetricsOverride", {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1,
+                                                            "mobile": False}, session=session)
         browser.send("Page.navigate", {"url": index.resolve().as_uri()}, session=session)
         browser.wait_for("Page.loadEventFired")
-        state = browser.send("Runtime.evaluate", {"expression": PAGE_STATE, "returnByValue": True},
-                             session=session)["result"]["value"]
+        values = [browser.send("Runtime.evaluate", {"expression": e, "returnByValue": True},
+                               session=session)["result"]["value"] for e in expressions]
+        shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=session)
+        screenshot.write_bytes(base64.b64decode(shot["data"]))
     finally:
         browser.close()
-    assert _errors(browser.events) == []
+    return values, browser.events
+
+
+def test_report_renders_in_chromium(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "run-a"
+    make_run(run_dir)
+    index = write_report(run_dir)
+    (state,), events = render(index, tmp_path / "profile", tmp_path / "first-screen.png", PAGE_STATE)
+    assert _errors(events) == []
     assert state["title"] == "asciitune run run-a"
     assert len(state["images"]) >= 4
     assert all(i["complete"] and i["width"] > 0 for i in state["images"]), state["images"]
     assert state["scripts"] == 0 and state["bold"] == 0  # the art's tags stayed text
-    assert state["art"][0] == EVIL_ART  # leading newline, leading spaces, <script>, & and &amp; exactly
-    assert state["art"][1] == CAT + "\n& <i>"  # its nearest training piece
+    # Leading newline, leading spaces, <script>, & and &amp; exactly, each beside its nearest training piece.
+    at = state["art"].index(EVIL_ART)
+    assert state["art"][at + 1] == CAT + "\n& <i>"
     assert FENCE_ART in state["art"]
+
+
+def test_first_screen_tells_the_story(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "run-a"
+    make_run(run_dir)
+    shot = tmp_path / "first-screen.png"
+    (first,), events = render(write_report(run_dir), tmp_path / "profile", shot, FIRST_SCREEN)
+    assert _errors(events) == []
+    assert _png_size(shot.read_bytes()) == (WIDTH, HEIGHT)
+    # The screenshot is the viewport: what lies above HEIGHT is what a reader sees before scrolling.
+    assert first["bottom"] <= HEIGHT, first
+    assert [s.split(" ")[0] for s in first["sentences"]] == ["r8", "r32", "r64"]
+    r8, r32, r64 = first["sentences"]
+    assert r8.startswith("r8 is learning") and "minimum 1.5 at step 40 of 50" in r8 and "train loss fell 52%" in r8
+    assert "88% are valid art" in r8 and "against 0.6 for unseen human pieces" in r8
+    assert r32.startswith("r32 is memorizing") and "ended at 2.5 (+47%)" in r32
+    assert r64.startswith("r64 failed: CUDA out of memory <at> step 3 & more")
+    assert first["images"] and all(i["width"] > 0 and i["bottom"] <= HEIGHT for i in first["images"]), first
+    assert [c["art"] for c in first["cards"]] == [4, 4, 0]  # best and worst sample, each with its nearest piece
+    assert first["pageWidth"] <= WIDTH and first["wideTables"] == [] and first["wideArt"] == 0, first
+
+
+def test_cross_run_leaderboard_fits_the_page(tmp_path: Path) -> None:
+    from harness.report.runs import scan, write_leaderboard
+
+    for name, shift in (("run-a", 0.0), ("run-b", 0.1)):
+        make_run(tmp_path / "reports" / "runs" / name, run_id=name, novelty_shift=shift)
+    index = write_leaderboard(scan(tmp_path / "reports"), tmp_path / "board")
+    (widths,), events = render(index, tmp_path / "profile", tmp_path / "leaderboard.png", WIDTHS)
+    assert _errors(events) == []
+    assert widths["tables"] == 2 and widths["pageWidth"] <= WIDTH and widths["wideTables"] == [], widths

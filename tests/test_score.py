@@ -1,4 +1,4 @@
-"""Tests for harness.score and harness.score_cli on hand-made cases and the real catsart pieces."""
+"""Tests for harness.judge.score and harness.cli.score on hand-made cases and the real catsart pieces."""
 from __future__ import annotations
 
 import argparse
@@ -11,26 +11,25 @@ import sys
 import numpy as np
 import pytest
 
-from harness import score
+from harness.cli.common import print_table
+from harness.cli.score import add_parser, score_rows
 from harness.config import DataConfig
 from harness.data import build_dataset
 from harness.errors import UserError
-from harness.score import (
-    combine_verdicts,
-    copy_verdict,
+from harness.judge import score
+from harness.judge.samples import read_pieces, read_samples
+from harness.judge.score import (
     diversity,
-    format_table,
     human_reference,
     novelty,
     percentile_of,
-    read_pieces,
-    read_samples,
     reference_distribution,
     score_pieces,
     validity,
     width_consistency,
 )
-from harness.score_cli import add_parser
+from harness.judge.verdict import combine_verdicts, copy_verdict
+from harness.results import CopyAnalysis, Metric
 
 CAT = " /\\_/\\\n( o.o )\n > ^ <"
 
@@ -212,21 +211,21 @@ def test_random_characters_are_invalid(cats, human):
     rng = random.Random(7)
     samples = [random_characters(rng) for _ in range(40)]
     scores = score_pieces(samples, train)  # cut_off left False: the content alone must give it away
-    assert not any(s["valid"] for s in scores["per_sample"])
-    assert all(s["noise"] for s in scores["per_sample"])
-    assert copy_verdict(scores, human)["verdict"] == "invalid"
+    assert not any(s["valid"] for s in scores.per_sample)
+    assert all(s["noise"] for s in scores.per_sample)
+    assert copy_verdict(scores.per_sample, human).verdict == "invalid"
 
 
 # ---------------------------------------------------------------- diversity
 
 def test_diversity():
     d = diversity([CAT, CAT, CAT, CAT])
-    assert d["duplicate_rate"] == 0.75 and d["mean_pairwise_distance"] == 0.0
-    assert diversity(["abcde"])["distinct_ngrams"] == 1.0  # "abcd", "bcde"
-    assert diversity(["aaaaa"])["distinct_ngrams"] == 0.5  # "aaaa" twice
+    assert d.duplicate_rate == 0.75 and d.mean_pairwise_distance == 0.0
+    assert diversity(["abcde"]).distinct_ngrams == 1.0  # "abcd", "bcde"
+    assert diversity(["aaaaa"]).distinct_ngrams == 0.5  # "aaaa" twice
     one = diversity(["x"])
-    assert one["mean_pairwise_distance"] is None and one["distinct_ngrams"] is None
-    assert diversity([])["duplicate_rate"] is None
+    assert one.mean_pairwise_distance is None and one.distinct_ngrams is None
+    assert diversity([]).duplicate_rate is None
 
 
 def test_diversity_pair_sampling_close_to_exact(cats, monkeypatch):
@@ -234,9 +233,9 @@ def test_diversity_pair_sampling_close_to_exact(cats, monkeypatch):
     exact = diversity(train[:60])
     monkeypatch.setattr(score, "MAX_PAIRS", 600)
     sampled = diversity(train[:60])
-    assert sampled["pairs_sampled"] and sampled["pairs"] == 600
+    assert sampled.pairs_sampled and sampled.pairs == 600
     # 600 of 1770 pairs: the mean of distances with sd ~0.1 is off by ~0.1/sqrt(600) = 0.004; allow 5x
-    assert sampled["mean_pairwise_distance"] == pytest.approx(exact["mean_pairwise_distance"], abs=0.02)
+    assert sampled.mean_pairwise_distance == pytest.approx(exact.mean_pairwise_distance, abs=0.02)
 
 
 # ---------------------------------------------------------------- score_pieces and verdicts
@@ -244,46 +243,48 @@ def test_diversity_pair_sampling_close_to_exact(cats, monkeypatch):
 def test_score_pieces_format(cats):
     train, heldout = cats
     s = score_pieces(heldout[:10] + [""], train, cut_off=[False] * 10 + [True])
-    assert len(s["per_sample"]) == 11
-    for m in s["metrics"].values():
-        assert set(m) == {"value", "stderr", "ci_low", "ci_high", "n", "higher_is_better"}
-        if m["ci_low"] is not None:
-            assert m["ci_low"] <= m["value"] <= m["ci_high"]
-    assert s["metrics"]["cut_off_rate"]["value"] == pytest.approx(1 / 11)
-    assert s["per_sample"][-1]["empty"] and s["per_sample"][-1]["novelty"] == 1.0
-    assert 0 <= s["per_sample"][0]["width_percentile"] <= 100
-    assert score_pieces(heldout[:10], train)["metrics"] == score_pieces(heldout[:10], train)["metrics"]  # seeded
+    assert len(s.per_sample) == 11
+    for m in s.metrics.values():
+        assert isinstance(m, Metric)
+        assert set(vars(m)) == {"value", "stderr", "ci_low", "ci_high", "n", "higher_is_better"}
+        if m.ci_low is not None:
+            assert m.ci_low <= m.value <= m.ci_high
+    assert s.metrics["cut_off_rate"].value == pytest.approx(1 / 11)
+    assert s.value("cut_off_rate") == pytest.approx(1 / 11) and s.value("no_such_metric") is None
+    assert s.per_sample[-1]["empty"] and s.per_sample[-1]["novelty"] == 1.0
+    assert 0 <= s.per_sample[0]["width_percentile"] <= 100
+    assert score_pieces(heldout[:10], train).metrics == score_pieces(heldout[:10], train).metrics  # seeded
     with pytest.raises(ValueError):
         score_pieces(heldout[:2], train, cut_off=[True])
 
 
 def test_metric_small_samples():
     empty = score.metric([], True)
-    assert empty["value"] is None and empty["n"] == 0
+    assert empty.value is None and empty.n == 0
     one = score.metric([0.4], False)
-    assert one["value"] == 0.4 and one["stderr"] is None and one["ci_low"] == one["ci_high"] == 0.4
+    assert one.value == 0.4 and one.stderr is None and one.ci_low == one.ci_high == 0.4
     two = score.metric([0.0, 1.0], True)
-    assert two["stderr"] == pytest.approx(0.5) and 0.0 <= two["ci_low"] <= two["ci_high"] <= 1.0
+    assert two.stderr == pytest.approx(0.5) and 0.0 <= two.ci_low <= two.ci_high <= 1.0
 
 
 def test_copy_machine_is_memorizing(cats, human):
     train, _ = cats
     rng = random.Random(3)
     samples = [rng.choice(train) for _ in range(60)]
-    v = copy_verdict(score_pieces(samples, train), human)
-    assert v["verdict"] == "memorizing" and v["evidence"]["copy_rate"] == 1.0
+    v = copy_verdict(score_pieces(samples, train).per_sample, human)
+    assert v.verdict == "memorizing" and v.evidence.copy_rate == 1.0
 
 
 def test_heldout_pieces_are_novel(cats, human):
     train, heldout = cats
-    assert copy_verdict(score_pieces(heldout, train), human)["verdict"] == "novel"
+    assert copy_verdict(score_pieces(heldout, train).per_sample, human).verdict == "novel"
 
 
 def test_some_copies_are_mixed(cats, human):
     train, heldout = cats
     # 8 copies among 31 samples = 26%: above the 10% a novel model may show, below the 50% of memorizing
-    v = copy_verdict(score_pieces(heldout + train[:8], train), human)
-    assert v["verdict"] == "mixed"
+    v = copy_verdict(score_pieces(heldout + train[:8], train).per_sample, human)
+    assert v.verdict == "mixed"
 
 
 @pytest.mark.parametrize(("loss", "copy", "want"), [
@@ -292,22 +293,32 @@ def test_some_copies_are_mixed(cats, human):
     ("memorizing", "invalid", "invalid"), ("learning", "mixed", "mixed"),
     ("undertrained", "mixed", "undertrained")])
 def test_combine_verdicts(loss, copy, want):
-    out = combine_verdicts(loss, {"verdict": copy})
-    assert out["verdict"] == want and out["loss_verdict"] == loss and out["copy_verdict"] == copy
+    out = combine_verdicts(loss, CopyAnalysis(verdict=copy))
+    assert out.verdict == want and out.loss_verdict == loss and out.copy_verdict == copy
 
 
 def test_combine_verdicts_rejects_unknown():
     with pytest.raises(ValueError):
-        combine_verdicts("great", {"verdict": "novel"})
+        combine_verdicts("great", CopyAnalysis(verdict="novel"))
 
 
-def test_format_table(cats, human):
+def test_score_table(cats, human):
+    from rich.console import Console
+
     train, _ = cats
-    table = format_table({"samples": score_pieces([CAT], train), "human reference": human})
-    assert "human reference" in table and "novelty" in table and "valid_rate" in table
+    headers, rows = score_rows({"samples": score_pieces([CAT], train), "human reference": human})
+    assert headers == ["metric", "better", "samples", "human reference"]
+    assert {"novelty", "valid_rate"} <= {r[0] for r in rows}
     # one sample has no pairs: its mean_pairwise_distance cell shows "-" while the human one has a number
-    row = next(line for line in table.split("\n") if line.startswith("mean_pairwise_distance")).split()
-    assert row[2] == "-" and float(row[3]) > 0
+    row = next(r for r in rows if r[0] == "mean_pairwise_distance")
+    assert row[2] == "-" and float(row[3].split()[0]) > 0
+    console = Console(record=True, width=200)
+    print_table(headers, rows, out=console)
+    table = console.export_text()
+    assert "human reference" in table and "novelty" in table and "valid_rate" in table
+    printed = next(line for line in table.split("\n") if "mean_pairwise_distance" in line)
+    cells = [c.strip() for c in printed.strip("│┃| ").split("│")]
+    assert cells[2] == "-" and float(cells[3].split()[0]) > 0
 
 
 # ---------------------------------------------------------------- reading files
@@ -364,5 +375,5 @@ def test_score_cli(tmp_path, capsys, cats):
 
 
 def test_score_imports_no_torch():
-    code = "import sys, harness.score, harness.score_cli; sys.exit('torch' in sys.modules)"
+    code = "import sys, harness.judge.score, harness.cli.score; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import asciitune
+from conftest import asciitune, only_run
 
 QUICK = ("train.max_steps=4", "train.eval_points=2", "generate.n_samples=2", "generate.max_new_tokens=24")
 
@@ -15,12 +15,6 @@ def _run(reports: Path, *args: str):
     return proc
 
 
-def _only_run(reports: Path) -> Path:
-    runs = sorted((reports / "runs").iterdir())
-    assert len(runs) == 1, runs
-    return runs[0]
-
-
 def test_sweep_of_four_variants_and_resume_skips_finished(tmp_path):
     grid = tmp_path / "grid.toml"
     grid.write_text(Path("harness/configs/tiny.toml").read_text() + '\n[sweep]\n"lora.r" = [4, 8]\n'
@@ -28,7 +22,7 @@ def test_sweep_of_four_variants_and_resume_skips_finished(tmp_path):
     reports = tmp_path / "reports"
     first = _run(reports, "--config", str(grid), *QUICK, "--variants", "r4-lr0.001,r8-lr0.003")
     assert first.returncode == 0, first.stderr[-2000:]
-    run_dir = _only_run(reports)
+    run_dir = only_run(reports)
     done = json.loads((run_dir / "results.json").read_text())["variants"]
     assert sorted(done) == ["r4-lr0.001", "r8-lr0.003"]
     before = {n: v["train"]["seconds"] for n, v in done.items()}
@@ -36,7 +30,7 @@ def test_sweep_of_four_variants_and_resume_skips_finished(tmp_path):
     resumed = _run(reports, "--config", str(grid), *QUICK, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert resumed.stdout.count("done earlier, skipped") == 2, resumed.stdout
-    assert _only_run(reports) == run_dir  # the same run folder grew; no second run
+    assert only_run(reports) == run_dir  # the same run folder grew; no second run
     variants = json.loads((run_dir / "results.json").read_text())["variants"]
     assert sorted(variants) == ["r4-lr0.001", "r4-lr0.003", "r8-lr0.001", "r8-lr0.003"]
     assert all(v["status"] == "done" for v in variants.values())
@@ -55,7 +49,7 @@ def three_runs(tmp_path_factory):
         proc = _run(reports, "--config", "tiny", f"train.max_steps={steps}", "train.lr=1e-2",
                     "train.eval_points=2", "generate.n_samples=2", "generate.max_new_tokens=24", "--variants", "base")
         assert proc.returncode == 0, proc.stderr[-2000:]
-        dirs.append(_only_run(reports))
+        dirs.append(only_run(reports))
     return dirs
 
 

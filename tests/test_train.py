@@ -1,7 +1,8 @@
 """Training through the real CLI on the tiny model and real cats: parity, determinism, memorization.
 
-Each run is a fresh `python -m harness train` process, as `asciitune run` does it, because a
-process can hold only one backend (Unsloth patches transformers globally).
+Each run is a fresh `python -m harness train` process (a one-variant run, whose variant runs in
+its own child process as `asciitune run` does it), because a process can hold only one backend
+(Unsloth patches transformers globally).
 """
 from __future__ import annotations
 
@@ -9,17 +10,17 @@ import json
 import math
 
 import pytest
-from conftest import asciitune, variant_result
+from conftest import asciitune, only_run, variant_result
 
 FP32 = 'model.dtype="float32"'
 
 
 def _train(tmp_path, name: str, *overrides: str, backend: str = "peft") -> dict:
-    run_dir = tmp_path / name
-    proc = asciitune("train", "--config", "tiny", "--backend", backend, "--run-dir", str(run_dir),
+    reports = tmp_path / name
+    proc = asciitune("--reports-dir", str(reports), "train", "--config", "tiny", "--backend", backend,
                      "--variant", "base", *overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return variant_result(run_dir, "base")
+    return variant_result(only_run(reports), "base")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 from harness.config import RunConfig
-from harness.errors import UserError
 from harness.fsutil import sha256_json
 from harness.models import ResolvedModel, building_dir, cache_root, move_into_place
 
@@ -23,12 +22,8 @@ def torch_dtype(cfg: RunConfig):
     """The dtype to load weights in: bf16 on a GPU that has it, float32 on CPU, unless configured."""
     import torch
 
-    if cfg.model.dtype != "auto":
-        try:
-            return getattr(torch, cfg.model.dtype)
-        except AttributeError:
-            raise UserError(f"model.dtype '{cfg.model.dtype}' is not a torch dtype: use auto, bfloat16, "
-                            "float16 or float32.") from None
+    if cfg.model.dtype != "auto":  # one of the names config.RANGES allows
+        return getattr(torch, cfg.model.dtype)
     if has_cuda():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
@@ -73,11 +68,8 @@ def model_folder(resolved: ResolvedModel, cfg: RunConfig) -> Path:
 
 
 def gradient_checkpointing_flag(cfg: RunConfig) -> bool | str:
-    """Map lora.gradient_checkpointing onto what the backends accept."""
-    value = cfg.lora.gradient_checkpointing
-    if value not in ("unsloth", "true", "false"):
-        raise UserError(f"lora.gradient_checkpointing must be unsloth, true or false, not '{value}'.")
-    return {"unsloth": "unsloth", "true": True, "false": False}[value]
+    """Map lora.gradient_checkpointing (checked by config.RANGES) onto what the backends accept."""
+    return {"unsloth": "unsloth", "true": True, "false": False}[cfg.lora.gradient_checkpointing]
 
 
 def device_name() -> str:

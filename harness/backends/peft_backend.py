@@ -1,4 +1,4 @@
-"""Plain Hugging Face backend: transformers + PEFT LoRA, SDPA attention, non-reentrant checkpointing."""
+"""Plain Hugging Face backend: transformers + PEFT LoRA, SDPA attention, non-reentrant checkpointing, NF4 QLoRA."""
 from __future__ import annotations
 
 import torch
@@ -8,22 +8,41 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from harness.backends import trl_cpu
 from harness.backends.common import device_name, gradient_checkpointing_flag, has_cuda, model_folder, torch_dtype
 from harness.config import RunConfig
+from harness.errors import UserError
 from harness.models import ResolvedModel
 
 NAME = "peft"
 trl_cpu.install_if_no_cuda()
 
 
+def _quantized(cfg: RunConfig, dtype) -> dict:
+    """from_pretrained arguments for QLoRA (model.load_in_4bit): bitsandbytes NF4 as Unsloth's 4-bit path sets it."""
+    if not cfg.model.load_in_4bit:
+        return {}
+    if not has_cuda():
+        raise UserError("model.load_in_4bit needs an NVIDIA GPU (bitsandbytes NF4 kernels): set "
+                        "model.load_in_4bit=false on this machine.")
+    from transformers import BitsAndBytesConfig
+
+    # NF4 with double-quantized absmax and compute in the load dtype: Unsloth's defaults for load_in_4bit, so
+    # both backends train on the same quantized weights.
+    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                             bnb_4bit_compute_dtype=dtype)
+    return {"quantization_config": bnb, "device_map": {"": torch.cuda.current_device()}}
+
+
 def _base(resolved: ResolvedModel, cfg: RunConfig):
     folder = model_folder(resolved, cfg)
     dtype = torch_dtype(cfg)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
-    if has_cuda():
+    quant = _quantized(cfg, dtype)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa", **quant)
+    if has_cuda() and not quant:  # a quantized model is placed by device_map
         model = model.cuda()
     tok = AutoTokenizer.from_pretrained(folder)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    info = {"backend": NAME, "backend_note": "transformers + PEFT", "device": device_name(), "dtype": str(dtype)}
+    note = "transformers + PEFT" + (" (bitsandbytes NF4)" if quant else "")
+    info = {"backend": NAME, "backend_note": note, "device": device_name(), "dtype": str(dtype)}
     return model, tok, info
 
 

@@ -2,7 +2,7 @@
 
     python reports/gpu-bench/make_figures.py
 
-bench-speed.png and bench-memory.png come from harness.plots.plot_bench on the grid run;
+bench-speed.png and bench-memory.png come from harness.report.plots.plot_bench on the grid run;
 seed-losses.png overlays the per-step training losses of the two seed-workload runs.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from harness.fsutil import atomic_write_bytes
-from harness.plots import plot_bench
+from harness.report.plots import plot_bench
 from harness.results import load
 
 HERE = Path(__file__).resolve().parent

@@ -1,0 +1,1 @@
+"""Export of trained variants (adapter, merged, GGUF), per-format quality, and llama.cpp tooling."""

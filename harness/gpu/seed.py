@@ -1,0 +1,221 @@
+"""`asciitune bench --workload seed`: the seed workload's arms and an 8-variant concurrent sweep, in one call.
+
+    asciitune bench --workload seed --config seed --model random:llama-3.2-3b --out reports/gpu-bench/seed-workload.json
+
+Arms, each in its own process (`python -m harness.gpu.seed_arm`): the fast plan on Unsloth and on PEFT,
+the same with `model.load_in_4bit=true` (QLoRA), the seed plan on PEFT and on Unsloth. Then the sweep:
+8 variants of the workload (train.lr values) through `asciitune run --jobs N train.plan=fast`, each
+variant loading, training, probing and sampling in its own process, N at once on the visible GPUs, N
+from the fast Unsloth arm's peak memory. Every item has a time cap inside --budget-s and runs only if
+the items after it keep their reserve; a seed-plan arm stopped at its cap reports a measured partial
+(its per-step time x the planned steps is given beside it, labelled as an extrapolation). The document
+(issue 12's schema plus context) is rewritten after every item; per-step losses and step times go to
+the `-raw.json` file beside it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from harness.config import Plan, RunConfig
+from harness.fsutil import atomic_write_json
+
+SWEEP_TARGET_S = 180.0
+SWEEP_LRS = (5e-5, 1e-4, 1.5e-4, 2e-4, 3e-4, 4e-4, 6e-4, 8e-4)
+GIB = 1024 ** 3
+
+
+@dataclass(frozen=True)
+class Item:
+    """One scheduled item: an arm (backend, plan, 4-bit) or the sweep, with its time cap and reserve."""
+
+    name: str
+    backend: str = ""
+    plan: str = ""
+    load_in_4bit: bool = False
+    max_s: float = 120.0  # its cap when time allows
+    reserve_s: float = 30.0  # kept free for it by the items before it
+    min_s: float = 25.0  # below this it is skipped, not started
+
+
+SCHEDULE = (
+    Item("fast-unsloth", "unsloth", "fast", False, 120, 45, 35),
+    Item("fast-peft", "peft", "fast", False, 90, 35, 30),
+    Item("qlora-fast-unsloth", "unsloth", "fast", True, 90, 40, 35),
+    Item("qlora-fast-peft", "peft", "fast", True, 80, 35, 30),
+    Item("seed-peft", "peft", "seed", False, 45, 35, 25),  # a measured partial at most: the least needed arm
+    Item("seed-unsloth", "unsloth", "seed", False, 260, 60, 40),  # the reference: as many steps as time allows
+    Item("sweep", max_s=240, reserve_s=190, min_s=60),
+)
+
+
+def arm_config(base: RunConfig, item: Item) -> RunConfig:
+    """The base config with the arm's backend, plan and 4-bit setting."""
+    return replace(base, model=replace(base.model, backend=item.backend, load_in_4bit=item.load_in_4bit),
+                   train=replace(base.train, plan=item.plan))
+
+
+def cap_for(schedule: list[Item], i: int, left: float) -> float:
+    """Seconds item i may run: its max, less what the later items reserve; 0 when under its minimum."""
+    cap = min(schedule[i].max_s, left - sum(x.reserve_s for x in schedule[i + 1:]))
+    return cap if cap >= schedule[i].min_s else 0.0
+
+
+def toml_text(cfg: RunConfig, sweep: dict[str, list]) -> str:
+    """A config file for `asciitune run`: every section's values, plus a [sweep] table (JSON scalars are TOML)."""
+    lines = []
+    for section, values in cfg.to_dict().items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        lines.append("")
+    for key, values in sweep.items():
+        section, name = key.split(".")
+        lines += [f"[sweep.{section}]", f"{name} = {json.dumps(list(values))}", ""]
+    return "\n".join(lines)
+
+
+def run_child(cmd: list[str], log: Path, cap: float) -> tuple[str, float]:
+    """Run cmd in its own process group with output to log; stop the group at cap. Returns (status, seconds)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        try:
+            code = proc.wait(timeout=cap)
+            status = "ok" if code == 0 else f"exit {code}"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C: the runner stops its variants and keeps what finished
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            status = f"stopped at its {cap:.0f} s cap"
+    return status, time.perf_counter() - t0
+
+
+def jobs_for(peak_bytes: int | None, total_bytes: int | None, variants: int) -> int:
+    """Variants at once on one GPU: as many as the fast arm's peak fits in 95% of the card, less 1 GiB each."""
+    if not peak_bytes or not total_bytes:
+        return min(4, variants)
+    return max(1, min(variants, int(0.95 * total_bytes // (peak_bytes + GIB))))
+
+
+def run_sweep(base: RunConfig, work: Path, jobs: int, variants: int, cap: float) -> dict:
+    """The sweep through `asciitune run --jobs`; wall time, per-variant times and statuses from its run folder."""
+    cfg = replace(base, model=replace(base.model, backend="unsloth", load_in_4bit=False),
+                  train=replace(base.train, plan="fast"))
+    lrs = list(SWEEP_LRS[:variants]) if variants <= len(SWEEP_LRS) else [2e-4 * (1 + k / 10) for k in range(variants)]
+    conf = work / "sweep.toml"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(toml_text(cfg, {"train.lr": lrs}), encoding="utf-8")
+    reports = work / "sweep-reports"
+    cmd = [sys.executable, "-m", "harness", "--reports-dir", str(reports), "run", "--config", str(conf),
+           "--jobs", str(jobs), "--no-report"]
+    status, wall = run_child(cmd, work / "logs" / "sweep.log", cap)
+    text = (work / "logs" / "sweep.log").read_text(encoding="utf-8", errors="replace")
+    seconds = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\S+): .* in (\d+)s\s*$", text, re.M)}
+    results = sorted(reports.glob("runs/*/results.json"))
+    found = json.loads(results[-1].read_text(encoding="utf-8")).get("variants", {}) if results else {}
+    rows = []
+    for name, v in found.items():
+        t, g = v.get("train", {}), v.get("generation", {})
+        rows.append({"name": name, "status": v.get("status"), "seconds": seconds.get(name),
+                     "train_seconds": t.get("seconds"), "warmup_seconds": t.get("warmup_seconds"),
+                     "eval_seconds": t.get("eval_seconds"), "generation_seconds": g.get("seconds"),
+                     "plan_reason": t.get("plan_reason"), "error": (v.get("error") or "")[-300:]})
+    done = [r for r in rows if r["status"] == "done"]
+    per = [r["seconds"] for r in done if r["seconds"] is not None]
+    return {"variants": variants, "jobs": jobs, "wall_seconds": round(wall, 1), "status": status,
+            "done": len(done), "sequential_seconds": round(sum(per), 1) if len(per) == variants else None,
+            "sequential_note": "sum of each variant's own wall time (process start to result) measured inside "
+                               "this concurrent sweep, so an upper bound on running them one after another",
+            "target_seconds": SWEEP_TARGET_S, "variant_lrs": lrs, "per_variant": rows}
+
+
+def read_arm(path: Path, name: str) -> dict:
+    """An arm's record, or a stub when it never wrote one."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"name": name, "status": "no record"}
+
+
+def _write(out: Path, doc: dict, raw: dict) -> None:
+    atomic_write_json(out, doc)
+    atomic_write_json(out.with_name(out.stem + "-raw.json"), raw)
+
+
+def run_seed_workload(plan: Plan, out: Path, work: Path, budget_s: float = 560.0, jobs: int | None = None,
+                      variants: int = 8, only: list[str] | None = None, command: str = "") -> dict:
+    """Every scheduled item within budget_s; the document is written to out after each one and returned."""
+    from harness import environment
+    from harness.backends.common import model_folder
+    from harness.gpu.bench import flops_per_token
+    from harness.gpu.seed_summary import arm_row, parity, targets
+    from harness.gpu.worker import card_info, measure_matmul_tflops
+    from harness.models import resolve
+
+    start = time.perf_counter()
+    base = plan.base
+    schedule = [x for x in SCHEDULE if not only or x.name in only]
+    folder = model_folder(resolve(base.model.name), base)  # random weights written once, before any arm
+    card = card_info()
+    peak_tflops = measure_matmul_tflops()
+    doc: dict = {"card": card.get("name", ""), "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                 "command": command, "model": base.model.name, "model_folder": str(folder),
+                 "workload": {"config": plan.source, "batch_size": base.train.batch_size,
+                              "grad_accum": base.train.grad_accum, "epochs": base.train.epochs,
+                              "max_seq_length": base.model.max_seq_length, "lora_r": base.lora.r},
+                 "card_info": card, "matmul_tflops": round(peak_tflops, 1), "environment": environment.snapshot(),
+                 "budget_seconds": budget_s, "setup_seconds": round(time.perf_counter() - start, 1),
+                 "arms": [], "parity": {}, "sweep": None, "targets": {}, "skipped": []}
+    raw: dict[str, dict] = {}
+    rows: dict[str, dict] = {}
+    print(f"[bench] seed workload on {doc['card']} ({doc['matmul_tflops']} TFLOP/s bf16), model {folder}", flush=True)
+    for i, item in enumerate(schedule):
+        left = budget_s - (time.perf_counter() - start)
+        cap = cap_for(schedule, i, left)
+        if item.name == "sweep":
+            cap = min(item.max_s, left) if left >= item.min_s else 0.0
+        if cap <= 0:
+            doc["skipped"].append({"name": item.name, "why": f"{left:.0f} s left of the budget, under its minimum "
+                                                             f"{item.min_s:.0f} s plus later items' reserve"})
+            print(f"[bench] {item.name}: skipped ({left:.0f} s left)", flush=True)
+            continue
+        if item.name == "sweep":
+            n = jobs or jobs_for(rows.get("fast-unsloth", {}).get("peak_reserved_bytes"),
+                                 card.get("total_memory_bytes"), variants)
+            print(f"[bench] sweep: {variants} variants, {n} at once, cap {cap:.0f} s", flush=True)
+            doc["sweep"] = run_sweep(base, work, n, variants, cap)
+            print(f"[bench] sweep: {doc['sweep']['done']}/{variants} done in {doc['sweep']['wall_seconds']} s "
+                  f"({doc['sweep']['status']})", flush=True)
+        else:
+            conf = atomic_write_json(work / "configs" / f"{item.name}.json", arm_config(base, item).to_dict())
+            rec_path = work / "arms" / f"{item.name}.json"
+            rec_path.unlink(missing_ok=True)
+            cmd = [sys.executable, "-m", "harness.gpu.seed_arm", "--config", str(conf), "--name", item.name,
+                   "--out", str(rec_path)]
+            status, wall = run_child(cmd, work / "logs" / f"{item.name}.log", cap)
+            rec = read_arm(rec_path, item.name)
+            if status != "ok":
+                rec["status"] = f"{rec.get('status')}; {status}"
+                rec["log_tail"] = (work / "logs" / f"{item.name}.log").read_text(errors="replace")[-1500:]
+            rec["wall_seconds"] = round(wall, 1)
+            raw[item.name] = rec
+            rows[item.name] = arm_row(rec, peak_tflops, flops_per_token)
+            r = rows[item.name]
+            print(f"[bench] {item.name}: {rec['status']} in {wall:.0f} s: {r['steps']}/{r['steps_planned']} steps, "
+                  f"train {r['train_seconds']} s, warm-up {r['warmup_seconds']} s", flush=True)
+        doc["arms"] = list(rows.values())
+        doc["parity"] = parity(raw)
+        doc["targets"] = targets(rows, doc["parity"], doc["sweep"])
+        doc["wall_seconds"] = round(time.perf_counter() - start, 1)
+        _write(out, doc, {"arms": raw, "sweep": doc["sweep"]})
+    return doc

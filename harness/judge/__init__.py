@@ -1,0 +1,1 @@
+"""Judging generated art: per-piece scores, the verdict rules and sample I/O (no torch)."""

@@ -1,0 +1,291 @@
+"""Score generated ASCII art: width consistency, novelty against the training set, validity, diversity.
+
+    asciitune score samples.jsonl --train cats --json scores.json
+
+Pure Python (numpy + rapidfuzz), no torch, so it runs on results from anywhere. Every
+similarity is rapidfuzz's normalized Levenshtein similarity on whitespace-collapsed text,
+the same measure `harness.data` uses to de-duplicate and group pieces. Samples are passed
+through `harness.data.normalize` first, exactly as training pieces were.
+"""
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter
+from itertools import pairwise
+
+import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
+
+from harness.data import collapse_whitespace, normalize
+from harness.errors import UserError
+from harness.results import Diversity, Metric, Scores
+
+# harness.data drops pieces >= 0.85 similar as "the same drawing with small edits": catsart's
+# nearest-neighbour similarities leave an empty band between 0.80 and 0.85, so 0.85 separates
+# edits of one drawing from redrawings. A sample that close to a training piece is a copy.
+NEAR_COPY_SIMILARITY = 0.85
+# A line shorter than this, or one repeated character, is generic ("/\_/\", "-----") and shared
+# by many unrelated drawings, so finding it in the training set is no evidence of copying.
+MIN_COPY_LINE_LENGTH = 5
+MIN_LINES = 3  # fewer non-blank lines cannot draw anything; catsart's smallest pieces have 3
+# Prose: >= 60% of non-space characters in word-like tokens and >= 5 of them. Art's word tokens
+# are captions and signatures, a small share of a drawing; five words make a sentence.
+PROSE_WORD_SHARE = 0.6
+PROSE_MIN_WORDS = 5
+_WORD = re.compile(r"[A-Za-z]{2,20}[.,!?;:]?")
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # ASCII controls but newline (tabs are expanded first)
+_RUN3 = re.compile(r"([A-Za-z])\1\1")  # "aaaa" fills shapes in art; words almost never triple a letter
+# Character entropy (bits, newlines excluded) above which a text is noise: catsart's most varied
+# piece has 4.05 bits and English prose about 4.4 (the Zen of Python: 4.43), while uniform
+# printable ASCII has log2(95) = 6.57 (about 5.2 already at 50 characters). 5.0 sits between.
+NOISE_ENTROPY_BITS = 5.0
+NGRAM = 4  # character 4-grams: long enough to span a stroke pattern like "/__\", short enough to recur
+MAX_PAIRS = 10_000  # pairs for mean pairwise distance; beyond, a seeded sample (error ~ sd/100 ~ 0.001)
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+WORKERS = 1  # rapidfuzz threads: one, so scoring never competes with a training job for cores
+
+
+# ---------------------------------------------------------------- per-piece measures
+
+def _widths(text: str) -> list[int]:
+    return [len(line.rstrip()) for line in text.split("\n") if line.strip()]
+
+
+def _width_consistency(norm: str) -> float:
+    w = _widths(norm)
+    if len(w) < 2:
+        return float(len(w))  # 0.0 empty, 1.0 one line
+    return float(np.mean([min(a, b) / max(a, b) for a, b in pairwise(w)]))
+
+
+def width_consistency(text: str) -> float:
+    """Mean over adjacent non-blank lines of min(w_i, w_i+1) / max(w_i, w_i+1), w = visible width.
+
+    Visible width is the length of a line after normalize() and rstrip, indentation included;
+    blank lines are skipped (lines either side count as adjacent). Drawn outlines change width
+    gradually from one line to the next, so ragged-but-smooth cats score high (catsart median
+    0.92) while lines cut short at random make jumps and score lower. Comparing neighbours
+    rather than each width to the widest line keeps one long tail or caption from dominating.
+    One non-blank line scores 1.0 (nothing to be inconsistent with); an empty text scores 0.0.
+    """
+    return _width_consistency(normalize(text))
+
+
+def reference_distribution(train_texts: list[str]) -> list[float]:
+    """Width consistency of every training piece, sorted: the reference for percentile_of."""
+    return sorted(width_consistency(t) for t in train_texts)
+
+
+def percentile_of(value: float, reference: list[float]) -> float:
+    """Percentage (0-100) of reference values <= value (scipy's percentileofscore, kind='weak')."""
+    if not len(reference):
+        raise ValueError("reference is empty")
+    return 100.0 * float(np.count_nonzero(np.asarray(reference) <= value)) / len(reference)
+
+
+def _nontrivial(line: str) -> bool:
+    s = line.strip()
+    return len(s) >= MIN_COPY_LINE_LENGTH and len(set(s)) > 1
+
+
+# Similarities within 1e-6 count as ties (lowest index wins). rapidfuzz pads a score_cutoff by
+# a small imprecision allowance, so a cutoff a hair (1e-9) under a pair's similarity can still
+# reject it; 1e-6 never did in 3,000 random catsart pairs, and it moves no score by more than 1e-6.
+_TIE = 1e-6
+
+
+def _nearest(queries: list[str], choices: list[str]) -> dict[str, tuple[int, float]]:
+    """Exact nearest choice (index, similarity) of each distinct query; ties go to the lowest index.
+
+    Candidates are tried in order of an upper bound, min(len)/max(len) (a length gap alone costs
+    that many edits), with the best similarity so far as rapidfuzz's score_cutoff so hopeless
+    pairs exit early; the search stops once the bound falls below the best. Same answer as a
+    full cdist argmax, several times faster when samples are close to training pieces.
+    """
+    found: dict[str, tuple[int, float]] = {}
+    for j, c in enumerate(choices):
+        found.setdefault(c, (j, 1.0))
+    lengths = np.array([len(c) for c in choices], dtype=np.float64)
+    for q in dict.fromkeys(queries):
+        if q in found:
+            continue
+        bound = np.minimum(lengths, len(q)) / np.maximum(np.maximum(lengths, len(q)), 1.0)
+        best, best_j = -1.0, -1
+        for j in np.argsort(-bound, kind="stable").tolist():
+            if bound[j] < best - _TIE:
+                break
+            s = Levenshtein.normalized_similarity(q, choices[j], score_cutoff=max(best - _TIE, 0.0))
+            if s > best + _TIE or (s >= best - _TIE and j < best_j):
+                best, best_j = max(s, best), j
+        found[q] = (best_j, best)
+    return found
+
+
+def _novelty(norm: list[str], train_norm: list[str]) -> list[dict]:
+    if not train_norm:
+        raise UserError("There are no training pieces to compare samples with: check the --train data.")
+    train_lines = {line.strip() for t in train_norm for line in t.split("\n") if _nontrivial(line)}
+    collapsed_train = [collapse_whitespace(t) for t in train_norm]
+    exact = set(collapsed_train)
+    collapsed = [collapse_whitespace(s) for s in norm]
+    nearest = _nearest(collapsed, collapsed_train)
+    out = []
+    for text, c in zip(norm, collapsed, strict=True):
+        j, s = nearest[c]
+        lines = [line.strip() for line in text.split("\n") if _nontrivial(line)]
+        out.append({"nearest_train_index": j, "similarity": s, "novelty": 1.0 - s, "exact_copy": c in exact,
+                    "near_copy": c not in exact and s >= NEAR_COPY_SIMILARITY,
+                    "copied_line_share": sum(line in train_lines for line in lines) / len(lines) if lines else 0.0})
+    return out
+
+
+def novelty(samples: list[str], train_texts: list[str]) -> list[dict]:
+    """Nearest training piece, similarity, novelty, exact/near copy and copied-line share per sample.
+
+    `near_copy` excludes exact copies, so exact_copy + near_copy counts every copy once.
+    copied_line_share is the share of a sample's non-trivial lines (stripped length >= 5 and
+    not one repeated character) found verbatim, stripped, in some training piece; 0.0 when it
+    has none. An empty sample has similarity 0 and novelty 1: check validity before novelty.
+    """
+    return _novelty([normalize(s) for s in samples], [normalize(t) for t in train_texts])
+
+
+def _entropy_bits(text: str) -> float:
+    counts = Counter(text)
+    counts.pop("\n", None)
+    if not counts:
+        return 0.0
+    p = np.fromiter(counts.values(), dtype=np.float64)
+    p /= p.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def _is_prose(text: str) -> bool:
+    tokens = text.split()
+    words = [t for t in tokens if _WORD.fullmatch(t) and not _RUN3.search(t)]
+    chars = sum(map(len, tokens))
+    return len(words) >= PROSE_MIN_WORDS and sum(map(len, words)) >= PROSE_WORD_SHARE * chars
+
+
+def _validity(t: str, cut_off: bool) -> dict:
+    non_ascii = not t.isascii()
+    flags = {
+        "empty": not t.strip(),
+        "too_few_lines": len(_widths(t)) < MIN_LINES,
+        "non_printable": bool(_CONTROL.search(t)) or (non_ascii and any(
+            unicodedata.category(c)[0] == "C" for c in t if ord(c) > 0x7F)),
+        "non_ascii": non_ascii,
+        "prose": _is_prose(t),
+        "noise": _entropy_bits(t) > NOISE_ENTROPY_BITS,
+        "cut_off": bool(cut_off),
+    }
+    return {"valid": not any(flags.values()), **flags}
+
+
+def validity(text: str, cut_off: bool = False) -> dict:
+    """Failure flags of one output and `valid` = none of them, measured after normalize().
+
+    empty: no visible character. too_few_lines: < 3 non-blank lines. non_printable: a control,
+    format or unassigned character other than newline (tabs and CR are normalized away).
+    non_ascii: a character above U+007F. prose: >= 5 word-like tokens ([A-Za-z]{2,20} plus
+    optional punctuation, no letter tripled) holding >= 60% of non-space characters. noise:
+    character entropy > 5.0 bits, i.e. closer to random characters than to art or prose.
+    cut_off: passed in, generation hit max_new_tokens before EOS.
+    """
+    return _validity(normalize(text), cut_off)
+
+
+def _diversity(c: list[str]) -> Diversity:
+    n = len(c)
+    total = max(n * (n - 1) // 2, 0)
+    if total <= MAX_PAIRS:
+        i, j = np.triu_indices(n, k=1)
+    else:
+        rng = np.random.default_rng(BOOTSTRAP_SEED)
+        i = rng.integers(0, n, MAX_PAIRS)
+        j = (i + rng.integers(1, n, MAX_PAIRS)) % n  # never a sample with itself
+    mpd = None
+    if len(i):
+        sims = process.cpdist([c[k] for k in i], [c[k] for k in j], scorer=Levenshtein.normalized_similarity,
+                              dtype=np.float64, workers=WORKERS)
+        mpd = float(1.0 - sims.mean())
+    n_grams = sum(max(len(s) - NGRAM + 1, 0) for s in c)
+    distinct = len({s[k:k + NGRAM] for s in c for k in range(len(s) - NGRAM + 1)})
+    return Diversity(duplicate_rate=(n - len(set(c))) / n if n else None, mean_pairwise_distance=mpd,
+                     distinct_ngrams=distinct / n_grams if n_grams else None, n=n, pairs=int(len(i)),
+                     pairs_sampled=total > MAX_PAIRS)
+
+
+def diversity(samples: list[str]) -> Diversity:
+    """Duplicate rate, mean pairwise normalized edit distance and distinct 4-gram share.
+
+    All on whitespace-collapsed text. duplicate_rate: share of samples equal to an earlier one.
+    mean_pairwise_distance: mean of 1 - similarity over all pairs, or over MAX_PAIRS seeded
+    random pairs when there are more. distinct_ngrams: distinct character 4-grams over all
+    4-grams, each sample's 4-grams counted within that sample. None where undefined.
+    """
+    return _diversity([collapse_whitespace(normalize(s)) for s in samples])
+
+
+# ---------------------------------------------------------------- aggregation
+
+def _summaries(columns: list[list[float]], higher_is_better: list[bool]) -> list[Metric]:
+    """metric() for several equally long columns, sharing one set of bootstrap resamples."""
+    x = np.asarray(columns, dtype=np.float64).reshape(len(columns), -1).T  # (n, k)
+    n = x.shape[0]
+    if n == 0:
+        return [Metric(n=0, higher_is_better=h) for h in higher_is_better]
+    rng = np.random.default_rng(BOOTSTRAP_SEED)  # per call: an interval never depends on call order
+    means = np.concatenate([x[rng.integers(0, n, (100, n))].mean(axis=1)
+                            for _ in range(BOOTSTRAP_RESAMPLES // 100)])  # 100 at a time bounds memory
+    lo, hi = np.percentile(means, [2.5, 97.5], axis=0)
+    sd = x.std(axis=0, ddof=1) if n > 1 else [None] * x.shape[1]
+    return [Metric(float(x[:, k].mean()), float(sd[k] / math.sqrt(n)) if n > 1 else None, float(lo[k]),
+                   float(hi[k]), n, h) for k, h in enumerate(higher_is_better)]
+
+
+def metric(values: list[float], higher_is_better: bool) -> Metric:
+    """Mean with stderr and a seeded 95% percentile-bootstrap interval (the fixed metric format)."""
+    return _summaries([values], [higher_is_better])[0]
+
+
+_PER_SAMPLE_METRICS = (  # (metric name, per-sample key, higher_is_better)
+    ("width_consistency", "width_consistency", True), ("novelty", "novelty", True),
+    ("exact_copy_rate", "exact_copy", False), ("near_copy_rate", "near_copy", False),
+    ("copied_line_share", "copied_line_share", False), ("valid_rate", "valid", True),
+    ("cut_off_rate", "cut_off", False))
+_DIVERSITY_METRICS = (("duplicate_rate", False), ("mean_pairwise_distance", True), ("distinct_ngrams", True))
+
+
+def score_pieces(samples: list[str], train_texts: list[str], cut_off: list[bool] | None = None,
+                 reference: list[float] | None = None) -> Scores:
+    """Per-sample scores, metrics with uncertainty over samples, and diversity of a set of outputs."""
+    if cut_off is not None and len(cut_off) != len(samples):
+        raise ValueError(f"cut_off has {len(cut_off)} flags for {len(samples)} samples")
+    flags = cut_off if cut_off is not None else [False] * len(samples)
+    norm, train_norm = [normalize(s) for s in samples], [normalize(t) for t in train_texts]
+    ref = np.asarray(reference if reference is not None else [_width_consistency(t) for t in train_norm])
+    if not len(ref):
+        raise ValueError("reference is empty")
+    per_sample = []
+    # The public per-piece measures normalize again: a no-op on normalized text, and one definition each.
+    for text, cut, near in zip(norm, flags, novelty(norm, train_norm), strict=True):
+        wc = _width_consistency(text)
+        per_sample.append({"width_consistency": wc, "width_percentile": percentile_of(wc, ref), **near,
+                           **validity(text, cut)})
+    summaries = _summaries([[float(s[key]) for s in per_sample] for _, key, _ in _PER_SAMPLE_METRICS],
+                           [h for _, _, h in _PER_SAMPLE_METRICS])
+    metrics = {name: m for (name, _, _), m in zip(_PER_SAMPLE_METRICS, summaries, strict=True)}
+    div = _diversity([collapse_whitespace(t) for t in norm])
+    for name, hib in _DIVERSITY_METRICS:
+        metrics[name] = Metric(getattr(div, name), n=len(samples), higher_is_better=hib)
+    return Scores(metrics=metrics, diversity=div, per_sample=per_sample)
+
+
+def human_reference(heldout_texts: list[str], train_texts: list[str]) -> Scores:
+    """score_pieces on held-out human pieces: what a non-memorized piece looks like."""
+    return score_pieces(heldout_texts, train_texts)

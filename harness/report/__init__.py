@@ -1,0 +1,1 @@
+"""Reports: the HTML/Markdown document, run-report sections, plots and run comparison (no torch)."""

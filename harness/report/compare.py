@@ -1,0 +1,266 @@
+"""Compare runs: per-metric deltas with uncertainty, a regression gate, and a cross-run report.
+
+    asciitune compare reports/runs/A reports/runs/B --fail-on novelty=0.05   # exit 1 on a real regression
+    asciitune compare A B C --out reports/compare-abc                         # HTML + Markdown across runs
+
+The first run is the baseline; every later run is compared with it, variant by variant
+(same name; two single-variant runs are paired whatever their names). Pure: no torch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.report import plots
+from harness.report.doc import Doc, fmt, fmt_mapping, fmt_metric
+from harness.results import Metric, RunResult, VariantResult
+
+NOISE_SIGMAS = 2.0
+RELATIVE_NOISE = 0.05  # for numbers stored without uncertainty (losses, speeds)
+CI_WIDTH_IN_STDERRS = 2 * 1.96
+NOISE_RULE = (
+    "A change B - A is noise when |B - A| < 2 x sqrt(stderr_A^2 + stderr_B^2), the stderr taken from the metric "
+    "or else from its 95% CI (width / 3.92); for numbers stored without uncertainty (losses, speeds) it is noise "
+    "when |B - A| < 5% of |A|. Any other change is an improvement or a regression by the metric's direction.")
+GATE_RULE = ("The gate fails (exit 1) when a metric with a threshold is classified a regression and got worse by "
+             "more than its threshold, in any variant of any run compared with the baseline, or when a metric with a "
+             "threshold that the baseline measured is missing from a run (e.g. the variant failed).")
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One metric of one variant, baseline run A against run B."""
+
+    variant: str
+    metric: str
+    run_a: str
+    run_b: str
+    a: Metric | None
+    b: Metric | None
+    delta: float | None  # B - A
+    stderr: float | None  # combined, sqrt(sa^2 + sb^2)
+    higher_is_better: bool
+    change: str  # improvement | regression | noise | missing
+
+    @property
+    def worse_by(self) -> float:
+        """How much worse B is than A in the metric's own direction (negative when better)."""
+        if self.delta is None:
+            return 0.0
+        return -self.delta if self.higher_is_better else self.delta
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A regression beyond its threshold."""
+
+    delta: Delta
+    threshold: float
+
+    def message(self) -> str:
+        """One line naming the metric, variant, run and amounts."""
+        d = self.delta
+        if d.change == "missing":
+            return f"{d.metric} ({d.variant}): measured in {d.run_a} but missing from {d.run_b}"
+        return (f"{d.metric} ({d.variant}, {d.run_b} vs {d.run_a}): {fmt(d.a and d.a.value)} -> "
+                f"{fmt(d.b and d.b.value)}, worse by {fmt(d.worse_by)} > {fmt(self.threshold)}")
+
+
+@dataclass
+class Comparison:
+    """The outcome of comparing runs with the first (the baseline)."""
+
+    labels: list[str]
+    runs: list[RunResult]
+    deltas: list[Delta] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """True when a regression exceeded its threshold."""
+        return bool(self.failures)
+
+
+def stderr_of(m: Metric | None) -> float | None:
+    """The metric's stderr, else one derived from its 95% CI, else None."""
+    if m is None:
+        return None
+    if m.stderr is not None:
+        return float(m.stderr)
+    if m.ci_low is not None and m.ci_high is not None:
+        return (m.ci_high - m.ci_low) / CI_WIDTH_IN_STDERRS
+    return None
+
+
+def classify(a: Metric | None, b: Metric | None, higher_is_better: bool) -> tuple[float | None, float | None, str]:
+    """(delta, combined stderr, change) under NOISE_RULE."""
+    if a is None or b is None or a.value is None or b.value is None:
+        return None, None, "missing"
+    delta = b.value - a.value
+    sa, sb = stderr_of(a), stderr_of(b)
+    combined = math.sqrt(sa ** 2 + sb ** 2) if sa is not None and sb is not None else None
+    if delta == 0:
+        return delta, combined, "noise"
+    if combined is not None:
+        noise = abs(delta) < NOISE_SIGMAS * combined
+    else:
+        noise = abs(delta) < RELATIVE_NOISE * abs(a.value)
+    if noise:
+        return delta, combined, "noise"
+    return delta, combined, "improvement" if (delta > 0) == higher_is_better else "regression"
+
+
+def variant_metrics(v: VariantResult) -> dict[str, Metric]:
+    """Score metrics plus loss and speed, all as metrics."""
+    out = dict(v.scores.metrics)
+    if v.loss_analysis is not None:
+        out["final_heldout_loss"] = Metric(v.loss_analysis.final_heldout_loss, higher_is_better=False)
+    if v.train.tokens_per_s:
+        out["train_tokens_per_s"] = Metric(v.train.tokens_per_s, higher_is_better=True)
+    return out
+
+
+def _model(run: RunResult, v: VariantResult) -> str:
+    return str(((v.config or {}).get("model") or {}).get("name") or (run.base_config.get("model") or {}).get("name"))
+
+
+def _labels(runs: list[RunResult]) -> list[str]:
+    labels: list[str] = []
+    for run in runs:
+        label = run.run_id or "run"
+        labels.append(label if label not in labels else f"{label} ({len(labels) + 1})")
+    return labels
+
+
+def _pairs(a: RunResult, b: RunResult) -> list[tuple[str, VariantResult, VariantResult]]:
+    common = [n for n in a.variants if n in b.variants]
+    if not common and len(a.variants) == len(b.variants) == 1:
+        (na, va), (nb, vb) = next(iter(a.variants.items())), next(iter(b.variants.items()))
+        return [(na if na == nb else f"{na} / {nb}", va, vb)]
+    return [(n, a.variants[n], b.variants[n]) for n in common]
+
+
+def _check_comparable(base: RunResult, other: RunResult, label: str, base_label: str) -> list[str]:
+    warn = []
+    if other.schema_version != base.schema_version:
+        raise UserError(f"Run {label} uses results schema {other.schema_version} but {base_label} uses "
+                        f"{base.schema_version}: re-run one of them with the same asciitune version.")
+    dh_a, dh_b = (base.data or {}).get("hash"), (other.data or {}).get("hash")
+    if dh_a != dh_b:
+        warn.append(f"{label} used different data than {base_label} (hash {str(dh_b)[:12]} vs {str(dh_a)[:12]}): "
+                    "scores are not measured on the same pieces.")
+    for key, what in (("device", "device"), ("machine", "machine")):
+        x, y = (base.environment or {}).get(key), (other.environment or {}).get(key)
+        if x != y:
+            warn.append(f"{label} ran on a different {what} than {base_label} ({fmt_mapping(y)} vs "
+                        f"{fmt_mapping(x)}): speed and memory are not comparable.")
+    for name, va, vb in _pairs(base, other):
+        if _model(base, va) != _model(other, vb):
+            warn.append(f"Variant {name}: {label} trained model {_model(other, vb)} but {base_label} trained "
+                        f"{_model(base, va)}.")
+        if va.backend and vb.backend and va.backend != vb.backend:
+            warn.append(f"Variant {name}: {label} used backend {vb.backend} but {base_label} used {va.backend}.")
+    return warn
+
+
+def compare(runs: list[RunResult], thresholds: dict[str, float] | None = None) -> Comparison:
+    """Compare every run with the first: deltas, noise classification, warnings, and threshold failures."""
+    if len(runs) < 2:
+        raise UserError("Compare needs at least two runs: pass a baseline run and one or more runs to compare.")
+    labels = _labels(runs)
+    comp = Comparison(labels=labels, runs=runs, thresholds=dict(thresholds or {}))
+    base = runs[0]
+    for label, run in zip(labels[1:], runs[1:], strict=True):
+        comp.warnings += _check_comparable(base, run, label, labels[0])
+        pairs = _pairs(base, run)
+        paired = {p[1].name for p in pairs}
+        comp.unmatched += [f"{n} (only in {labels[0]})" for n in base.variants if n not in paired]
+        comp.unmatched += [f"{n} (only in {label})" for n in run.variants if n not in {p[2].name for p in pairs}]
+        for name, va, vb in pairs:
+            ma, mb = variant_metrics(va), variant_metrics(vb)
+            if vb.status == "failed" and va.status != "failed":
+                comp.warnings.append(f"Variant {name} failed in {label}: {vb.error or 'no error recorded'}")
+            if not ma and not mb:
+                comp.unmatched.append(f"{name} (no metrics in either run)")
+            for metric in [*ma, *(m for m in mb if m not in ma)]:
+                a, b = ma.get(metric), mb.get(metric)
+                hib = (a or b).higher_is_better
+                delta, se, change = classify(a, b, hib)
+                comp.deltas.append(Delta(name, metric, labels[0], label, a, b, delta, se, hib, change))
+    comp.unmatched = list(dict.fromkeys(comp.unmatched))
+    if not comp.deltas:
+        raise UserError(f"The runs share no variant ({', '.join(comp.unmatched)}): compare runs of the same "
+                        "config, or two single-variant runs.")
+    known = sorted({d.metric for d in comp.deltas})
+    unknown = [m for m in comp.thresholds if m not in known]
+    if unknown:
+        raise UserError(f"No metric named {', '.join(unknown)} in these runs: thresholds can use {', '.join(known)}.")
+    comp.failures = [Failure(d, comp.thresholds[d.metric]) for d in comp.deltas if d.metric in comp.thresholds
+                     and ((d.change == "regression" and d.worse_by > comp.thresholds[d.metric])
+                          or (d.change == "missing" and d.a is not None and d.a.value is not None))]
+    return comp
+
+
+def _signed(x: float | None) -> str:
+    return "-" if x is None else ("+" if x >= 0 else "") + fmt(x)
+
+
+DELTA_HEADERS = ["variant", "metric", "run", "A", "B", "B - A", "±2se", "change"]
+
+
+def delta_rows(comp: Comparison) -> list[list[str]]:
+    """One row of plain text per delta (DELTA_HEADERS), for the terminal and CI logs; '!' marks a gate failure."""
+    rows = []
+    for d in comp.deltas:
+        rows.append([d.variant, d.metric + (" ↑" if d.higher_is_better else " ↓"), d.run_b,
+                     fmt(d.a and d.a.value), fmt(d.b and d.b.value), _signed(d.delta),
+                     "-" if d.stderr is None else fmt(NOISE_SIGMAS * d.stderr, 2),
+                     d.change + (" !" if any(f.delta is d for f in comp.failures) else "")])
+    return rows
+
+
+def write_comparison(comp: Comparison, out_dir: str | Path) -> Path:
+    """Write index.html, report.md and a plot comparing all runs into out_dir; returns the HTML path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = Doc(f"asciitune comparison: {' vs '.join(comp.labels)}")
+    doc.table(["run", "created", "config hash", "data hash", "device", "git commit"],
+              [[label, r.created or "-", r.config_hash or "-", str((r.data or {}).get("hash", "-"))[:16],
+                fmt_mapping((r.environment or {}).get("device")), fmt_mapping((r.environment or {}).get("git_commit"))]
+               for label, r in zip(comp.labels, comp.runs, strict=True)])
+    doc.para(f"Baseline: {comp.labels[0]}. {NOISE_RULE} {GATE_RULE}", note=True)
+    if comp.warnings:
+        doc.section("Warnings")
+        for w in comp.warnings:
+            doc.para(w)
+    if comp.failures or comp.thresholds:
+        doc.section("Regression gate")
+        doc.para("FAILED: " + "; ".join(f.message() for f in comp.failures) if comp.failures else
+                 "Passed: no regression beyond a threshold.")
+        doc.table(["metric", "may get worse by"], [[m, fmt(t)] for m, t in comp.thresholds.items()])
+    others = comp.labels[1:]
+    values: dict[str, dict[str, list[Metric | None]]] = {}
+    doc.section("Metrics by variant")
+    for variant in dict.fromkeys(d.variant for d in comp.deltas):
+        doc.heading(variant)
+        by = {(d.metric, d.run_b): d for d in comp.deltas if d.variant == variant}
+        rows = []
+        for metric in dict.fromkeys(m for m, _ in by):
+            ds = [by.get((metric, label)) for label in others]
+            base = next((d.a for d in ds if d and d.a), None)
+            cells = [base] + [d.b if d else None for d in ds]
+            values.setdefault(metric, {})[variant] = cells
+            rows.append([metric, *(fmt_metric(c) for c in cells),
+                         *(x for d in ds for x in ((_signed(d.delta), d.change) if d else ("-", "-")))])
+        doc.table(["metric", *comp.labels, *(x for label in others for x in (f"Δ {label}", f"change {label}"))], rows)
+    if comp.unmatched:
+        doc.para("Not compared: " + ", ".join(comp.unmatched) + ".", note=True)
+    for name in plots.plot_comparison(comp.labels, values, out):
+        doc.section("Plot")
+        doc.image(out / name, "metrics per run")
+    return doc.write(out)

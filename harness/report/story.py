@@ -1,0 +1,203 @@
+"""The first screen of a run report: one sentence per variant, the loss curves, a card of samples per variant.
+
+Pure (no torch). A reader who opens a report wants the outcome before the metadata: which variant
+learned, which memorized, and the numbers that say so. Every verdict comes from
+harness.judge.verdict (stored in the results); this module only puts its evidence into words.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.judge.verdict import final_verdict
+from harness.report import plots
+from harness.report.doc import Doc, fmt
+from harness.report.plots import COLORS, _save  # the one PNG writer of every report plot (atomic, small, stable)
+from harness.results import RunResult, VariantResult
+
+BEST_WORST_RULE = ("Cards: each variant's best sample (valid before invalid, then the highest width consistency x "
+                   "novelty) and its worst (the reverse), each beside the training piece most similar to it.")
+OVERVIEW = "loss-overview.png"
+INVALID_FLAGS = ("empty", "too_few_lines", "non_printable", "non_ascii", "prose", "noise", "cut_off")
+Parts = list[tuple[str, str]]
+
+
+def _num(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def _product(s: dict) -> float:
+    return _num(s.get("width_consistency")) * _num(s.get("novelty"))
+
+
+def best_and_worst(samples: list[dict]) -> tuple[dict | None, dict | None]:
+    """(best, worst) by BEST_WORST_RULE; worst is None when there is only one sample."""
+    if not samples:
+        return None, None
+    ordered = sorted(samples, key=lambda s: (s.get("valid") is not True, -_product(s), _num(s.get("index"))))
+    worst = min(samples, key=lambda s: (s.get("valid") is True, _product(s), _num(s.get("index"))))
+    return ordered[0], (worst if worst is not ordered[0] else None)
+
+
+def device_name(env: dict) -> str:
+    """The device a run used, in a few words: its name (x count when several), or as recorded."""
+    device = env.get("device") if isinstance(env, dict) else None
+    if isinstance(device, dict):
+        count = device.get("count")
+        return str(device.get("name") or "-") + (f" x{count}" if isinstance(count, int) and count > 1 else "")
+    return str(device) if device else "-"
+
+
+def _pct(value: float) -> str:
+    return f"{value:.0%}"
+
+
+def loss_evidence(v: VariantResult) -> str:
+    """The loss curves in one clause: held-out start, minimum and where, final, and the train loss's drop."""
+    la, c = v.loss_analysis, v.curves
+    if la is None:
+        return ""
+    last = c.steps[-1] if c.steps else v.train.steps
+    start = c.heldout_loss[0] if c.heldout_loss else None
+    rise = la.final_heldout_loss / la.heldout_min - 1 if la.heldout_min > 0 else 0.0
+    if la.heldout_min_step == last:
+        text = f"held-out loss fell from {fmt(start)} to {fmt(la.heldout_min)} by the last step ({fmt(last)})"
+    elif c.steps and la.heldout_min_step == c.steps[0]:
+        text = f"held-out loss never fell below its start, {fmt(la.heldout_min)}, and ended at " \
+               f"{fmt(la.final_heldout_loss)} ({rise:+.0%})"
+    else:
+        text = (f"held-out loss fell from {fmt(start)} to its minimum {fmt(la.heldout_min)} at step "
+                f"{fmt(la.heldout_min_step)} of {fmt(last)}, then ended " +
+                (f"at {fmt(la.final_heldout_loss)} ({rise:+.0%})" if rise >= 0.005 else "there"))
+    drop = la.train_drop
+    return text + (f", while train loss fell {_pct(drop)}" if drop >= 0 else f", while train loss rose {_pct(-drop)}")
+
+
+def sample_evidence(run: RunResult, v: VariantResult) -> str:
+    """The samples in one clause: copy rate, valid rate, novelty against unseen human pieces."""
+    if not v.scores.metrics:
+        return ""
+    ca = v.copy_analysis
+    copy = ca.evidence.copy_rate if ca else v.scores.value("exact_copy_rate")
+    valid = v.scores.value("valid_rate")
+    parts = []
+    if copy is not None:
+        parts.append(f"{_pct(copy)} of samples are copies")
+    if valid is not None:
+        parts.append(f"{_pct(valid)} are valid art")
+    # The copy rule compares the novelty of valid samples with the human pieces'; say the same numbers when stored.
+    own, human, what = v.scores.value("novelty"), run.human_reference.value("novelty"), "novelty"
+    if ca and ca.evidence.novelty_valid.value is not None:
+        own, human = ca.evidence.novelty_valid.value, ca.evidence.human_novelty_valid.value
+        what = "novelty of the valid ones"
+    if own is not None:
+        parts.append(f"{what} {fmt(own)}" + (f" against {fmt(human)} for unseen human pieces" if human is not None
+                                             else ""))
+    return ", ".join(parts)
+
+
+def verdict_sentence(run: RunResult, v: VariantResult) -> Parts:
+    """One sentence: the variant, its verdict (with the loss and copy verdicts behind it) and the numbers."""
+    verdict = final_verdict(v)
+    if v.status == "failed":
+        lines = [line.strip() for line in (v.error or "").splitlines() if line.strip()]
+        why = lines[-1][:200] if lines else "no error recorded"
+        return [(v.name, "b"), (" ", ""), ("failed", "verdict"), (f": {why.rstrip('.')}.", "")]
+    parts: Parts = [(v.name, "b"), (" is ", ""), (verdict, "verdict")]
+    if v.verdict and v.verdict.loss_verdict and v.verdict.copy_verdict:
+        parts.append((f" (loss curves: {v.verdict.loss_verdict}; samples: {v.verdict.copy_verdict})", ""))
+    evidence = "; ".join(x for x in (loss_evidence(v), sample_evidence(run, v)) if x)
+    parts.append((f": {evidence}." if evidence else ".", ""))
+    return parts
+
+
+def plot_overview(run: RunResult, out_dir: Path, name: str = OVERVIEW) -> list[str]:
+    """Every variant's held-out (solid) and train (dashed) loss on one axes: the report's first-screen plot.
+
+    One axes, not a panel per variant, so it stays readable at half a 1280 px page whatever the number of
+    variants, and the variants' curves can be compared at a glance (which one bottoms out lowest, which turns up).
+    """
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    variants = [v for v in run.variants.values() if v.curves.steps]
+    if not variants:
+        return []
+    # Labels are plain text: a '$' in a variant name must not start math mode (as in harness.report.plots).
+    with matplotlib.rc_context({"text.parse_math": False}):
+        fig = Figure(figsize=(6.0, 3.1), layout="constrained")
+        ax = fig.subplots()
+        handles = []
+        for i, v in enumerate(variants):
+            c, color = v.curves, COLORS[i % len(COLORS)]
+            n = min(len(c.steps), len(c.train_loss), len(c.heldout_loss))  # a run in progress may be ragged
+            ax.plot(c.steps[:n], c.heldout_loss[:n], "o-", ms=3, lw=2, color=color)
+            ax.plot(c.steps[:n], c.train_loss[:n], "--", lw=1.2, alpha=0.8, color=color)
+            if v.loss_analysis is not None:
+                la = v.loss_analysis
+                ax.plot([la.heldout_min_step], [la.heldout_min], "*", ms=11, color=color, mec="black", mew=0.6)
+            handles.append(Line2D([], [], color=color, lw=2, label=f"{v.name}: {final_verdict(v)}"))
+        handles += [Line2D([], [], color="#444", lw=2, label="held-out"),
+                    Line2D([], [], color="#444", lw=1.2, ls="--", label="train (probe)"),
+                    Line2D([], [], color="#444", marker="*", ls="", ms=9, label="held-out minimum")]
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        ax.set_title("Held-out and train loss per variant", fontsize=10)
+        fig.legend(handles=handles, fontsize=8, loc="outside right upper")  # beside the axes: never over a curve
+        return [_save(fig, out_dir, name)]
+
+
+def _caption(label: str, s: dict) -> str:
+    flags = [f.replace("_", " ") for f in INVALID_FLAGS if s.get(f) is True]
+    state = "valid" if s.get("valid") is True else "invalid" + (f" ({', '.join(flags)})" if flags else "")
+    return (f"{label}, sample {s.get('index', '?')}: {state}; width consistency {fmt(s.get('width_consistency'))}, "
+            f"novelty {fmt(s.get('novelty'))}")
+
+
+def _nearest(s: dict) -> tuple[str, str] | None:
+    if s.get("nearest_train_text") is None:
+        return None
+    copy = ", exact copy" if s.get("exact_copy") else ", near copy" if s.get("near_copy") else ""
+    return (f"nearest training piece, #{s.get('nearest_train_index', '?')}: similarity {fmt(s.get('similarity'))}"
+            f"{copy}", str(s["nearest_train_text"]))
+
+
+def card(doc: Doc, run_dir: Path, v: VariantResult) -> None:
+    """A variant's best and worst sample, each beside its nearest training piece."""
+    doc.begin("card")
+    doc.heading(f"{v.name}: {final_verdict(v)}")
+    samples = plots.samples_of(run_dir, v)
+    if v.status == "failed":
+        doc.para(f"Failed: {v.error or 'no error recorded'}")
+    elif not samples:
+        doc.para("No readable samples.")
+    best, worst = best_and_worst(samples)
+    for label, s in (("best", best), ("worst", worst)):
+        if s is not None:
+            doc.art_pair((_caption(label, s), str(s.get("text", ""))), _nearest(s))
+    doc.end()
+
+
+def story(doc: Doc, run: RunResult, run_dir: Path, images: list[str]) -> None:
+    """The first screen: what each variant did and why, the loss curves beside it, then a card per variant."""
+    variants = list(run.variants.values())
+    data = run.data or {}
+    doc.begin("story", id="story")
+    doc.begin("top")
+    doc.begin("words")
+    doc.para(f"{len(variants)} variant{'s' * (len(variants) != 1)} of {Path(run.config_source).stem or '-'} "
+             f"on {device_name(run.environment)}, {(run.created or '-')[:16].replace('T', ' ')}; "
+             f"{data.get('name', '-')}: {data.get('n_train', '-')} training / {data.get('n_heldout', '-')} "
+             "held-out pieces.", note=True)
+    doc.sentences([verdict_sentence(run, v) for v in variants])
+    doc.end()
+    if OVERVIEW in images:
+        doc.image(run_dir / OVERVIEW, "held-out and train loss of every variant")
+    doc.end()
+    doc.para(BEST_WORST_RULE, note=True)
+    doc.begin("cards")
+    for v in variants:
+        card(doc, run_dir, v)
+    doc.end()
+    doc.end()

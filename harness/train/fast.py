@@ -1,0 +1,164 @@
+"""The fast plan (`train.plan = "fast"`): the seed plan's optimizer-step math at the speed of the hardware.
+
+    asciitune run --config seed train.plan=fast          # every variant through train_variant_fast
+
+A drop-in for harness.train.sft.train_variant: the same probes at the same eval steps, the same running
+train loss per step, the same `(LossCurves, TrainStats)`. The step math is the seed plan's (the same
+sequences per optimizer step, lr schedule, clipping and loss normalisation: harness.train.fast_engine);
+what changes is only how a step executes, and each change is free of math changes:
+- One padding-free micro-batch per step (positions restart per sequence, attention block-diagonal): the
+  loss sums the same target tokens over the same count, so the gradient is the sum of the seed's.
+- No gradient checkpointing: a step holds ~1-4k tokens, a few GB of activations on a 3B model.
+- Fused torch AdamW instead of the seed's 8-bit AdamW on a GPU: the one deliberate difference, held to
+  the per-step loss parity bound by `asciitune bench --workload seed` (8-bit state is the seed's own
+  approximation of the same update).
+- No host syncs per step; on a GPU the whole step is a CUDA graph per 512-token bucket (no compiler).
+
+Measured on one H200 (bench/seed_fast_probe.py, random Llama-3.2-3B, byte tokenizer, 248,590 tokens):
+seed plan on Unsloth 132.6 s of steps; fast eager (Unsloth) 39.5 s, host-bound at ~0.31 s/step whatever
+the row length; fast graphs 11.1 s (Unsloth) and 17.0 s (PEFT). Hence graphs on CUDA, eager on CPU.
+`asciitune bench --workload seed` measures it on the harness's own seed workload (reports/gpu-bench/).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from harness.config import RunConfig
+from harness.data import Dataset, check_lengths, format_example, token_lengths
+from harness.errors import UserError
+from harness.results import LossCurves, TrainStats
+from harness.train.fast_engine import (  # noqa: F401  (re-exported: the plan's building blocks)
+    FastRun,
+    FastStats,
+    block_causal_mask,
+    pack_step,
+    seed_plan_batches,
+    tokenize_like_sft,
+)
+from harness.train.sft import _peak_memory, eval_steps, make_probes, probe_loss, total_steps
+
+BUCKET = 512  # tokens; ~9 graphs for the seed workload's rows (0.5-4.5k tokens). 256 halves the padding
+#               (~11% -> ~5%) for twice the captures, which buys nothing while steps are launch-bound.
+ADAMW = ("auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit")  # what the fast plan runs
+EIGHT_BIT = ("adamw_8bit", "adamw_bnb_8bit")
+METRIC_SCHEDULERS = ("reduce_lr_on_plateau", "greedy")  # they step on an eval metric, which the plan never computes
+
+
+def refusal(cfg: RunConfig) -> str | None:
+    """The one sentence why the fast plan cannot reproduce this config's seed plan, or None when it can."""
+    t = cfg.train
+    if t.scheduler in METRIC_SCHEDULERS:
+        return (f"train.scheduler={t.scheduler} steps on an eval metric that the fast plan never computes: "
+                "use train.plan=seed, or a fixed schedule such as linear or cosine.")
+    if t.optim not in ADAMW:
+        return (f"train.optim={t.optim} has no equivalent in the fast plan, which runs fused AdamW: use "
+                "train.plan=seed, or train.optim=auto / adamw_torch / adamw_8bit.")
+    if t.report_to.strip() not in ("", "none"):
+        return (f"train.report_to={t.report_to} needs the seed plan: the fast plan runs no Trainer, so no "
+                "tracker would receive its losses; use train.plan=seed or train.report_to=none.")
+    return None
+
+
+def check(cfg: RunConfig) -> None:
+    """Refuse, in one sentence, a config the fast plan cannot reproduce (before any model loads)."""
+    if cfg.train.plan == "fast" and (why := refusal(cfg)):
+        raise UserError(why)
+
+
+def load_config(cfg: RunConfig) -> RunConfig:
+    """The config to load the model with: the fast plan loads without gradient checkpointing."""
+    if cfg.train.plan != "fast" or cfg.lora.gradient_checkpointing == "false":
+        return cfg
+    return replace(cfg, lora=replace(cfg.lora, gradient_checkpointing="false"))
+
+
+def plan_reason(stats: FastStats, cfg: RunConfig) -> str:
+    """How the fast plan executed and why, for TrainStats.plan_reason."""
+    cpu = stats.device == "cpu"
+    if stats.mode == "graphs":  # eager steps of ~1k tokens are bound by kernel launches, not by compute
+        how = f"CUDA graphs over {BUCKET}-token buckets ({len(stats.buckets)} graphs)"
+    else:
+        how = "eager on CPU (CUDA graphs need a GPU)" if cpu else f"eager ({stats.attention} attention)"
+    opt = "torch AdamW" if cpu else "fused AdamW"
+    if not cpu and cfg.train.optim in ("auto", *EIGHT_BIT):
+        opt += " instead of adamw_8bit"
+    return f"{how}; one packed micro-batch per optimizer step; {opt}; checkpointing off"
+
+
+def run_fast_variant(model, tokenizer, ds: Dataset, cfg: RunConfig,
+                     on_eval: Callable[[int, float, float], None] | None = None,
+                     on_step: Callable[[int, int], None] | None = None, *, mode: str = "auto",
+                     limit: int = 0) -> tuple[LossCurves, TrainStats, FastStats]:
+    """train_variant_fast plus the engine's own stats (per-step device times, buckets): for the bench."""
+    if why := refusal(cfg):
+        raise UserError(why)
+    check_lengths(ds.train, token_lengths(ds.train, tokenizer), cfg.model.max_seq_length)
+    probes = make_probes(ds, cfg, tokenizer.eos_token)
+    texts = [format_example(p.text, tokenizer.eos_token) for p in ds.train]
+    total = total_steps(len(ds.train), cfg)
+    points = [s for s in eval_steps(total, cfg.train.eval_points) if s <= (limit or total)]
+    curves, eval_s = LossCurves(), [0.0]
+    t_start = time.perf_counter()
+    run = FastRun(model, tokenizer, texts, cfg.train, mode=mode, max_length=cfg.model.max_seq_length,
+                  bucket=BUCKET, limit=limit)
+    per_epoch = -(-len(texts) // cfg.train.batch_size)  # micro-batches per epoch, as transformers counts epochs
+    micro = [0]
+    for step in run.plan:
+        micro.append(micro[-1] + len(step))
+
+    def measure(step: int) -> None:
+        t0 = time.perf_counter()
+        tr = probe_loss(model, tokenizer, probes.train, cfg.train.eval_batch_tokens)
+        ho = probe_loss(model, tokenizer, probes.heldout, cfg.train.eval_batch_tokens)
+        eval_s[0] += time.perf_counter() - t0
+        curves.steps.append(step)
+        curves.epochs.append(round(micro[step] / per_epoch, 4))
+        curves.train_loss.append(tr)
+        curves.heldout_loss.append(ho)
+        if on_eval:
+            on_eval(step, tr, ho)
+
+    try:
+        measure(0)  # before any update, as the seed plan's on_train_begin (warm-up leaves the weights alone)
+        run.warm_up()
+        for point in [p for p in points if p > 0] + [run.total]:
+            run.run(point, on_step)
+            if run.done not in curves.steps:
+                measure(run.done)
+        losses, fast = run.losses(), run.stats()
+    finally:
+        run.close()
+    seconds = time.perf_counter() - t_start
+    curves.running_train_loss = [[i + 1, loss] for i, loss in enumerate(losses)]
+    peak, kind = _peak_memory()
+    tokens = fast.real_tokens
+    stats = TrainStats(seconds=round(seconds, 3), steps=fast.steps, epochs=curves.epochs[-1], tokens=tokens,
+                       tokens_per_s=round(tokens / max(seconds - eval_s[0], 1e-9), 2), peak_memory_bytes=peak,
+                       peak_memory_kind=kind, eval_seconds=round(eval_s[0], 3),
+                       trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                       plan="fast", plan_reason=plan_reason(fast, cfg), warmup_seconds=fast.warmup_seconds)
+    return curves, stats, fast
+
+
+def train_variant_fast(model, tokenizer, ds: Dataset, cfg: RunConfig, output_dir: Path,
+                       on_eval: Callable[[int, float, float], None] | None = None,
+                       on_step: Callable[[int, int], None] | None = None) -> tuple[LossCurves, TrainStats]:
+    """The fast plan as a drop-in for harness.train.sft.train_variant (output_dir is unused: no checkpoints)."""
+    curves, stats, _ = run_fast_variant(model, tokenizer, ds, cfg, on_eval, on_step)
+    return curves, stats
+
+
+def train_fast(model, tokenizer, texts: list[str], cfg, *, mode: str = "auto", attention: str = "auto",
+               max_length: int | None = 2048, bucket: int = BUCKET,
+               on_step: Callable[[int, int], None] | None = None) -> tuple[list[float], FastStats]:
+    """Train on texts with cfg's (a TrainConfig or alike) step math, no probes: per-step losses and stats."""
+    run = FastRun(model, tokenizer, texts, cfg, mode=mode, attention=attention, max_length=max_length, bucket=bucket)
+    try:
+        run.warm_up()
+        run.run(run.total, on_step)
+        return run.losses(), run.stats()
+    finally:
+        run.close()
