@@ -8,7 +8,8 @@ no weights travel. Arms: the seed plan through TRL's SFTTrainer on Unsloth (offl
 8-bit AdamW; per-step losses, step times and the exact micro-batches it trained on), and the fast plan
 (harness/train/fast.py) on Unsloth and on PEFT, eager and with CUDA graphs. Each arm writes its JSON
 after every step it can, so a run cut short still reports. The summary goes to OUT/seed_fast_probe.json
-and a table is printed last.
+and a table is printed last. The harness's own version of this comparison, on the harness's seed workload
+and through its training path, is `asciitune bench --workload seed` (harness/gpu/seed.py).
 """
 from __future__ import annotations
 
@@ -32,16 +33,9 @@ PARITY_RTOL = 0.005  # the issue's bound: per-step losses within 0.5% of the see
 
 
 def load_fast():
-    """harness.train.fast, or the file by path while harness/train.py still shadows the folder."""
-    try:
-        from harness.train import fast
-        return fast
-    except ImportError:
-        spec = importlib.util.spec_from_file_location("harness_train_fast", REPO / "harness" / "train" / "fast.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod  # dataclasses look their module up while the class is made
-        spec.loader.exec_module(mod)
-        return mod
+    """harness.train.fast (imported late: Unsloth must be imported before transformers in an arm)."""
+    from harness.train import fast
+    return fast
 
 
 def make_model(path: str = MODEL) -> None:

@@ -55,7 +55,10 @@ class DataConfig:
     source: str = "cats"  # "cats" (built in), a folder of .txt, a .jsonl/.csv/.parquet, or a saved datasets folder
     text_column: str = ""  # empty = "text" or "ascii", whichever exists
     heldout_fraction: float = 0.15
-    near_duplicate_similarity: float = 0.85  # pieces at least this similar are one drawing: keep the first
+    near_duplicate_similarity: float = 0.85  # pieces at least this similar are one drawing (near duplicates), grouped
+    # False: near duplicates of training pieces are trained on (the same cat with another face is real training
+    # data); True: only the first of each is, the rest are left out (copy checks still look at them)
+    drop_near_duplicates: bool = False
     variant_similarity: float = 0.6  # pieces at least this similar are grouped: a group never straddles the split
     split_manifest: str = ""  # frozen split to honour; empty = data/splits/<source>.json when source is "cats"
     max_train_pieces: int = 0  # 0 = all; a smaller number trains on the first N (for quick runs and tests)

@@ -9,9 +9,14 @@ column, or a folder written by `datasets.Dataset.save_to_disk`.
 
 Similarity is rapidfuzz's normalized Levenshtein similarity on whitespace-collapsed text.
 On catsart's 215 distinct pieces the nearest-neighbour similarities have an empty band
-between 0.80 and 0.85: above it pieces are small edits of one drawing (dropped as near
-duplicates), while 0.6-0.8 holds redrawings of the same subject (kept, but grouped so a
-group never straddles the split). Both thresholds are config keys.
+between 0.80 and 0.85: above it pieces are small edits of one drawing (near duplicates: the
+same cat with another face), while 0.6-0.8 holds redrawings of the same subject. Both kinds
+are grouped so a group never straddles the split. Exact duplicates are dropped; near
+duplicates stay in training (they are training data the original workflow used) unless
+`data.drop_near_duplicates`, and a held-out piece keeps no near duplicate beside it (the
+human reference holds distinct drawings). Near duplicates of training pieces that a run
+leaves out (dropped, or past data.max_train_pieces) ride along in `Dataset.dropped`: a sample
+that copies one of them is still a copy. Both thresholds are config keys.
 """
 from __future__ import annotations
 
@@ -54,10 +59,15 @@ class Dataset:
     n_groups: int
     n_empty: int = 0
     extra: dict = field(default_factory=dict)
+    # Near duplicates of training pieces that the run does not train on: copy checks look at them too.
+    dropped: list[Piece] = field(default_factory=list)
 
     def hash(self) -> str:
-        """Content hash over both sides of the split."""
-        return sha256_json({"train": [p.key for p in self.train], "heldout": [p.key for p in self.heldout]})[:16]
+        """Content hash over both sides of the split (and the dropped near duplicates, when there are any)."""
+        parts = {"train": [p.key for p in self.train], "heldout": [p.key for p in self.heldout]}
+        if self.dropped:  # absent when empty, so a dataset without them hashes as before
+            parts["dropped"] = [p.key for p in self.dropped]
+        return sha256_json(parts)[:16]
 
     def summary(self) -> dict:
         """Counts for results.json."""
@@ -68,13 +78,13 @@ class Dataset:
 
     def to_dict(self) -> dict:
         """Everything, pieces included, for handing the split to a child process."""
-        return {**asdict(self), "train": [asdict(p) for p in self.train], "heldout": [asdict(p) for p in self.heldout]}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> Dataset:
         """The inverse of to_dict."""
-        return cls(**{**data, "train": [Piece(**p) for p in data["train"]],
-                      "heldout": [Piece(**p) for p in data["heldout"]]})
+        return cls(**{**data, **{side: [Piece(**p) for p in data.get(side, [])]
+                                 for side in ("train", "heldout", "dropped")}})
 
 
 def normalize(text: str) -> str:
@@ -187,13 +197,24 @@ def load_raw(cfg: DataConfig) -> list[tuple[str, str]]:
 
 # ---------------------------------------------------------------- cleaning and splitting
 
-def _similarity_groups(texts: list[str], threshold: float) -> list[int]:
-    """Union-find over pairs at least `threshold` similar; returns a group id per text."""
+def _similar_pairs(texts: list[str], threshold: float) -> list[tuple[int, int, float]]:
+    """Every pair i < j at least `threshold` similar, with its similarity."""
     import numpy as np
     from rapidfuzz import process
     from rapidfuzz.distance import Levenshtein
 
-    parent = list(range(len(texts)))
+    if len(texts) < 2:
+        return []
+    collapsed = [collapse_whitespace(t) for t in texts]
+    sims = process.cdist(collapsed, collapsed, scorer=Levenshtein.normalized_similarity, score_cutoff=threshold,
+                         workers=1)
+    upper = np.triu(sims, k=1)
+    return [(int(i), int(j), float(upper[i, j])) for i, j in zip(*np.nonzero(upper >= threshold))]
+
+
+def _components(n: int, pairs) -> list[int]:
+    """Union-find: a group id per item, items of a pair in one group."""
+    parent = list(range(n))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -201,13 +222,14 @@ def _similarity_groups(texts: list[str], threshold: float) -> list[int]:
             i = parent[i]
         return i
 
-    if len(texts) > 1:
-        collapsed = [collapse_whitespace(t) for t in texts]
-        sims = process.cdist(collapsed, collapsed, scorer=Levenshtein.normalized_similarity,
-                             score_cutoff=threshold, workers=1)
-        for i, j in zip(*np.nonzero(np.triu(sims, k=1) >= threshold)):
-            parent[find(int(j))] = find(int(i))
-    return [find(i) for i in range(len(texts))]
+    for i, j, *_ in pairs:
+        parent[find(j)] = find(i)
+    return [find(i) for i in range(n)]
+
+
+def variant_groups(texts: list[str], threshold: float) -> list[int]:
+    """Union-find over pairs at least `threshold` similar; returns a group id per text."""
+    return _components(len(texts), _similar_pairs(texts, threshold))
 
 
 def _split_of_group(keys: list[str], fraction: float, manifest: dict[str, str]) -> str:
@@ -232,10 +254,8 @@ def default_manifest_path(cfg: DataConfig) -> Path | None:
     return None
 
 
-def build_dataset(cfg: DataConfig) -> Dataset:
-    """Load, normalize, de-duplicate, group and split the configured source."""
-    if not 0.0 < cfg.heldout_fraction < 1.0:
-        raise UserError(f"data.heldout_fraction must be between 0 and 1, not {cfg.heldout_fraction}.")
+def distinct_pieces(cfg: DataConfig) -> tuple[list[Piece], dict]:
+    """Every distinct normalized piece of the source (empty, over-long and exactly repeated ones out), and counts."""
     raw = load_raw(cfg)
     pieces, seen, n_empty, n_long = [], set(), 0, 0
     for text, origin in raw:
@@ -252,34 +272,83 @@ def build_dataset(cfg: DataConfig) -> Dataset:
         pieces.append(Piece(art, origin))
     if not pieces:
         raise UserError(f"Data source '{cfg.source}' has only empty pieces: every piece needs visible characters.")
-    n_exact = len(raw) - n_empty - n_long - len(pieces)
-    dup_group = _similarity_groups([p.text for p in pieces], cfg.near_duplicate_similarity)
-    kept, first_of = [], set()
-    for piece, g in zip(pieces, dup_group):
-        if g not in first_of:
-            first_of.add(g)
-            kept.append(piece)
-    n_near = len(pieces) - len(kept)
-    groups = _similarity_groups([p.text for p in kept], cfg.variant_similarity)
+    counts = {"n_raw": len(raw), "n_empty": n_empty, "n_long": n_long,
+              "n_exact": len(raw) - n_empty - n_long - len(pieces)}
+    return pieces, counts
+
+
+def build_pool(cfg: DataConfig) -> tuple[list[Piece], list[int]]:
+    """Every distinct piece of the source with its group of close variants: what external scoring trains on.
+
+    Groups join pieces at least min(variant_similarity, near_duplicate_similarity) similar, as the split's do.
+    """
+    pieces, _ = distinct_pieces(cfg)
+    return pieces, variant_groups([p.text for p in pieces], min(cfg.variant_similarity, cfg.near_duplicate_similarity))
+
+
+def build_dataset(cfg: DataConfig) -> Dataset:
+    """Load, normalize, de-duplicate, group and split the configured source."""
+    if not 0.0 < cfg.heldout_fraction < 1.0:
+        raise UserError(f"data.heldout_fraction must be between 0 and 1, not {cfg.heldout_fraction}.")
+    pieces, counts = distinct_pieces(cfg)
+    keys = [p.key for p in pieces]
+    pairs = _similar_pairs([p.text for p in pieces], min(cfg.variant_similarity, cfg.near_duplicate_similarity))
+    near = _components(len(pieces), [p for p in pairs if p[2] >= cfg.near_duplicate_similarity])
+    seen_near: set[int] = set()
+    is_variant = []  # a near duplicate of an earlier piece
+    for g in near:
+        is_variant.append(g in seen_near)
+        seen_near.add(g)
     manifest_path = default_manifest_path(cfg)
     manifest = {}
     if manifest_path and manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text(encoding="utf-8")).get("split", {})
-    members: dict[int, list[str]] = {}
-    for piece, g in zip(kept, groups):
-        members.setdefault(g, []).append(piece.key)
-    side = {g: _split_of_group(keys, cfg.heldout_fraction, manifest) for g, keys in members.items()}
-    train = [p for p, g in zip(kept, groups) if side[g] == "train"]
-    heldout = [p for p, g in zip(kept, groups) if side[g] == "heldout"]
+    # The split is decided on the first piece of each near-duplicate group, grouped by close variants,
+    # exactly as when near duplicates were dropped. Kept near duplicates are grouped by every close pair
+    # (a group never straddles the split); a group that one of them joined to a held-out group is held
+    # out whole, so keeping near duplicates never moves a held-out piece into training. Dropped ones
+    # only follow their first piece.
+    between_firsts = [p for p in pairs if p[2] >= cfg.variant_similarity and not is_variant[p[0]]
+                      and not is_variant[p[1]]]
+    first = _components(len(pieces), between_firsts)
+    first_members: dict[int, list[str]] = {}
+    for i in range(len(pieces)):
+        if not is_variant[i]:
+            first_members.setdefault(first[i], []).append(keys[i])
+    first_side = {g: _split_of_group(k, cfg.heldout_fraction, manifest) for g, k in first_members.items()}
+    near_pairs = [p for p in pairs if p[2] >= cfg.near_duplicate_similarity]
+    groups = _components(len(pieces), between_firsts + near_pairs if cfg.drop_near_duplicates else pairs)
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    side = {g: "heldout" if any((first_side[first[i]] if not is_variant[i] else manifest.get(keys[i])) == "heldout"
+                               for i in idx) else "train" for g, idx in members.items()}
+    train, heldout, left_out = [], [], []
+    for i, piece in enumerate(pieces):
+        if side[groups[i]] == "heldout":
+            if not is_variant[i]:
+                heldout.append(piece)
+        elif is_variant[i] and cfg.drop_near_duplicates:
+            left_out.append(i)
+        else:
+            train.append(i)
     if not train or not heldout:
-        raise UserError(f"Data source '{cfg.source}' has too few distinct pieces ({len(kept)}) to split into "
+        raise UserError(f"Data source '{cfg.source}' has too few distinct pieces ({len(pieces)}) to split into "
                         "train and held-out sets: add more pieces or raise data.heldout_fraction.")
     n_full_train = len(train)
     if cfg.max_train_pieces > 0:
-        train = train[: cfg.max_train_pieces]
-    extra = {"n_train_available": n_full_train, "n_over_max_piece_chars": n_long,
-             "manifest": str(manifest_path) if manifest else ""}
-    return Dataset(cfg.source, train, heldout, len(raw), n_exact, n_near, len(members), n_empty, extra)
+        train, left_out = train[: cfg.max_train_pieces], left_out + train[cfg.max_train_pieces:]
+    trained = {near[i] for i in train}
+    dropped = [pieces[i] for i in sorted(left_out) if near[i] in trained]
+    n_variants = sum(is_variant)
+    n_train_variants = sum(is_variant[i] and side[groups[i]] == "train" for i in range(len(pieces)))
+    extra = {"n_train_available": n_full_train, "n_over_max_piece_chars": counts["n_long"],
+             "near_duplicates": "dropped" if cfg.drop_near_duplicates else "kept in training",
+             "n_near_duplicates_in_training": 0 if cfg.drop_near_duplicates else n_train_variants,
+             "n_near_duplicates_dropped": n_variants - (0 if cfg.drop_near_duplicates else n_train_variants),
+             "n_dropped_copy_checked": len(dropped), "manifest": str(manifest_path) if manifest else ""}
+    return Dataset(cfg.source, [pieces[i] for i in train], heldout, counts["n_raw"], counts["n_exact"], n_variants,
+                   len(members), counts["n_empty"], extra, dropped)
 
 
 def manifest_of(ds: Dataset, fraction: float) -> dict:

@@ -54,6 +54,9 @@ class Scores:
     metrics: dict[str, Metric] = field(default_factory=dict)
     diversity: Diversity = field(default_factory=Diversity)
     per_sample: list[dict[str, Any]] = field(default_factory=list)
+    # metric name -> the samples it is computed over: "all", "valid" or "well-formed" (harness.judge.score);
+    # empty in results written before metrics had populations (then every metric was over all samples)
+    populations: dict[str, str] = field(default_factory=dict)
 
     def value(self, name: str) -> float | None:
         """A metric's value, or None when absent."""
@@ -62,11 +65,41 @@ class Scores:
 
 
 @dataclass
+class RankTest:
+    """One typicality measure of the samples against the human reference's: a one-sided Mann-Whitney U test."""
+
+    measure: str = ""
+    direction: str = ""  # "greater": samples worse when higher (cross-entropy); "less": worse when lower
+    statistic: float | None = None  # U of the samples
+    effect: float | None = None  # U / (n_samples * n_human): P(a sample is worse than a human piece), ties half
+    p_value: float | None = None
+    n_samples: int = 0
+    n_human: int = 0
+    median_samples: float | None = None
+    median_human: float | None = None
+    flagged: bool = False  # beyond the set rule's p-value and effect (harness.judge.verdict)
+
+
+@dataclass
+class TypicalityEvidence:
+    """How much the samples look like the training art, per sample and as a set (harness.judge.typicality)."""
+
+    noise_rate: float = 0.0  # share of all samples that are well-formed but flagged noise
+    typical_rate: Metric = field(default_factory=Metric)  # over well-formed samples
+    human_typical_rate: Metric = field(default_factory=Metric)
+    cross_entropy_bits: Metric = field(default_factory=Metric)  # 2-D character model, bits per character
+    human_cross_entropy_bits: Metric = field(default_factory=Metric)
+    set_noise: bool = False  # some rank test flagged
+    tests: list[RankTest] = field(default_factory=list)
+    thresholds: dict[str, float] = field(default_factory=dict)  # the per-sample limits from the human reference
+
+
+@dataclass
 class CopyEvidence:
     """The numbers behind a copy verdict."""
 
     valid_rate: float = 0.0
-    copy_rate: float = 0.0
+    copy_rate: float = 0.0  # share of the valid samples that are copies
     copy_similarity_threshold: float = 0.0
     novelty_valid: Metric = field(default_factory=Metric)
     human_novelty_valid: Metric = field(default_factory=Metric)
@@ -74,6 +107,8 @@ class CopyEvidence:
     human_copied_line_share_valid: Metric = field(default_factory=Metric)
     novelty_within_human: bool = False
     copied_lines_within_human: bool = False
+    well_formed_rate: float | None = None  # no failure but noise: non-empty, >= 3 lines, ASCII, not prose, not cut off
+    typicality: TypicalityEvidence | None = None  # None when the samples or the reference were scored without it
 
 
 @dataclass

@@ -51,7 +51,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("label, args, message", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_one_sentence_nothing_lost(tmp_path, reports, capsys, label, args, message):
+def test_bad_input_one_sentence_nothing_lost(tmp_path, reports, capsys, monkeypatch, label, args, message):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as the CLI subprocess tests run: no hub attempt from a test
     sources = _bad_sources(tmp_path)
     args = [a.replace("@empty", str(sources["empty"])).replace("@latin", str(sources["latin"]))
             .replace("@nocol", str(sources["nocol"])) for a in args]

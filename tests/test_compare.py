@@ -69,8 +69,64 @@ def test_variant_failing_in_new_run_fails_the_gate(tmp_path: Path) -> None:
     b.variants["r8"].status, b.variants["r8"].scores, b.variants["r8"].error = "failed", Scores(), "boom"
     comp = compare([a, b], {"novelty": 0.5})
     assert any("r8 failed in b: boom" in w for w in comp.warnings)
-    assert [f.delta.variant for f in comp.failures] == ["r8"]
+    assert [(f.delta.variant, f.delta.metric) for f in comp.failures] == [("r8", "novelty"), ("r8", "verdict")]
     assert "missing from b" in comp.failures[0].message()
+    assert comp.failures[1].message() == "verdict (r8, b vs a): learning -> failed, a worse verdict"
+    assert compare([a, b]).failed  # a worse verdict fails the gate without any threshold
+
+
+@pytest.mark.parametrize(("before", "after", "fails"), [
+    ("learning", "noise", True), ("learning", "undertrained", True), ("learning", "mixed", True),
+    ("mixed", "memorizing", True), ("memorizing", "invalid", False), ("mixed", "undertrained", False),
+    ("noise", "learning", False), ("invalid", "noise", False)])
+def test_a_worse_verdict_is_a_regression_on_its_own(tmp_path: Path, capsys, before, after, fails) -> None:
+    a = make_run(tmp_path / "a", run_id="a", bench=False)
+    b = make_run(tmp_path / "b", run_id="b", bench=False)
+    a.variants["r8"].verdict.verdict, b.variants["r8"].verdict.verdict = before, after
+    a.save(tmp_path / "a")
+    b.save(tmp_path / "b")
+    change = next(v for v in compare([a, b]).verdicts if v.variant == "r8" and v.metric == "verdict")
+    assert (change.change == "regression") == fails
+    assert _cli("compare", str(tmp_path / "a"), str(tmp_path / "b")) == int(fails)  # no --fail-on needed
+    out, err = capsys.readouterr()
+    assert f"{before}" in out and (not fails or "a worse verdict" in err)
+
+
+def test_copy_verdict_novel_to_mixed_fails_the_gate(tmp_path: Path) -> None:
+    a = make_run(tmp_path / "a", run_id="a", bench=False)
+    b = make_run(tmp_path / "b", run_id="b", bench=False)
+    a.variants["r8"].copy_analysis.verdict, b.variants["r8"].copy_analysis.verdict = "novel", "mixed"
+    comp = compare([a, b])
+    assert [(f.delta.variant, f.delta.metric) for f in comp.failures] == [("r8", "copy_verdict")]
+
+
+def test_cats_are_no_regression_against_prose(tmp_path: Path) -> None:
+    # A run whose samples were all prose has no valid sample: novelty (over valid samples) is absent,
+    # not 0.90 against the cats' 0.67; the verdict improved from invalid to learning.
+    prose = make_run(tmp_path / "prose", run_id="prose", bench=False)
+    cats = make_run(tmp_path / "cats", run_id="cats", bench=False)
+    for name in ("r8", "r32"):
+        v = prose.variants[name]
+        v.verdict.verdict = "invalid"
+        for metric in ("novelty", "width_consistency", "exact_copy_rate", "near_copy_rate", "copied_line_share"):
+            v.scores.metrics[metric] = Metric(n=0, higher_is_better=v.scores.metrics[metric].higher_is_better)
+            v.scores.populations[metric] = cats.variants[name].scores.populations[metric] = "valid"
+        v.scores.metrics["valid_rate"] = Metric(0.0, 0.0, 0.0, 0.0, 8)
+    prose.save(tmp_path / "prose")
+    cats.save(tmp_path / "cats")
+    comp = compare([prose, cats], {"novelty": 0.05})
+    assert _delta(comp, "r8", "novelty").change == "missing" and not comp.failed
+    assert _delta(comp, "r8", "valid_rate").change == "improvement"
+    assert _cli("compare", str(tmp_path / "prose"), str(tmp_path / "cats"), "--fail-on", "novelty=0.05") == 0
+
+
+def test_metrics_over_different_samples_are_not_compared(tmp_path: Path) -> None:
+    old = make_run(tmp_path / "old", run_id="old", bench=False)  # written before populations: all samples
+    new = make_run(tmp_path / "new", run_id="new", bench=False, novelty_shift=-0.3)
+    new.variants["r8"].scores.populations["novelty"] = "valid"
+    comp = compare([old, new], {"novelty": 0.05})
+    assert _delta(comp, "r8", "novelty").change == "incomparable" and not comp.failed
+    assert any("novelty is over valid samples in new but over all in old" in w for w in comp.warnings)
 
 
 def test_fail_on_exit_codes(runs: Path, capsys: pytest.CaptureFixture) -> None:

@@ -7,7 +7,17 @@ import pytest
 from rapidfuzz.distance import Levenshtein
 
 from harness.config import DataConfig
-from harness.data import build_dataset, collapse_whitespace, format_example, load_raw, normalize
+from harness.data import (
+    Dataset,
+    Piece,
+    build_dataset,
+    build_pool,
+    collapse_whitespace,
+    default_manifest_path,
+    format_example,
+    load_raw,
+    normalize,
+)
 from harness.errors import UserError
 
 
@@ -22,9 +32,12 @@ def test_training_text_format():
 
 def test_cats_counts_match_the_original_set(cats):
     s = cats.summary()
-    # catsart 7.0 ships 228 pieces; the original set had 201 with 6 duplicate pairs (~195 distinct).
-    assert s["n_raw"] == 228
-    assert 175 <= s["n_train"] + s["n_heldout"] <= 200
+    # catsart 7.0 ships 228 pieces, 215 distinct; 31 are near duplicates (the same cat with another
+    # face): 26 of training pieces, kept in training by default, and 5 of held-out pieces, left out.
+    assert s["n_raw"] == 228 and s["n_exact_duplicates"] == 13
+    assert s["n_near_duplicates"] == 31 and s["near_duplicates"] == "kept in training"
+    assert (s["n_near_duplicates_in_training"], s["n_near_duplicates_dropped"]) == (26, 5)
+    assert s["n_train"] + s["n_heldout"] == 215 - 5
     assert 0.08 <= s["n_heldout"] / (s["n_train"] + s["n_heldout"]) <= 0.22  # about 15%, hash-based
 
 
@@ -70,17 +83,103 @@ def test_frozen_manifest_is_honoured(tmp_path, cats):
     assert len(ds.heldout) < 6
 
 
-def test_near_duplicates_are_dropped_exact_duplicates_counted(tmp_path, cats):
+def _variants_folder(tmp_path, cats):
+    """One long cat, an exact duplicate of it, a one-character edit of it, and ten unrelated cats."""
     folder = tmp_path / "art"
     (folder / "a" / "b").mkdir(parents=True)
     base = max(cats.train, key=lambda p: len(p.text)).text
     (folder / "one.txt").write_text(base)
     (folder / "a" / "two.txt").write_text(base + "   \n")  # same after normalization
-    (folder / "a" / "b" / "three.txt").write_text(base[:-1] + ("x" if base[-1] != "x" else "y"))  # one edit
+    edit = base[:-1] + ("x" if base[-1] != "x" else "y")
+    (folder / "a" / "b" / "three.txt").write_text(edit)  # one edit: a near duplicate
     for i, p in enumerate(cats.heldout[:10]):
         (folder / f"other{i}.txt").write_text(p.text)
+    return folder, base, edit
+
+
+def test_exact_duplicates_dropped_near_duplicates_kept_together(tmp_path, cats):
+    folder, base, edit = _variants_folder(tmp_path, cats)
     ds = build_dataset(DataConfig(source=str(folder)))
-    assert ds.n_exact_duplicates == 1 and ds.n_near_duplicates >= 1
+    assert ds.n_exact_duplicates == 1 and ds.n_near_duplicates == 1
+    sides = [{p.text for p in ds.train} >= {base, edit}, {p.text for p in ds.heldout} & {base, edit}]
+    # grouped: both in training, or the first read (the edit, a/b/three.txt) alone held out (a
+    # held-out piece keeps no near duplicate)
+    assert sides[0] or sides[1] == {edit}
+    if sides[0]:
+        assert ds.summary()["n_near_duplicates_in_training"] == 1 and not ds.dropped
+
+
+def test_drop_near_duplicates_leaves_them_to_the_copy_checks(tmp_path, cats):
+    folder, base, edit = _variants_folder(tmp_path, cats)
+    # files are read in path order, so a/b/three.txt (the edit) comes first and one.txt is its variant;
+    # a manifest puts the cat in training
+    manifest = tmp_path / "split.json"
+    manifest.write_text(json.dumps({"split": {Piece(edit, "").key: "train"}}))
+    keep = build_dataset(DataConfig(source=str(folder), split_manifest=str(manifest)))
+    drop = build_dataset(DataConfig(source=str(folder), split_manifest=str(manifest), drop_near_duplicates=True))
+    assert {base, edit} <= {p.text for p in keep.train} and not keep.dropped
+    assert edit in {p.text for p in drop.train} and base not in {p.text for p in drop.train}
+    assert [p.text for p in drop.dropped] == [base]  # a copy of the dropped variant is still a copy
+    assert drop.summary()["n_near_duplicates_dropped"] == 1 and drop.hash() != keep.hash()
+    assert [p.key for p in keep.heldout] == [p.key for p in drop.heldout]  # the switch moves no held-out piece
+    again = Dataset.from_dict(json.loads(json.dumps(drop.to_dict())))  # as the runner hands it to a job
+    assert again.dropped == drop.dropped and again.hash() == drop.hash()
+
+
+def test_a_kept_near_duplicate_bridging_two_groups_moves_no_held_out_piece(tmp_path, cats):
+    import random
+
+    rng = random.Random(0)
+    a = "".join(rng.choice("/\\|_()-=o.#@") for _ in range(60))
+    b = a[:26] + "".join(rng.choice("/\\|_()-=o.#@") for _ in range(34))  # 0.53 similar to a: another group
+    variant = a[:52] + b[52:]  # 0.88 similar to a (its near duplicate) and 0.63 to b (a close variant of b)
+    folder = tmp_path / "art"
+    folder.mkdir()
+    for name, text in (("0a", a), ("0b", b), ("0c", variant)):
+        (folder / f"{name}.txt").write_text(text)
+    for i, p in enumerate(cats.train[:12]):
+        (folder / f"other{i:02d}.txt").write_text(p.text)
+    manifest = tmp_path / "split.json"
+    manifest.write_text(json.dumps({"split": {Piece(a, "").key: "heldout", Piece(b, "").key: "train"}}))
+    cfg = DataConfig(source=str(folder), split_manifest=str(manifest))
+    keep, drop = build_dataset(cfg), build_dataset(DataConfig(**{**cfg.__dict__, "drop_near_duplicates": True}))
+    # dropped, the variant follows a alone: b stays in training, as before near duplicates were kept
+    assert a in {p.text for p in drop.heldout} and b in {p.text for p in drop.train}
+    # kept, it joins a's held-out group to b's: the whole group is held out (never a held-out piece trained on),
+    # and a held-out piece keeps no near duplicate beside it
+    assert {p.text for p in keep.heldout} >= {a, b} and variant not in {p.text for p in keep.train + keep.heldout}
+
+
+def test_keeping_near_duplicates_moves_no_frozen_piece(cats):
+    frozen = json.loads(default_manifest_path(DataConfig()).read_text(encoding="utf-8"))["split"]
+    # every held-out piece of the frozen split stays held out, and nothing new joins it
+    assert {p.key for p in cats.heldout} == {k for k, side in frozen.items() if side == "heldout"}
+    trained = {p.key for p in cats.train}
+    assert {k for k, side in frozen.items() if side == "train"} <= trained
+    assert len(trained) - 161 == 26  # the near duplicates of training pieces, now kept
+    old = build_dataset(DataConfig(drop_near_duplicates=True))  # the old policy: the frozen split exactly
+    assert {p.key for p in old.train} == {k for k, side in frozen.items() if side == "train"}
+
+
+def test_default_config_still_trains_16_pieces():
+    from dataclasses import replace
+
+    from harness.config import load_plan
+
+    cfg = load_plan("default").variants["r16"].data
+    keep, drop = build_dataset(cfg), build_dataset(replace(cfg, drop_near_duplicates=True))
+    assert len(keep.train) == len(drop.train) == 16
+    # measured: one piece differs, a 0.98-similar variant of a cat already among the 16 (asciione[19]
+    # of asciione[7]) in place of asciione[20]; the held-out side is the same
+    assert len({p.key for p in keep.train} - {p.key for p in drop.train}) == 1
+    assert [p.key for p in keep.heldout] == [p.key for p in drop.heldout]
+
+
+def test_build_pool_is_every_distinct_piece_grouped(cats):
+    pieces, groups = build_pool(DataConfig())
+    assert len(pieces) == 215 and len(groups) == 215
+    assert {p.key for p in cats.train} | {p.key for p in cats.heldout} <= {p.key for p in pieces}
+    assert len(set(groups)) == cats.n_groups
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet", "saved"])

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from harness.train.fast import block_causal_mask, pack_step, seed_plan_batches, tokenize_like_sft, train_fast
+from harness.train.fast import block_causal_mask, pack_step, seed_plan_batches, tokenize_like_sft, train_fast  # noqa: E402
 
 # float32 on the CPU: the packed and padded executions differ only in summation order (matmuls of
 # another shape, micro-batch gradients summed vs one batch), each ~1e-7 relative per operation; a

@@ -29,7 +29,8 @@ LAYERS = {
     "harness.__main__": 8,
 }
 # Wings that judge results anywhere, without a model: they must never pull in torch or a backend.
-TORCH_FREE = ("harness.judge.score", "harness.judge.verdict", "harness.judge.samples", "harness.report.run",
+TORCH_FREE = ("harness.judge.score", "harness.judge.verdict", "harness.judge.samples", "harness.judge.typicality",
+              "harness.judge.reference", "harness.report.run", "harness.report.story", "harness.report.runs",
               "harness.report.compare", "harness.results", "harness.config", "harness.data")
 
 

@@ -206,14 +206,30 @@ def test_real_pieces_are_valid(cats):
         assert v["valid"] or (v["non_ascii"] and sum(v[k] for k in v if k != "valid") == 1), text
 
 
-def test_random_characters_are_invalid(cats, human):
+def test_random_characters_are_noise(cats, human):
     train, _ = cats
     rng = random.Random(7)
     samples = [random_characters(rng) for _ in range(40)]
     scores = score_pieces(samples, train)  # cut_off left False: the content alone must give it away
     assert not any(s["valid"] for s in scores.per_sample)
-    assert all(s["noise"] for s in scores.per_sample)
-    assert copy_verdict(scores.per_sample, human).verdict == "invalid"
+    assert all(s["noise"] and s["well_formed"] for s in scores.per_sample)  # shaped like art, but noise
+    assert copy_verdict(scores.per_sample, human).verdict == "noise"
+
+
+def test_metrics_are_over_their_populations(cats, human):
+    train, heldout = cats
+    prose = "Here is a drawing of a cat for you.\nI hope you like it, it took a while!\nCats are wonderful animals."
+    s = score_pieces(heldout[:6] + [prose] * 4 + [""] * 2, train)
+    assert s.populations["valid_rate"] == "all" and s.metrics["valid_rate"].n == 12
+    for name in ("novelty", "width_consistency", "exact_copy_rate", "copied_line_share", "duplicate_rate"):
+        assert s.populations[name] == "valid" and s.metrics[name].n == 6, name
+    # the prose's novelty (~0.9) would pull the mean up; over the valid pieces it is the held-out pieces' own
+    assert s.value("novelty") == pytest.approx(score_pieces(heldout[:6], train).value("novelty"))
+    assert "typical_rate" not in s.metrics  # no calibrated character model passed: no typicality
+    assert human.populations["typical_rate"] == "well-formed" and human.metrics["typical_rate"].n == len(heldout)
+    only_prose = score_pieces([prose] * 3, train)
+    assert only_prose.value("valid_rate") == 0 and only_prose.value("novelty") is None
+    assert only_prose.metrics["novelty"].n == 0
 
 
 # ---------------------------------------------------------------- diversity
@@ -307,18 +323,19 @@ def test_score_table(cats, human):
 
     train, _ = cats
     headers, rows = score_rows({"samples": score_pieces([CAT], train), "human reference": human})
-    assert headers == ["metric", "better", "samples", "human reference"]
-    assert {"novelty", "valid_rate"} <= {r[0] for r in rows}
+    assert headers == ["metric", "better", "over", "samples", "human reference"]
+    assert {"novelty", "valid_rate", "typical_rate"} <= {r[0] for r in rows}
+    assert next(r for r in rows if r[0] == "novelty")[2] == "valid"
     # one sample has no pairs: its mean_pairwise_distance cell shows "-" while the human one has a number
     row = next(r for r in rows if r[0] == "mean_pairwise_distance")
-    assert row[2] == "-" and float(row[3].split()[0]) > 0
+    assert row[3] == "-" and float(row[4].split()[0]) > 0
     console = Console(record=True, width=200)
     print_table(headers, rows, out=console)
     table = console.export_text()
     assert "human reference" in table and "novelty" in table and "valid_rate" in table
     printed = next(line for line in table.split("\n") if "mean_pairwise_distance" in line)
     cells = [c.strip() for c in printed.strip("│┃| ").split("│")]
-    assert cells[2] == "-" and float(cells[3].split()[0]) > 0
+    assert cells[3] == "-" and float(cells[4].split()[0]) > 0
 
 
 # ---------------------------------------------------------------- reading files
@@ -377,3 +394,21 @@ def test_score_cli(tmp_path, capsys, cats):
 def test_score_imports_no_torch():
     code = "import sys, harness.judge.score, harness.cli.score; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_generate_score_path_judges_like_its_run_or_like_score(capsys, cats):
+    from types import SimpleNamespace
+
+    from harness.cli.generate import _score
+    from harness.config import RunConfig
+
+    train, heldout = cats
+    rows = [{"index": i, "text": t, "cut_off": False} for i, t in enumerate(heldout[:6])]
+    src = SimpleNamespace(cfg=RunConfig())
+    out = _score(rows, src, None)  # the source config's data: its training pieces, held-out human reference
+    printed = capsys.readouterr().out
+    assert f"the {len(train)} training pieces of 'cats'" in printed and "copy verdict: novel" in printed
+    assert all("typicality_percentile" in r and not r["exact_copy"] for r in out)
+    _score(rows, src, "cats")  # --train cats: all of it is training, so held-out pieces are copies
+    printed = capsys.readouterr().out
+    assert "all 215 pieces of 'cats'" in printed and "copy verdict: memorizing" in printed

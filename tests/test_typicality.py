@@ -5,7 +5,6 @@ banners are rendered at test time (one word per pyfiglet font), both through har
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import subprocess
@@ -17,16 +16,13 @@ import numpy as np
 import pytest
 
 from harness.config import DataConfig
-from harness.data import _similarity_groups, build_dataset, normalize
+from harness.data import build_dataset, normalize, variant_groups
+from harness.judge import reference
+from harness.judge import typicality as typ
+from harness.judge.verdict import typicality_evidence
+from harness.results import to_jsonable
 
 REPO = Path(__file__).resolve().parent.parent
-try:
-    from harness.judge import typicality as typ
-except ImportError:  # a checkout where harness.judge is not a package yet: load the file itself
-    _spec = importlib.util.spec_from_file_location("typicality", REPO / "harness" / "judge" / "typicality.py")
-    typ = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(typ)
-
 SYMBOLS = "#@!%&*$?+~^"
 ART_CHARS = "/\\|_()-=o."
 BANNER_WORDS = ("Cat", "Moo", "Art", "Owl", "Fox", "Yak", "Elk", "Bee", "Ant", "Emu")
@@ -100,19 +96,25 @@ def corpora(tmp_path_factory) -> dict:
     return {name: (train, held, build_cases(train, held)) for name, (train, held) in out.items()}
 
 
-def judge(corpora: dict, corpus: str, mode: str, case: str) -> dict:
-    """typicality() of a built case: in a run (held-out reference) or external (leave-one-group-out)."""
+def judge(corpora: dict, corpus: str, mode: str, case: str):
+    """(per-sample rows, typicality evidence) of a built case: in a run (held-out reference) or external (LOGO)."""
     if corpus not in corpora:
         pytest.skip("the banner corpus needs pyfiglet (pip install pyfiglet)")
     train, held, cases = corpora[corpus]
     if mode == "run":
-        return typ.typicality(cases[case], train, held)
-    # variant_similarity's default, as harness.data groups pieces for the split
-    return typ.typicality(cases[case], train, groups=_similarity_groups(train, DataConfig().variant_similarity))
+        ref = reference.split(train, held)
+    else:  # variant_similarity's default, as harness.data groups pieces for the split
+        ref = reference.external(train, variant_groups(train, DataConfig().variant_similarity))
+    rows = ref.score(cases[case]).per_sample
+    return rows, typicality_evidence(rows, ref.human.per_sample)
 
 
-def atypical_share(out: dict) -> float:
-    return float(np.mean([r["atypical"] for r in out["per_sample"]]))
+def atypical_share(rows: list[dict]) -> float:
+    return float(np.mean([r["atypical"] for r in rows]))
+
+
+def rank_test_of(evidence, measure: str):
+    return next(t for t in evidence.tests if t.measure == measure)
 
 
 # ---------------------------------------------------------------- verdicts on built cases
@@ -124,40 +126,38 @@ CORPORA_MODES = [(c, m) for c in ("cats", "banners") for m in ("run", "external"
 @pytest.mark.parametrize("case,min_atypical", [("symbols", 0.9), ("art_characters", 0.6)])
 def test_random_characters_are_noise_per_sample_and_as_a_set(corpora, corpus, mode, case, min_atypical):
     # measured: symbols 100% atypical everywhere; art characters 73% (cats, external) to 100%
-    out = judge(corpora, corpus, mode, case)
-    assert atypical_share(out) >= min_atypical
-    assert out["set"]["verdict_noise"]
+    rows, evidence = judge(corpora, corpus, mode, case)
+    assert atypical_share(rows) >= min_atypical
+    assert evidence.set_noise
 
 
 @pytest.mark.parametrize("corpus,mode", CORPORA_MODES)
 @pytest.mark.parametrize("case", ["character_noise", "shuffled_lines"])
 def test_structureless_noise_is_noise_as_a_set(corpora, corpus, mode, case):
-    out = judge(corpora, corpus, mode, case)
-    assert out["set"]["verdict_noise"]
+    _, evidence = judge(corpora, corpus, mode, case)
+    assert evidence.set_noise
 
 
 @pytest.mark.parametrize("corpus,mode", CORPORA_MODES)
 def test_shuffled_lines_are_caught_by_vertical_coherence(corpora, corpus, mode):
     # one line at a time they are real art (cross-entropy alone: effect 0.70-0.86, below the bar);
     # what gives them away is the line above, which no longer predicts them
-    tests = judge(corpora, corpus, mode, "shuffled_lines")["set"]["tests"]
-    assert tests["vertical_bits"]["flagged"]
-    assert tests["vertical_bits"]["median_samples"] < -0.5 < tests["vertical_bits"]["median_human"]
+    vertical = rank_test_of(judge(corpora, corpus, mode, "shuffled_lines")[1], "vertical_bits")
+    assert vertical.flagged
+    assert vertical.median_samples < -0.5 < vertical.median_human
 
 
 @pytest.mark.parametrize("corpus,mode", CORPORA_MODES)
 @pytest.mark.parametrize("case", ["heldout", "edited"])
 def test_real_pieces_and_copies_are_typical(corpora, corpus, mode, case):
-    out = judge(corpora, corpus, mode, case)
-    assert atypical_share(out) <= 0.1
-    assert not out["set"]["verdict_noise"]
+    rows, evidence = judge(corpora, corpus, mode, case)
+    assert atypical_share(rows) <= 0.1
+    assert not evidence.set_noise
 
 
 def test_copies_are_more_typical_than_unseen_pieces(corpora):
-    train, held, cases = corpora["cats"]
-    out = typ.typicality(cases["edited"], train, held)
-    assert out["set"]["tests"]["cross_entropy_bits"]["median_samples"] < out["set"]["tests"]["cross_entropy_bits"][
-        "median_human"]
+    ce = rank_test_of(judge(corpora, "cats", "run", "edited")[1], "cross_entropy_bits")
+    assert ce.median_samples < ce.median_human
 
 
 # ---------------------------------------------------------------- the model
@@ -193,7 +193,7 @@ def test_unseen_characters_get_a_probability():
 def test_leave_group_out_matches_refitting(corpora):
     train, held, _ = corpora["cats"]
     texts = [t for t in train + held if t.isascii()]  # same alphabet with or without any group
-    groups = np.array(_similarity_groups(texts, DataConfig().variant_similarity))
+    groups = np.array(variant_groups(texts, DataConfig().variant_similarity))
     fast = typ.CharModel().fit(texts).measure(texts, list(groups))
     for label in np.unique(groups)[:: max(1, len(np.unique(groups)) // 12)]:
         inside = np.flatnonzero(groups == label)
@@ -209,11 +209,20 @@ def test_leave_group_out_needs_the_fitted_texts():
         model.measure(["ab\nzz"], [0])
 
 
-def test_unfitted_model_and_missing_reference_are_errors():
+def test_unfitted_model_is_an_error():
     with pytest.raises(ValueError, match="not fitted"):
         typ.CharModel().measure(["x"])
-    with pytest.raises(ValueError, match="human_texts"):
-        typ.typicality(["x"], ["y"])
+
+
+def test_repeated_texts_and_normalized_input_score_the_same(corpora):
+    train, held, _ = corpora["cats"]
+    model = typ.fitted(train)
+    assert typ.fitted(list(train)) is model  # one fit per training set and process
+    once = model.measure(held[:5])
+    twice = model.measure(held[:5] + held[:5])  # a copy machine's repeats are scored once
+    norm = model.measure([normalize(t) for t in held[:5]], normalized=True)
+    for key in ("cross_entropy_bits", "vertical_bits"):
+        assert np.array_equal(np.r_[once[key], once[key]], twice[key]) and np.array_equal(once[key], norm[key])
 
 
 # ---------------------------------------------------------------- the rank test and the result format
@@ -238,14 +247,17 @@ def test_rank_test_ties_and_edges():
 
 def test_result_format(corpora):
     train, held, cases = corpora["cats"]
-    out = typ.typicality(cases["symbols"][:5] + held[:5], train, held)
-    json.dumps(out)  # plain types only: it goes into results.json
-    for m in out["metrics"].values():
-        assert set(m) == {"value", "stderr", "ci_low", "ci_high", "n", "higher_is_better"}
-        assert m["n"] == 10 and m["ci_low"] <= m["value"] <= m["ci_high"]
-    row = out["per_sample"][0]
-    assert row["typicality_percentile"] == 100.0 and row["atypical"] and "cross_entropy" in row["reasons"]
-    assert typ.typicality([], train, held)["set"]["verdict_noise"] is False
+    ref = reference.split(train, held)
+    rows = ref.score(cases["symbols"][:5] + held[:5]).per_sample
+    row = rows[0]
+    assert row["typicality_percentile"] == 100.0 and row["atypical"] and "cross_entropy" in row["atypical_reasons"]
+    assert row["noise"] and not row["valid"] and row["well_formed"]
+    evidence = typicality_evidence(rows, ref.human.per_sample)
+    json.dumps(to_jsonable(evidence))  # typed, and plain JSON in results.json
+    assert evidence.typical_rate.n == 10 and evidence.typical_rate.value == pytest.approx(0.5)
+    assert {t.measure for t in evidence.tests} == {m for m, _ in typ.MEASURES}
+    assert evidence.thresholds["max_cross_entropy_bits"] > evidence.human_cross_entropy_bits.value
+    assert typicality_evidence(ref.score([""]).per_sample, ref.human.per_sample).set_noise is False
 
 
 def test_scoring_is_fast(corpora):
@@ -253,12 +265,11 @@ def test_scoring_is_fast(corpora):
     train200 = (train * 2)[:200]
     samples = (cases["art_characters"] + held * 5)[:100]
     start = time.perf_counter()
-    typ.typicality(samples, train200, held)
+    typ.calibrate(typ.CharModel().fit(train200), typ.fitted(train200).measure(held))[0].rows(samples)
     assert time.perf_counter() - start < 1.0  # measured 0.05 s on 2 cores
 
 
 def test_imports_no_torch():
-    code = ("import importlib.util, sys; s = importlib.util.spec_from_file_location('t', 'harness/judge/typicality.py')"
-            "; m = importlib.util.module_from_spec(s); s.loader.exec_module(m); print('torch' in sys.modules)")
+    code = "import sys, harness.judge.typicality, harness.judge.reference; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -50,20 +50,22 @@ def print_seed_workload(doc: dict) -> None:
     """The seed-workload arms, parity, sweep and targets as tables, then one compact JSON document last."""
     gib = lambda n: _fmt(n / 1024 ** 3 if n else None, ".1f")
     print(f"\ncard: {doc['card']}, matmul {_fmt(doc.get('matmul_tflops'), '.0f')} TFLOP/s")
+    def train_s(r: dict) -> str:
+        full = r.get("train_seconds_extrapolated") if r.get("partial") else None
+        return _fmt(r["train_seconds"], ".2f") + (f" (~{full:.0f} full, extrapolated)" if full else "")
+
     print_table(["arm", "status", "steps", "train s", "warm-up s", "tok/s", "peak GiB", "MFU", "load s"],
-                [[r["name"], str(r["status"])[:24], f"{r['steps']}/{r['steps_planned']}", _fmt(r["train_seconds"], ".2f")
-                  + (f" (~{r['train_seconds_extrapolated']:.0f} full)" if r.get("partial") and
-                     r.get("train_seconds_extrapolated") else ""), _fmt(r["warmup_seconds"], ".2f"),
-                  _fmt(r["tokens_per_s"], ",.0f"), gib(r["peak_reserved_bytes"]), _fmt(r["mfu"], ".1%"),
-                  _fmt(r.get("load_seconds"), ".1f")] for r in doc["arms"]])
+                [[r["name"], str(r["status"])[:24], f"{r['steps']}/{r['steps_planned']}", train_s(r),
+                  _fmt(r["warmup_seconds"], ".2f"), _fmt(r["tokens_per_s"], ",.0f"), gib(r["peak_reserved_bytes"]),
+                  _fmt(r["mfu"], ".1%"), _fmt(r.get("load_seconds"), ".1f")] for r in doc["arms"]])
     par = doc.get("parity") or {}
     for name, v in (par.get("arms") or {}).items():
         print(f"parity {name} vs {par['reference']}: max {_fmt(v['max_rel_diff'], '.3%')} over {v['steps_compared']} "
               f"steps (tolerance {v['tolerance']:.1%}) {'ok' if v['ok'] else 'OVER'}")
     sweep = doc.get("sweep")
     if sweep:
-        print(f"sweep: {sweep['done']}/{sweep['variants']} variants, {sweep['jobs']} at once, "
-              f"{sweep['wall_seconds']} s wall ({sweep['status']}); sum of per-variant times {sweep['sequential_seconds']}")
+        print(f"sweep: {sweep['done']}/{sweep['variants']} variants, {sweep['jobs']} at once, {sweep['wall_seconds']} "
+              f"s wall ({sweep['status']}); sum of per-variant times {sweep['sequential_seconds']}")
     for name, t in (doc.get("targets") or {}).items():
         print(f"target {name}: {t['value']} (bound {t['bound']}): {'-' if t['met'] is None else t['met']}")
     print(json.dumps({"card": doc["card"], "arms": [{k: r[k] for k in ("name", "backend", "plan", "train_seconds",

@@ -23,8 +23,12 @@ def print_data(cfg: RunConfig, console, samples: int = 3, freeze: bool = False) 
     info = describe(ds, tok, cfg.model.max_seq_length)
     s = info["summary"]
     console.print(f"[bold]{s['name']}[/bold]: {s['n_raw']} raw pieces, {s['n_empty']} empty, "
-                  f"{s['n_exact_duplicates']} exact and {s['n_near_duplicates']} near duplicates removed "
-                  f"(similarity >= {cfg.data.near_duplicate_similarity}), {s['n_groups']} groups of close variants "
+                  f"{s['n_exact_duplicates']} exact duplicates removed, {s['n_near_duplicates']} near duplicates "
+                  f"(similarity >= {cfg.data.near_duplicate_similarity}): {s['n_near_duplicates_in_training']} in "
+                  f"the training split, {s['n_near_duplicates_dropped']} left out (data.drop_near_duplicates="
+                  f"{str(cfg.data.drop_near_duplicates).lower()}; held-out pieces keep none), "
+                  f"{s['n_dropped_copy_checked']} of the training pieces' not trained on but checked for copies, "
+                  f"{s['n_groups']} groups of close variants "
                   f"(>= {cfg.data.variant_similarity}), {s['n_over_max_piece_chars']} left out as longer than "
                   f"data.max_piece_chars; data hash {s['hash']}")
     table = Table(title=f"split (held-out fraction {cfg.data.heldout_fraction}; tokens by {cfg.model.name})")

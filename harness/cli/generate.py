@@ -7,8 +7,8 @@
 
 Settings start from the source's config (its `asciitune-config.json`, else the defaults) and
 the flags override them; GGUF files are sampled by llama.cpp (llama-cpp-python) with the same
-settings. --score rates the samples against the config's training pieces (or --train) and the
-held-out human reference, as `asciitune score` does.
+settings. --score rates the samples against the config's training pieces and held-out human
+reference, as its run did, or with --train DATA against all of DATA, as `asciitune score` does.
 """
 from __future__ import annotations
 
@@ -102,21 +102,24 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def _score(rows: list[dict], src, train: str | None) -> list[dict]:
-    """Score the samples like `asciitune score` (table and copy verdict printed); rows gain per-sample scores."""
+    """Score the samples (table and copy verdict printed); rows gain per-sample scores.
+
+    Against the source config's data as its run did (training pieces, held-out human reference),
+    or, with --train DATA, as `asciitune score` does (all of DATA is training).
+    """
     from harness.cli.score import score_rows
-    from harness.data import build_dataset
-    from harness.judge import score
+    from harness.data import build_dataset, build_pool
+    from harness.judge import reference
     from harness.judge.verdict import copy_verdict
 
-    ds = build_dataset(replace(src.cfg.data, source=train) if train else src.cfg.data)
-    train_texts = [p.text for p in ds.train]
-    scored = score.score_pieces([r["text"] for r in rows], train_texts, cut_off=[r["cut_off"] for r in rows],
-                                reference=score.reference_distribution(train_texts))
-    columns = {"samples": scored}
-    if ds.heldout:
-        columns["human reference"] = score.human_reference([p.text for p in ds.heldout], train_texts)
-    print(f"scored against {len(train_texts)} training pieces of '{ds.name}'")
-    print_table(*score_rows(columns))
-    if ds.heldout:
-        print(f"copy verdict: {copy_verdict(scored.per_sample, columns['human reference']).verdict}")
+    if train:
+        pool, groups = build_pool(replace(src.cfg.data, source=train))
+        ref, what = reference.external([p.text for p in pool], groups), f"all {len(pool)} pieces of '{train}'"
+    else:
+        ds = build_dataset(src.cfg.data)
+        ref, what = reference.in_run(ds), f"the {len(ds.train)} training pieces of '{ds.name}'"
+    scored = ref.score([r["text"] for r in rows], cut_off=[r["cut_off"] for r in rows])
+    print(f"scored against {what}")
+    print_table(*score_rows({"samples": scored, "human reference": ref.human}))
+    print(f"copy verdict: {copy_verdict(scored.per_sample, ref.human).verdict}")
     return [{**r, **p} for r, p in zip(rows, scored.per_sample, strict=True)]

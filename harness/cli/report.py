@@ -93,7 +93,7 @@ def run_compare(args: argparse.Namespace) -> int:
         print(f"report: {write_comparison(comp, out)}")
     if comp.failed:
         names = ", ".join(dict.fromkeys(f.delta.metric for f in comp.failures))
-        print(f"FAIL: regression beyond threshold in {names}:", file=sys.stderr)
+        print(f"FAIL: {names} got worse (a worse verdict, or beyond a threshold):", file=sys.stderr)
         for f in comp.failures:
             print(f"  {f.message()}", file=sys.stderr)
         return 1

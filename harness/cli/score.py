@@ -1,11 +1,15 @@
-"""`asciitune score`: score a file of generated pieces against a dataset's training split.
+"""`asciitune score`: score a file of generated pieces against a dataset, all of which counts as training.
 
     asciitune score samples.jsonl --train cats
     asciitune score samples.txt --train my_art/ --json scores.json
-    asciitune score samples.jsonl --train cats --no-heldout-reference
+    asciitune score samples.jsonl --train cats --no-human-reference
 
-Prints one table: the samples column and, by default, the human-reference column (the
-dataset's held-out pieces scored the same way), then the copy-evidence verdict.
+For a model trained elsewhere on all of DATA, nothing of DATA is held out: every distinct
+piece (near duplicates included) is a training piece that samples may copy and that the
+character model is fitted on. The human reference scores each piece of DATA against DATA
+without its own group of close variants (leave-one-group-out), novelty, copies and typicality
+alike. Prints one table, the samples column beside the human-reference column, then the copy
+verdict (copies and noise).
 """
 from __future__ import annotations
 
@@ -13,61 +17,70 @@ import argparse
 
 from harness.cli.common import print_table
 from harness.config import DataConfig
-from harness.data import build_dataset
+from harness.data import build_pool
 from harness.fsutil import atomic_write_json
+from harness.judge import reference
 from harness.judge.samples import read_samples
-from harness.judge.score import human_reference, score_pieces
+from harness.judge.score import score_pieces
 from harness.judge.verdict import copy_verdict
 from harness.report.doc import fmt_metric
 from harness.results import Scores, to_jsonable
 
-SCHEMA = "asciitune.score/2"
+SCHEMA = "asciitune.score/3"  # 3: all of DATA is training; leave-one-group-out human reference; typicality
 
 
 def add_parser(subparsers) -> None:
     """Register the `score` subcommand on an argparse subparsers object."""
-    p = subparsers.add_parser("score", help="score generated ASCII art against a dataset's training split",
+    p = subparsers.add_parser("score", help="score generated ASCII art against a dataset (all of it as training)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="generated pieces: .jsonl (a 'text' or 'ascii' field per line, optional boolean "
                                 "'cut_off') or a text file of pieces separated by blank lines")
     p.add_argument("--train", default="cats", metavar="DATA",
                    help="'cats' or any data.source (folder of .txt, .jsonl/.csv/.parquet, saved dataset); "
                         "default: cats")
-    p.add_argument("--heldout-reference", action=argparse.BooleanOptionalAction, default=True,
-                   help="also score DATA's held-out pieces as the human reference and give the copy verdict "
-                        "(default: on)")
+    p.add_argument("--human-reference", "--heldout-reference", dest="human_reference",
+                   action=argparse.BooleanOptionalAction, default=True,
+                   help="also score DATA's pieces leave-one-group-out as the human reference and give the copy "
+                        "verdict (default: on; without it, no typicality either, as it is calibrated on them)")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write scores, reference and verdict as JSON")
     p.set_defaults(func=run_score)
 
 
 def score_rows(columns: dict[str, Scores]) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows: one row per metric, one column per scored set, cells value [95% CI]."""
+    """Headers and rows: one row per metric (with the samples it is over), one column per set, cells value [95% CI]."""
     names = list(dict.fromkeys(k for s in columns.values() for k in s.metrics))
     rows = []
     for k in names:
-        first = next(s.metrics[k] for s in columns.values() if k in s.metrics)
-        rows.append([k, "higher" if first.higher_is_better else "lower",
+        first = next(s for s in columns.values() if k in s.metrics)
+        rows.append([k, "higher" if first.metrics[k].higher_is_better else "lower", first.populations.get(k, "all"),
                      *(fmt_metric(s.metrics.get(k)) for s in columns.values())])
-    rows.append(["n", "", *(str(next(iter(s.metrics.values())).n) if s.metrics else "0" for s in columns.values())])
-    return ["metric", "better", *columns], rows
+    rows.append(["n", "", "all", *(str(s.metrics["valid_rate"].n if "valid_rate" in s.metrics else 0)
+                                   for s in columns.values())])
+    return ["metric", "better", "over", *columns], rows
 
 
 def run_score(args: argparse.Namespace) -> int:
-    """Score args.file against the train split of args.train; print a table; optionally write JSON."""
+    """Score args.file against every piece of args.train; print a table; optionally write JSON."""
     pieces, cut_off = read_samples(args.file)
-    ds = build_dataset(DataConfig(source=args.train))
-    train = [p.text for p in ds.train]
-    scores = score_pieces(pieces, train, cut_off=cut_off)
-    out = {"schema": SCHEMA, "file": str(args.file), "data": ds.summary(), "samples": to_jsonable(scores)}
-    columns = {"samples": scores}
+    cfg = DataConfig(source=args.train)
+    pool, groups = build_pool(cfg)
+    train = [p.text for p in pool]
+    out = {"schema": SCHEMA, "file": str(args.file),
+           "data": {"name": cfg.source, "n_pieces": len(train), "n_groups": len(set(groups)),
+                    "variant_similarity": min(cfg.variant_similarity, cfg.near_duplicate_similarity)}}
     copy = None
-    if args.heldout_reference:
-        human = human_reference([p.text for p in ds.heldout], train)
-        columns["human reference"] = human
-        copy = copy_verdict(scores.per_sample, human)
-        out["human_reference"], out["copy_verdict"] = to_jsonable(human), to_jsonable(copy)
-    print(f"{len(pieces)} pieces from {args.file} against {len(train)} training pieces of '{ds.name}'"
-          + (" (cut_off flags read)" if cut_off is not None else ""))
+    if args.human_reference:
+        ref = reference.external(train, groups)
+        scores = ref.score(pieces, cut_off)
+        columns = {"samples": scores, "human reference": ref.human}
+        copy = copy_verdict(scores.per_sample, ref.human)
+        out["human_reference"], out["copy_verdict"] = to_jsonable(ref.human), to_jsonable(copy)
+    else:
+        scores = score_pieces(pieces, train, cut_off=cut_off)
+        columns = {"samples": scores}
+    out["samples"] = to_jsonable(scores)
+    print(f"{len(pieces)} pieces from {args.file} against all {len(train)} pieces of '{cfg.source}' as training "
+          f"({len(set(groups))} groups of close variants)" + (" (cut_off flags read)" if cut_off is not None else ""))
     print_table(*score_rows(columns))
     if copy is not None:
         print(f"copy verdict: {copy.verdict} ({copy.rule})")

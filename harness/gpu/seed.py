@@ -3,14 +3,15 @@
     asciitune bench --workload seed --config seed --model random:llama-3.2-3b --out reports/gpu-bench/seed-workload.json
 
 Arms, each in its own process (`python -m harness.gpu.seed_arm`): the fast plan on Unsloth and on PEFT,
-the same with `model.load_in_4bit=true` (QLoRA), the seed plan on PEFT and on Unsloth. Then the sweep:
-8 variants of the workload (train.lr values) through `asciitune run --jobs N train.plan=fast`, each
-variant loading, training, probing and sampling in its own process, N at once on the visible GPUs, N
-from the fast Unsloth arm's peak memory. Every item has a time cap inside --budget-s and runs only if
-the items after it keep their reserve; a seed-plan arm stopped at its cap reports a measured partial
-(its per-step time x the planned steps is given beside it, labelled as an extrapolation). The document
-(issue 12's schema plus context) is rewritten after every item; per-step losses and step times go to
-the `-raw.json` file beside it.
+the seed plan on Unsloth (the reference for parity and speed-up), then the sweep: 8 variants of the
+workload (train.lr values) through `asciitune run --jobs N train.plan=fast`, each variant loading,
+training, probing and sampling in its own process, N at once on the visible GPUs, N from the fast
+Unsloth arm's peak memory; then the fast plan with `model.load_in_4bit=true` (QLoRA) on both backends
+and the seed plan on PEFT, with whatever time is left. Every item has a time cap inside --budget-s and
+runs only if the items after it keep their reserve; a seed-plan arm stopped at its cap reports a
+measured partial (its per-step time x the planned steps is given beside it, labelled as an
+extrapolation). The document (issue 12's schema plus context) is rewritten after every item; per-step
+losses and step times go to the `-raw.json` file beside it. Measured: reports/gpu-bench/README.md.
 """
 from __future__ import annotations
 
@@ -46,14 +47,16 @@ class Item:
     min_s: float = 25.0  # below this it is skipped, not started
 
 
+# Order is priority: the fast arms, the seed plan's reference (all 105 steps when time allows: parity and
+# speedup need it), the sweep, then QLoRA and the seed plan on PEFT with whatever time is left.
 SCHEDULE = (
-    Item("fast-unsloth", "unsloth", "fast", False, 120, 45, 35),
+    Item("fast-unsloth", "unsloth", "fast", False, 120, 0, 35),
     Item("fast-peft", "peft", "fast", False, 90, 35, 30),
-    Item("qlora-fast-unsloth", "unsloth", "fast", True, 90, 40, 35),
-    Item("qlora-fast-peft", "peft", "fast", True, 80, 35, 30),
-    Item("seed-peft", "peft", "seed", False, 45, 35, 25),  # a measured partial at most: the least needed arm
-    Item("seed-unsloth", "unsloth", "seed", False, 260, 60, 40),  # the reference: as many steps as time allows
-    Item("sweep", max_s=240, reserve_s=190, min_s=60),
+    Item("seed-unsloth", "unsloth", "seed", False, 240, 60, 40),
+    Item("sweep", max_s=200, reserve_s=190, min_s=60),
+    Item("qlora-fast-unsloth", "unsloth", "fast", True, 90, 0, 35),
+    Item("qlora-fast-peft", "peft", "fast", True, 80, 0, 30),
+    Item("seed-peft", "peft", "seed", False, 45, 0, 25),  # a measured partial at most
 )
 
 
@@ -133,18 +136,38 @@ def run_sweep(base: RunConfig, work: Path, jobs: int, variants: int, cap: float)
                      "train_seconds": t.get("seconds"), "warmup_seconds": t.get("warmup_seconds"),
                      "eval_seconds": t.get("eval_seconds"), "generation_seconds": g.get("seconds"),
                      "plan_reason": t.get("plan_reason"), "error": (v.get("error") or "")[-300:]})
+    base_lr = next((v for v in found.values() if v.get("config", {}).get("train", {}).get("lr") == base.train.lr), {})
     done = [r for r in rows if r["status"] == "done"]
     per = [r["seconds"] for r in done if r["seconds"] is not None]
     return {"variants": variants, "jobs": jobs, "wall_seconds": round(wall, 1), "status": status,
             "done": len(done), "sequential_seconds": round(sum(per), 1) if len(per) == variants else None,
             "sequential_note": "sum of each variant's own wall time (process start to result) measured inside "
                                "this concurrent sweep, so an upper bound on running them one after another",
-            "target_seconds": SWEEP_TARGET_S, "variant_lrs": lrs, "per_variant": rows}
+            "target_seconds": SWEEP_TARGET_S, "variant_lrs": lrs, "per_variant": rows,
+            "_base_lr_losses": [x[1] for x in base_lr.get("curves", {}).get("running_train_loss", [])]}
 
 
 def read_arm(path: Path, name: str) -> dict:
     """An arm's record, or a stub when it never wrote one."""
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"name": name, "status": "no record"}
+
+
+def run_arm(base: RunConfig, item: Item, work: Path, cap: float, mode: str = "auto") -> dict:
+    """One arm in its own process, stopped at cap; its record with status, wall time and, if it failed, log tail."""
+    conf = atomic_write_json(work / "configs" / f"{item.name}.json", arm_config(base, item).to_dict())
+    rec_path = work / "arms" / f"{item.name}-{mode}.json"
+    rec_path.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "harness.gpu.seed_arm", "--config", str(conf), "--name", item.name,
+           "--out", str(rec_path), "--mode", mode]
+    log = work / "logs" / f"{item.name}-{mode}.log"
+    status, wall = run_child(cmd, log, cap)
+    rec = read_arm(rec_path, item.name)
+    if status != "ok":
+        if not str(rec.get("status")).startswith("refused"):
+            rec["status"] = f"{rec.get('status')}; {status}"
+        rec["log_tail"] = log.read_text(encoding="utf-8", errors="replace")[-1500:]
+    rec["wall_seconds"] = round(wall, 1)
+    return rec
 
 
 def _write(out: Path, doc: dict, raw: dict) -> None:
@@ -157,8 +180,10 @@ def run_seed_workload(plan: Plan, out: Path, work: Path, budget_s: float = 560.0
     """Every scheduled item within budget_s; the document is written to out after each one and returned."""
     from harness import environment
     from harness.backends.common import model_folder
+    from harness.data import build_dataset
     from harness.gpu.bench import flops_per_token
-    from harness.gpu.seed_summary import arm_row, parity, targets
+    from harness.gpu.parity import compare_losses
+    from harness.gpu.seed_summary import PARITY_RTOL, arm_row, parity, targets
     from harness.gpu.worker import card_info, measure_matmul_tflops
     from harness.models import resolve
 
@@ -166,13 +191,14 @@ def run_seed_workload(plan: Plan, out: Path, work: Path, budget_s: float = 560.0
     base = plan.base
     schedule = [x for x in SCHEDULE if not only or x.name in only]
     folder = model_folder(resolve(base.model.name), base)  # random weights written once, before any arm
+    data = build_dataset(base.data).summary()  # the dataset changes with the harness: say which one ran
     card = card_info()
     peak_tflops = measure_matmul_tflops()
+    workload = {"config": plan.source, "data": {k: data.get(k) for k in ("name", "hash", "n_train", "n_heldout")},
+                "batch_size": base.train.batch_size, "grad_accum": base.train.grad_accum, "epochs": base.train.epochs,
+                "max_seq_length": base.model.max_seq_length, "lora_r": base.lora.r}
     doc: dict = {"card": card.get("name", ""), "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                 "command": command, "model": base.model.name, "model_folder": str(folder),
-                 "workload": {"config": plan.source, "batch_size": base.train.batch_size,
-                              "grad_accum": base.train.grad_accum, "epochs": base.train.epochs,
-                              "max_seq_length": base.model.max_seq_length, "lora_r": base.lora.r},
+                 "command": command, "model": base.model.name, "model_folder": str(folder), "workload": workload,
                  "card_info": card, "matmul_tflops": round(peak_tflops, 1), "environment": environment.snapshot(),
                  "budget_seconds": budget_s, "setup_seconds": round(time.perf_counter() - start, 1),
                  "arms": [], "parity": {}, "sweep": None, "targets": {}, "skipped": []}
@@ -194,25 +220,29 @@ def run_seed_workload(plan: Plan, out: Path, work: Path, budget_s: float = 560.0
                                  card.get("total_memory_bytes"), variants)
             print(f"[bench] sweep: {variants} variants, {n} at once, cap {cap:.0f} s", flush=True)
             doc["sweep"] = run_sweep(base, work, n, variants, cap)
+            # The base-lr variant is the fast Unsloth arm's config run as `asciitune run` runs it, with probes
+            # between steps and N neighbours on the GPU: its losses should repeat the arm's.
+            again, arm = doc["sweep"].pop("_base_lr_losses"), raw.get("fast-unsloth", {}).get("losses")
+            if again and arm:
+                doc["sweep"]["base_lr_vs_fast_unsloth_arm"] = compare_losses(again, arm, None, PARITY_RTOL)
             print(f"[bench] sweep: {doc['sweep']['done']}/{variants} done in {doc['sweep']['wall_seconds']} s "
                   f"({doc['sweep']['status']})", flush=True)
         else:
-            conf = atomic_write_json(work / "configs" / f"{item.name}.json", arm_config(base, item).to_dict())
-            rec_path = work / "arms" / f"{item.name}.json"
-            rec_path.unlink(missing_ok=True)
-            cmd = [sys.executable, "-m", "harness.gpu.seed_arm", "--config", str(conf), "--name", item.name,
-                   "--out", str(rec_path)]
-            status, wall = run_child(cmd, work / "logs" / f"{item.name}.log", cap)
-            rec = read_arm(rec_path, item.name)
-            if status != "ok":
-                rec["status"] = f"{rec.get('status')}; {status}"
-                rec["log_tail"] = (work / "logs" / f"{item.name}.log").read_text(errors="replace")[-1500:]
-            rec["wall_seconds"] = round(wall, 1)
+            rec = run_arm(base, item, work, cap)
+            if item.load_in_4bit and item.plan == "fast" and rec["status"] != "ok" and card.get("cuda") \
+                    and not str(rec["status"]).startswith("refused"):
+                # CUDA graphs over bitsandbytes kernels are the new part: if capture fails, measure eager.
+                left = budget_s - (time.perf_counter() - start)
+                retry = cap_for(schedule, i, left)
+                if retry > 0:
+                    raw[item.name + "-graphs-failed"] = rec
+                    rec = run_arm(base, item, work, retry, mode="eager")
             raw[item.name] = rec
             rows[item.name] = arm_row(rec, peak_tflops, flops_per_token)
             r = rows[item.name]
-            print(f"[bench] {item.name}: {rec['status']} in {wall:.0f} s: {r['steps']}/{r['steps_planned']} steps, "
-                  f"train {r['train_seconds']} s, warm-up {r['warmup_seconds']} s", flush=True)
+            print(f"[bench] {item.name}: {rec['status']} in {rec['wall_seconds']:.0f} s: {r['steps']}/"
+                  f"{r['steps_planned']} steps, train {r['train_seconds']} s, warm-up {r['warmup_seconds']} s",
+                  flush=True)
         doc["arms"] = list(rows.values())
         doc["parity"] = parity(raw)
         doc["targets"] = targets(rows, doc["parity"], doc["sweep"])

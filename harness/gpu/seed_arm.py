@@ -124,7 +124,7 @@ def run_seed(cfg: RunConfig, rec: dict, out: Path) -> None:
     atomic_write_json(out, rec)
 
 
-def run_fast(cfg: RunConfig, rec: dict, out: Path) -> None:
+def run_fast(cfg: RunConfig, rec: dict, out: Path, mode: str = "auto") -> None:
     """The fast plan through harness.train.fast.run_fast_variant: probes at the eval steps, as in a run."""
     model, tok, _ = _load(cfg, rec, out)
     from harness.data import build_dataset
@@ -132,7 +132,7 @@ def run_fast(cfg: RunConfig, rec: dict, out: Path) -> None:
     from harness.train.fast_engine import seed_plan_batches
 
     ds, t = build_dataset(cfg.data), cfg.train
-    curves, stats, fs = run_fast_variant(model, tok, ds, cfg)
+    curves, stats, fs = run_fast_variant(model, tok, ds, cfg, mode=mode)
     plan = seed_plan_batches(len(ds.train), t.batch_size, t.grad_accum, t.epochs, t.max_steps, t.seed)
     rec.update(status="ok", steps=fs.steps, steps_planned=len(plan), losses=[x[1] for x in curves.running_train_loss],
                train_seconds=fs.train_seconds, warmup_seconds=fs.warmup_seconds, tokens=fs.real_tokens,
@@ -153,12 +153,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, type=Path, help="the arm's resolved config (JSON)")
     p.add_argument("--name", required=True, help="the arm's name, e.g. fast-unsloth")
     p.add_argument("--out", required=True, type=Path, help="where the arm's record is (re)written")
+    p.add_argument("--mode", default="auto", choices=["auto", "eager", "graphs"], help="fast plan: how steps run")
     args = p.parse_args(argv)
     cfg = RunConfig.from_dict(json.loads(args.config.read_text(encoding="utf-8")))
     rec = {"name": args.name, "backend": cfg.model.backend, "plan": cfg.train.plan,
            "load_in_4bit": cfg.model.load_in_4bit, "status": "started"}
     atomic_write_json(args.out, rec)
-    (run_fast if cfg.train.plan == "fast" else run_seed)(cfg, rec, args.out)
+    from harness.errors import UserError
+
+    try:
+        if cfg.train.plan == "fast":
+            run_fast(cfg, rec, args.out, args.mode)
+        else:
+            run_seed(cfg, rec, args.out)
+    except UserError as exc:  # e.g. 4-bit without a GPU: the arm is recorded as refused, in one sentence
+        rec["status"] = f"refused: {exc}"
+        atomic_write_json(args.out, rec)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"[bench] {args.name}: {rec['status']}, {rec.get('steps')} steps, {rec.get('train_seconds')} s of steps",
           flush=True)
     return 0

@@ -53,7 +53,7 @@ def arm_row(rec: dict, peak_tflops: float | None, fpt: Callable[[dict, float], f
     seqs = rec.get("sequences")
     if fpt and peak_tflops and row["tokens_per_s"] and seqs and rec.get("arch"):
         flops = fpt(rec["arch"], tokens / seqs)
-        row["mfu"] = round(row["tokens_per_s"] * flops / (peak_tflops * 1e12), 4)
+        row["mfu"] = row["tokens_per_s"] * flops / (peak_tflops * 1e12)
     return row
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from harness.data import Dataset, normalize
 from harness.errors import UserError
-from harness.judge import score, verdict
+from harness.judge import reference, verdict
 from harness.results import CopyAnalysis, Scores, Verdict
 
 
@@ -28,22 +28,22 @@ class Judged:
 
 def human_reference(ds: Dataset) -> Scores:
     """The held-out human pieces scored against the training pieces, like samples are (once per run)."""
-    return score.human_reference([p.text for p in ds.heldout], [p.text for p in ds.train])
+    return reference.in_run(ds).human
 
 
 def judge_samples(samples: list[dict], ds: Dataset, human: Scores, loss_verdict: str) -> Judged:
-    """Score samples ({text, cut_off, ...}) against the training pieces and combine both verdicts."""
-    train = [p.text for p in ds.train]
-    scored = score.score_pieces([s["text"] for s in samples], train, cut_off=[bool(s.get("cut_off")) for s in samples],
-                                reference=score.reference_distribution(train))
+    """Score samples ({text, cut_off, ...}) against the run's training pieces and combine both verdicts."""
+    ref = reference.for_run(ds, human)
+    scored = ref.score([s["text"] for s in samples], cut_off=[bool(s.get("cut_off")) for s in samples])
     copy = verdict.copy_verdict(scored.per_sample, human)
     final = verdict.combine_verdicts(loss_verdict, copy)
     rows = []
     for sample, per in zip(samples, scored.per_sample, strict=True):
         nearest = per.get("nearest_train_index")
-        rows.append({**sample, **per, "nearest_train_text": train[nearest] if nearest is not None else ""})
+        rows.append({**sample, **per, "nearest_train_text": ref.pool[nearest] if nearest is not None else ""})
     scored.per_sample = []  # the rows live in the samples file
     return Judged(rows, scored, copy, final)
+
 
 def _split_text(text: str) -> list[str]:
     lines = text.split("\n")

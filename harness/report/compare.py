@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.judge.verdict import final_verdict, got_worse
 from harness.report import plots
 from harness.report.doc import Doc, fmt, fmt_mapping, fmt_metric
 from harness.results import Metric, RunResult, VariantResult
@@ -23,10 +24,27 @@ CI_WIDTH_IN_STDERRS = 2 * 1.96
 NOISE_RULE = (
     "A change B - A is noise when |B - A| < 2 x sqrt(stderr_A^2 + stderr_B^2), the stderr taken from the metric "
     "or else from its 95% CI (width / 3.92); for numbers stored without uncertainty (losses, speeds) it is noise "
-    "when |B - A| < 5% of |A|. Any other change is an improvement or a regression by the metric's direction.")
-GATE_RULE = ("The gate fails (exit 1) when a metric with a threshold is classified a regression and got worse by "
-             "more than its threshold, in any variant of any run compared with the baseline, or when a metric with a "
-             "threshold that the baseline measured is missing from a run (e.g. the variant failed).")
+    "when |B - A| < 5% of |A|. Any other change is an improvement or a regression by the metric's direction. A "
+    "metric computed over different samples in A and B (e.g. novelty over all samples in results written before "
+    "it was computed over valid ones) is incomparable.")
+GATE_RULE = ("The gate fails (exit 1), with or without thresholds, when a variant's verdict or copy verdict moved to "
+             "a worse tier (learning or novel -> mixed or undertrained -> memorizing, noise or invalid -> failed); "
+             "and when a metric with a threshold is classified a regression and got worse by more than its "
+             "threshold, in any variant of any run compared with the baseline, or when a metric with a threshold "
+             "that the baseline measured is missing from a run (e.g. the variant failed).")
+
+
+@dataclass(frozen=True)
+class VerdictChange:
+    """One verdict (final or copy) of one variant, baseline run A against run B."""
+
+    variant: str
+    metric: str  # "verdict" or "copy_verdict"
+    run_a: str
+    run_b: str
+    a: str
+    b: str
+    change: str  # improvement | regression (a worse tier) | same tier
 
 
 @dataclass(frozen=True)
@@ -42,7 +60,7 @@ class Delta:
     delta: float | None  # B - A
     stderr: float | None  # combined, sqrt(sa^2 + sb^2)
     higher_is_better: bool
-    change: str  # improvement | regression | noise | missing
+    change: str  # improvement | regression | noise | missing | incomparable
 
     @property
     def worse_by(self) -> float:
@@ -56,12 +74,14 @@ class Delta:
 class Failure:
     """A regression beyond its threshold."""
 
-    delta: Delta
+    delta: Delta | VerdictChange
     threshold: float
 
     def message(self) -> str:
         """One line naming the metric, variant, run and amounts."""
         d = self.delta
+        if isinstance(d, VerdictChange):
+            return f"{d.metric} ({d.variant}, {d.run_b} vs {d.run_a}): {d.a} -> {d.b}, a worse verdict"
         if d.change == "missing":
             return f"{d.metric} ({d.variant}): measured in {d.run_a} but missing from {d.run_b}"
         return (f"{d.metric} ({d.variant}, {d.run_b} vs {d.run_a}): {fmt(d.a and d.a.value)} -> "
@@ -75,6 +95,7 @@ class Comparison:
     labels: list[str]
     runs: list[RunResult]
     deltas: list[Delta] = field(default_factory=list)
+    verdicts: list[VerdictChange] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)
@@ -82,7 +103,7 @@ class Comparison:
 
     @property
     def failed(self) -> bool:
-        """True when a regression exceeded its threshold."""
+        """True when a verdict got worse or a regression exceeded its threshold."""
         return bool(self.failures)
 
 
@@ -116,12 +137,29 @@ def classify(a: Metric | None, b: Metric | None, higher_is_better: bool) -> tupl
 
 
 def variant_metrics(v: VariantResult) -> dict[str, Metric]:
-    """Score metrics plus loss and speed, all as metrics."""
+    """Score metrics (each over its population: valid samples for novelty and the like) plus loss and speed."""
     out = dict(v.scores.metrics)
     if v.loss_analysis is not None:
         out["final_heldout_loss"] = Metric(v.loss_analysis.final_heldout_loss, higher_is_better=False)
     if v.train.tokens_per_s:
         out["train_tokens_per_s"] = Metric(v.train.tokens_per_s, higher_is_better=True)
+    return out
+
+
+def population(v: VariantResult, metric: str) -> str:
+    """The samples a metric is computed over; results written before populations were recorded used all."""
+    return v.scores.populations.get(metric, "all") if metric in v.scores.metrics else "all"
+
+
+def verdict_changes(name: str, va: VariantResult, vb: VariantResult, run_a: str, run_b: str) -> list[VerdictChange]:
+    """The final and copy verdicts of one variant in two runs, each an improvement, a regression or the same tier."""
+    pairs = [("verdict", final_verdict(va), final_verdict(vb))]
+    if va.copy_analysis and vb.copy_analysis:
+        pairs.append(("copy_verdict", va.copy_analysis.verdict, vb.copy_analysis.verdict))
+    out = []
+    for which, a, b in pairs:
+        change = "regression" if got_worse(a, b) else "improvement" if got_worse(b, a) else "same tier"
+        out.append(VerdictChange(name, which, run_a, run_b, a, b, change))
     return out
 
 
@@ -187,10 +225,15 @@ def compare(runs: list[RunResult], thresholds: dict[str, float] | None = None) -
                 comp.warnings.append(f"Variant {name} failed in {label}: {vb.error or 'no error recorded'}")
             if not ma and not mb:
                 comp.unmatched.append(f"{name} (no metrics in either run)")
+            comp.verdicts += verdict_changes(name, va, vb, labels[0], label)
             for metric in [*ma, *(m for m in mb if m not in ma)]:
                 a, b = ma.get(metric), mb.get(metric)
                 hib = (a or b).higher_is_better
                 delta, se, change = classify(a, b, hib)
+                if a is not None and b is not None and population(va, metric) != population(vb, metric):
+                    change = "incomparable"
+                    comp.warnings.append(f"Variant {name}: {metric} is over {population(vb, metric)} samples in "
+                                         f"{label} but over {population(va, metric)} in {labels[0]}: not compared.")
                 comp.deltas.append(Delta(name, metric, labels[0], label, a, b, delta, se, hib, change))
     comp.unmatched = list(dict.fromkeys(comp.unmatched))
     if not comp.deltas:
@@ -203,6 +246,7 @@ def compare(runs: list[RunResult], thresholds: dict[str, float] | None = None) -
     comp.failures = [Failure(d, comp.thresholds[d.metric]) for d in comp.deltas if d.metric in comp.thresholds
                      and ((d.change == "regression" and d.worse_by > comp.thresholds[d.metric])
                           or (d.change == "missing" and d.a is not None and d.a.value is not None))]
+    comp.failures += [Failure(v, 0.0) for v in comp.verdicts if v.change == "regression"]
     return comp
 
 
@@ -221,6 +265,9 @@ def delta_rows(comp: Comparison) -> list[list[str]]:
                      fmt(d.a and d.a.value), fmt(d.b and d.b.value), _signed(d.delta),
                      "-" if d.stderr is None else fmt(NOISE_SIGMAS * d.stderr, 2),
                      d.change + (" !" if any(f.delta is d for f in comp.failures) else "")])
+    for v in comp.verdicts:
+        rows.append([v.variant, v.metric, v.run_b, v.a, v.b, "-", "-",
+                     v.change + (" !" if v.change == "regression" else "")])
     return rows
 
 
@@ -238,10 +285,14 @@ def write_comparison(comp: Comparison, out_dir: str | Path) -> Path:
         doc.section("Warnings")
         for w in comp.warnings:
             doc.para(w)
+    if comp.verdicts:
+        doc.section("Verdicts")
+        doc.table(["variant", "verdict", "run", "A", "B", "change"],
+                  [[v.variant, v.metric, v.run_b, v.a, v.b, v.change] for v in comp.verdicts])
     if comp.failures or comp.thresholds:
         doc.section("Regression gate")
         doc.para("FAILED: " + "; ".join(f.message() for f in comp.failures) if comp.failures else
-                 "Passed: no regression beyond a threshold.")
+                 "Passed: no worse verdict and no regression beyond a threshold.")
         doc.table(["metric", "may get worse by"], [[m, fmt(t)] for m, t in comp.thresholds.items()])
     others = comp.labels[1:]
     values: dict[str, dict[str, list[Metric | None]]] = {}

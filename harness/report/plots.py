@@ -159,13 +159,17 @@ def plot_scores(run: RunResult, out_dir: Path) -> list[str]:
 
 @_plain_text
 def plot_novelty(run: RunResult, run_dir: Path, out_dir: Path) -> list[str]:
-    """Histogram of per-sample novelty per variant, against the human reference's."""
-    data = {name: [s["novelty"] for s in samples_of(run_dir, v) if s.get("novelty") is not None]
+    """Histogram of per-sample novelty of the valid samples per variant, against the human reference's.
+
+    Valid samples only, as the novelty metric itself: the novelty of prose or noise says nothing.
+    """
+    data = {name: [s["novelty"] for s in samples_of(run_dir, v) if s.get("novelty") is not None and s.get("valid")]
             for name, v in run.variants.items()}
     data = {k: v for k, v in data.items() if v}
     if not data:
         return []
-    human = [s["novelty"] for s in run.human_reference.per_sample if s.get("novelty") is not None]
+    human = [s["novelty"] for s in run.human_reference.per_sample
+             if s.get("novelty") is not None and s.get("valid", True)]
     human_m = run.human_reference.metrics.get("novelty") or Metric()
     bins = [i / 20 for i in range(21)]
     fig, axes = _grid(len(data), 3, (4.2, 3.0))
@@ -178,7 +182,7 @@ def plot_novelty(run: RunResult, run_dir: Path, out_dir: Path) -> list[str]:
             if human_m.ci_low is not None and human_m.ci_high is not None:
                 ax.axvspan(human_m.ci_low, human_m.ci_high, color=HUMAN_COLOR, alpha=0.15)
         ax.set_xlim(0, 1)
-        ax.set_title(f"{name} (n={len(values)})", fontsize=10)
+        ax.set_title(f"{name} (n={len(values)} valid)", fontsize=10)
         ax.set_xlabel("novelty (1 = unlike any training piece)")
         ax.set_ylabel("samples")
         ax.legend(fontsize=7, loc="upper left")

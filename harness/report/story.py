@@ -73,17 +73,21 @@ def loss_evidence(v: VariantResult) -> str:
 
 
 def sample_evidence(run: RunResult, v: VariantResult) -> str:
-    """The samples in one clause: copy rate, valid rate, novelty against unseen human pieces."""
+    """The samples in one clause: valid rate, copy rate, noise, novelty against unseen human pieces."""
     if not v.scores.metrics:
         return ""
     ca = v.copy_analysis
     copy = ca.evidence.copy_rate if ca else v.scores.value("exact_copy_rate")
     valid = v.scores.value("valid_rate")
     parts = []
-    if copy is not None:
-        parts.append(f"{_pct(copy)} of samples are copies")
     if valid is not None:
         parts.append(f"{_pct(valid)} are valid art")
+    if copy is not None and valid:  # copy rates are over the valid samples
+        parts.append(f"{_pct(copy)} of them copies")
+    typ = ca.evidence.typicality if ca else None
+    if typ is not None and (typ.noise_rate or typ.set_noise):
+        parts.append(f"{_pct(typ.noise_rate)} are noise for the training art"
+                     + (" and as a set they differ from human art" if typ.set_noise else ""))
     # The copy rule compares the novelty of valid samples with the human pieces'; say the same numbers when stored.
     own, human, what = v.scores.value("novelty"), run.human_reference.value("novelty"), "novelty"
     if ca and ca.evidence.novelty_valid.value is not None:

@@ -14,10 +14,12 @@ what changes is only how a step executes, and each change is free of math change
   approximation of the same update).
 - No host syncs per step; on a GPU the whole step is a CUDA graph per 512-token bucket (no compiler).
 
-Measured on one H200 (bench/seed_fast_probe.py, random Llama-3.2-3B, byte tokenizer, 248,590 tokens):
-seed plan on Unsloth 132.6 s of steps; fast eager (Unsloth) 39.5 s, host-bound at ~0.31 s/step whatever
-the row length; fast graphs 11.1 s (Unsloth) and 17.0 s (PEFT). Hence graphs on CUDA, eager on CPU.
-`asciitune bench --workload seed` measures it on the harness's own seed workload (reports/gpu-bench/).
+Measured on one H200 (`asciitune bench --workload seed`, reports/gpu-bench/seed-workload.json: random
+Llama-3.2-3B, 120 steps, 120,815 tokens): seed plan on Unsloth ~191 s of steps (155.5 s measured for 97
+of 120); fast plan 5.8 s on Unsloth and 9.2 s on PEFT after 19 s / 4.6 s of warm-up, per-step losses
+within 0.074% of the seed plan's. Eager steps are host-bound (~0.3 s each whatever the row length,
+bench/seed_fast_probe.py), hence graphs on CUDA and eager on CPU. Cost: peak reserved memory 24 GiB
+(Unsloth) / 47 GiB (PEFT) against the seed plan's 6.7 GiB.
 """
 from __future__ import annotations
 

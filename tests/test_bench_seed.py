@@ -1,0 +1,110 @@
+"""`asciitune bench --workload seed`: scheduling, the document's arithmetic (pure), and one CPU run end to end.
+
+    pytest tests/test_bench_seed.py               # the pure parts (a second)
+    pytest tests/test_bench_seed.py -m slow       # the CLI on the tiny model: arms and a 2-variant sweep (~2 min)
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import asciitune
+
+from harness.config import load_plan
+from harness.gpu.seed import SCHEDULE, Item, cap_for, jobs_for, toml_text
+from harness.gpu.seed_summary import PARITY_RTOL, arm_row, full_seconds, parity, targets
+
+GIB = 1024 ** 3
+
+
+def test_caps_keep_later_reserves_and_skip_under_minimum():
+    sched = [Item("a", max_s=100, reserve_s=0, min_s=30), Item("b", max_s=50, reserve_s=40, min_s=20)]
+    assert cap_for(sched, 0, 500) == 100
+    assert cap_for(sched, 0, 100) == 60  # b keeps its 40 s
+    assert cap_for(sched, 0, 60) == 0.0  # 20 s left for a is under its 30 s minimum: skipped
+    assert cap_for(sched, 1, 45) == 45
+    names = [x.name for x in SCHEDULE]
+    assert names[:3] == ["fast-unsloth", "fast-peft", "seed-unsloth"] and "sweep" in names
+
+
+def test_jobs_fit_the_fast_arms_peak():
+    assert jobs_for(14 * GIB, 140 * GIB, 8) == 8
+    assert jobs_for(30 * GIB, 140 * GIB, 8) == 4
+    assert jobs_for(200 * GIB, 140 * GIB, 8) == 1
+    assert jobs_for(None, None, 8) == 4
+
+
+def test_sweep_config_round_trips_through_load_plan(tmp_path):
+    base = load_plan("seed", ["train.plan=fast"]).base
+    path = tmp_path / "sweep.toml"
+    path.write_text(toml_text(base, {"train.lr": [1e-4, 2e-4, 3e-4]}))
+    plan = load_plan(str(path))
+    assert len(plan.variants) == 3
+    assert sorted(v.train.lr for v in plan.variants.values()) == [1e-4, 2e-4, 3e-4]
+    v = next(iter(plan.variants.values()))
+    assert v.train.plan == "fast" and v.lora == base.lora and v.generate == base.generate
+
+
+def _seed_rec(steps: int, planned: int = 10) -> dict:
+    return {"name": "seed-unsloth", "backend": "unsloth", "plan": "seed", "status": "loaded", "steps": steps,
+            "steps_planned": planned, "step_s": [5.0] + [1.0] * (steps - 1), "tokens_per_step": [100] * steps,
+            "losses": [10.0 - k * 0.5 for k in range(steps)], "peak_reserved_bytes": 8 * GIB, "sequences": 8 * steps,
+            "arch": {"hidden_size": 64}}
+
+
+def test_partial_seed_arm_is_measured_and_extrapolated_separately():
+    row = arm_row(_seed_rec(4), peak_tflops=None, fpt=None)
+    assert row["partial"] and row["train_seconds"] == 8.0 and row["warmup_seconds"] == 5.0
+    assert row["train_seconds_extrapolated"] == 14.0  # 5 + 1 x 9: labelled, not a measurement
+    assert "extrapolation" in row["extrapolation"] and full_seconds(row) == 14.0
+    assert row["tokens_per_s"] == 50.0  # measured tokens over measured seconds
+    full = arm_row(_seed_rec(10), peak_tflops=100.0, fpt=lambda arch, seq: 1e9)
+    assert not full["partial"] and full_seconds(full) == 14.0 and full["mfu"] == pytest.approx(1000 / 14 * 1e9 / 1e14,
+                                                                                                  rel=1e-3)
+
+
+def test_parity_and_targets():
+    seed = {**_seed_rec(10), "status": "ok", "train_seconds": 14.0}
+    fast = {"name": "fast-unsloth", "backend": "unsloth", "plan": "fast", "status": "ok", "steps": 10,
+            "steps_planned": 10, "train_seconds": 1.2, "warmup_seconds": 3.0, "tokens": 1000,
+            "peak_reserved_bytes": 11 * GIB, "losses": [x * (1 + 0.004) for x in seed["losses"]]}
+    peft = {**fast, "name": "fast-peft", "backend": "peft", "losses": [x * 1.01 for x in seed["losses"]]}
+    q_u = {**fast, "name": "qlora-fast-unsloth", "load_in_4bit": True, "losses": [x * 1.03 for x in seed["losses"]]}
+    q_p = {**q_u, "name": "qlora-fast-peft", "backend": "peft"}
+    raw = {r["name"]: r for r in (seed, fast, peft, q_u, q_p)}
+    par = parity(raw)
+    assert par["tolerance"] == PARITY_RTOL and par["reference_complete"]
+    assert par["arms"]["fast-unsloth"]["ok"] and not par["arms"]["fast-peft"]["ok"] and not par["ok"]
+    assert par["max_rel_diff"] == pytest.approx(0.01)
+    assert "qlora-fast-unsloth" not in par["arms"] and par["qlora"]["qlora-fast-unsloth"]["vs_bf16_seed"]["ok"]
+    assert par["qlora"]["unsloth_vs_peft"]["max_rel_diff"] == pytest.approx(0.0)
+    rows = {n: arm_row(r, None, None) for n, r in raw.items()}
+    sweep = {"variants": 8, "done": 8, "wall_seconds": 150.0, "target_seconds": 180.0}
+    t = targets(rows, par, sweep)
+    assert t["fast_steps_seconds"]["met"] and t["speedup_vs_seed_unsloth"]["value"] == pytest.approx(11.67, rel=1e-3)
+    assert t["speedup_vs_seed_unsloth"]["met"] and t["fast_peak_vs_seed_peak"]["value"] == 1.375
+    assert t["fast_peak_vs_seed_peak"]["met"] and t["fast_end_to_end_beats_seed"]["met"]  # 4.2 s vs 14 s
+    assert t["parity_max_rel_diff"]["met"] is False and t["sweep_wall_seconds"]["met"]
+    unfinished = targets(rows, par, {**sweep, "done": 7})
+    assert unfinished["sweep_wall_seconds"]["met"] is False and unfinished["sweep_wall_seconds"]["value"] is None
+
+
+@pytest.mark.slow
+def test_bench_seed_workload_on_cpu(tmp_path):
+    """The real CLI on the tiny model: two arms and a two-variant sweep, each in its own process."""
+    out = tmp_path / "seed-workload.json"
+    proc = asciitune("--reports-dir", str(tmp_path / "reports"), "bench", "--workload", "seed", "--config", "tiny",
+                     "--arms", "fast-peft,seed-peft,qlora-fast-peft,sweep", "--variants", "2", "--jobs", "2",
+                     "--budget-s", "600", "--out", str(out), 'model.dtype="float32"')
+    doc = json.loads(out.read_text())
+    rows = {r["name"]: r for r in doc["arms"]}
+    assert rows["fast-peft"]["status"] == "ok" and rows["seed-peft"]["status"] == "ok", proc.stdout[-2000:]
+    assert rows["qlora-fast-peft"]["status"].startswith("refused: model.load_in_4bit needs an NVIDIA GPU")
+    assert rows["fast-peft"]["steps"] == rows["seed-peft"]["steps"] == 8  # tiny.toml: max_steps = 8
+    assert doc["sweep"]["done"] == 2 and doc["sweep"]["jobs"] == 2 and doc["sweep"]["sequential_seconds"]
+    raw = json.loads((tmp_path / "seed-workload-raw.json").read_text())["arms"]
+    fast, seed = raw["fast-peft"]["losses"], raw["seed-peft"]["losses"]
+    assert len(fast) == len(seed) == 8
+    # fp32 on the CPU, same optimizer (adamw_torch): only summation order differs (tests/test_fast_plan.py).
+    assert fast == pytest.approx(seed, rel=1e-4)
+    assert proc.returncode == 1  # the refused 4-bit arm is not "ok"
