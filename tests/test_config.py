@@ -44,10 +44,11 @@ def test_bad_overrides_fail_in_one_sentence(override, fragment):
     assert "\n" not in str(err.value)
 
 
-def test_builtin_default_has_rank_variants_and_cli_wins():
+def test_builtin_default_has_story_variants_and_cli_wins():
     plan = load_plan("default", ["train.max_steps=3"])
-    assert set(plan.variants) == {"r4", "r16", "r64"}
-    assert [v.lora.r for v in plan.variants.values()] == [4, 16, 64]
+    assert list(plan.variants) == ["seed", "learn", "memorize"]
+    assert [v.train.lr for v in plan.variants.values()] == [2e-4, 2e-3, 2e-3]
+    assert [v.data.max_train_pieces for v in plan.variants.values()] == [16, 48, 16]
     assert all(v.train.max_steps == 3 for v in plan.variants.values())
 
 
@@ -147,7 +148,7 @@ def test_training_nothing_is_refused_but_max_steps_alone_is_fine():
         load_plan("default", ["train.epochs=0"])
     msg = str(err.value)
     assert "train.epochs=0" in msg and "train.max_steps=-1" in msg and "train.max_steps > 0" in msg
-    assert load_plan("default", ["train.epochs=0", "train.max_steps=3"]).variants["r4"].train.max_steps == 3
+    assert load_plan("default", ["train.epochs=0", "train.max_steps=3"]).variants["seed"].train.max_steps == 3
 
 
 def test_bad_values_fail_the_same_in_files_variants_and_saved_configs(tmp_path):

@@ -207,7 +207,7 @@ def test_point_names_and_workload() -> None:
 
 def test_workload_point_is_not_on_the_grid_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     figs = {}
-    monkeypatch.setattr(plots, "_save", lambda fig, out_dir, name: figs.setdefault(name, fig) and name)
+    monkeypatch.setattr(plots, "save_png", lambda fig, out_dir, name: figs.setdefault(name, fig) and name)
     run = make_run(tmp_path / "r")
     assert plots.plot_bench(run, tmp_path) == ["bench-speed.png", "bench-memory.png"]
     throughput, workload, speedup = figs["bench-speed.png"].axes

@@ -306,7 +306,8 @@ def test_some_copies_are_mixed(cats, human):
 @pytest.mark.parametrize(("loss", "copy", "want"), [
     ("learning", "novel", "learning"), ("undertrained", "novel", "undertrained"),
     ("memorizing", "novel", "memorizing"), ("learning", "memorizing", "memorizing"),
-    ("memorizing", "invalid", "invalid"), ("learning", "mixed", "mixed"),
+    ("memorizing", "invalid", "memorizing"), ("memorizing", "noise", "memorizing"), ("learning", "invalid", "invalid"),
+    ("learning", "noise", "noise"), ("undertrained", "noise", "noise"), ("learning", "mixed", "mixed"),
     ("undertrained", "mixed", "undertrained")])
 def test_combine_verdicts(loss, copy, want):
     out = combine_verdicts(loss, CopyAnalysis(verdict=copy))

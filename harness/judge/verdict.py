@@ -87,9 +87,12 @@ COPY_RULE = (f"invalid if < {MIN_WELL_FORMED_RATE:.0%} of samples are well-forme
              f"max({NEAR_COPY_SIMILARITY}, human p{HUMAN_SIMILARITY_PERCENTILE})); novel if <= "
              f"{NOVEL_MAX_COPY_RATE:.0%} are copies, <= {NOVEL_MAX_NOISE_RATE:.0%} of samples are noise, and valid "
              "samples' novelty and copied-line share are within the human reference's 95% intervals; mixed otherwise")
-COMBINED_RULE = ("invalid if the copy verdict is invalid; noise if it is noise (whatever the loss curves say: the "
-                 "samples are not art); memorizing if either verdict is memorizing; mixed if the loss says learning "
-                 "but the copy verdict is mixed; otherwise the loss verdict")
+# Memorizing comes first: a held-out loss that turned up while the train loss kept falling is evidence of
+# memorization whatever the samples look like (a small model that memorizes often still writes broken art);
+# below it, samples that are not art (invalid, noise) overrule a loss curve that says learning.
+COMBINED_RULE = ("memorizing if either verdict is memorizing; else invalid if the copy verdict is invalid; noise if "
+                 "it is noise (whatever the loss curves say: the samples are not art); mixed if the loss says "
+                 "learning but the copy verdict is mixed; otherwise the loss verdict")
 
 # ---------------------------------------------------------------- the ranking
 QUALITY_METRICS = ("valid_rate", "width_consistency", "novelty")
@@ -212,10 +215,10 @@ def combine_verdicts(loss_verdict: str, copy: CopyAnalysis) -> Verdict:
     if loss_verdict not in LOSS_VERDICTS:
         raise ValueError(f"loss verdict must be one of {LOSS_VERDICTS}, not {loss_verdict!r}")
     c = copy.verdict
-    if c in ("invalid", "noise"):
-        verdict = c
-    elif "memorizing" in (loss_verdict, c):
+    if "memorizing" in (loss_verdict, c):
         verdict = "memorizing"
+    elif c in ("invalid", "noise"):
+        verdict = c
     elif c == "mixed" and loss_verdict == "learning":
         verdict = "mixed"
     else:

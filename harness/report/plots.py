@@ -41,7 +41,7 @@ def _color(i: int) -> str:
     return COLORS[i % len(COLORS)]
 
 
-def _save(fig: Figure, out_dir: Path, name: str) -> str:
+def save_png(fig: Figure, out_dir: Path, name: str) -> str:
     """Render to memory first so a crash never leaves half a PNG; a 128-colour palette keeps reports small."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, facecolor="white")
@@ -117,7 +117,7 @@ def plot_losses(run: RunResult, out_dir: Path) -> list[str]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle("Train vs held-out loss (memorization onset marked)")
-    return [_save(fig, out_dir, "loss-curves.png")]
+    return [save_png(fig, out_dir, "loss-curves.png")]
 
 
 @_plain_text
@@ -154,7 +154,7 @@ def plot_scores(run: RunResult, out_dir: Path) -> list[str]:
         ax.set_ylabel("value")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Scores per variant vs held-out human pieces (error bars: 95% CI, else ±1 stderr)")
-    return [_save(fig, out_dir, "scores.png")]
+    return [save_png(fig, out_dir, "scores.png")]
 
 
 @_plain_text
@@ -187,7 +187,7 @@ def plot_novelty(run: RunResult, run_dir: Path, out_dir: Path) -> list[str]:
         ax.set_ylabel("samples")
         ax.legend(fontsize=7, loc="upper left")
     fig.suptitle("Novelty of generated samples vs held-out human pieces")
-    return [_save(fig, out_dir, "novelty.png")]
+    return [save_png(fig, out_dir, "novelty.png")]
 
 
 def _bench_points(run: RunResult) -> list[dict]:
@@ -330,7 +330,7 @@ def plot_bench(run: RunResult, out_dir: Path) -> list[str]:
         ax.set_ylabel(f"speed-up ({base} step time / {fast} step time)")
         ax.set_title(f"{fast} speed-up over {base}")
         ax.grid(axis="y", alpha=0.3)
-    written.append(_save(fig, out_dir, "bench-speed.png"))
+    written.append(save_png(fig, out_dir, "bench-speed.png"))
 
     names = names_in_order(points)
     by = {(p["backend"], point_name(p)): p for p in points}
@@ -360,7 +360,7 @@ def plot_bench(run: RunResult, out_dir: Path) -> list[str]:
     pad = max(0.0, (3 - len(names)) / 2)
     ax.set_xlim(-0.6 - pad, len(names) - 0.4 + pad)
     fig.legend(fontsize=8, ncols=2 * len(backends), loc="outside lower center")  # below: never over a bar
-    written.append(_save(fig, out_dir, "bench-memory.png"))
+    written.append(save_png(fig, out_dir, "bench-memory.png"))
     return written
 
 
@@ -404,4 +404,4 @@ def plot_comparison(labels: list[str], values: dict[str, dict[str, list[Metric |
     # One legend for the figure: a legend per panel would cover the bars.
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(len(handles), 6))
     fig.suptitle("Metrics per variant and run (error bars: 95% CI, else ±1 stderr)")
-    return [_save(fig, Path(out_dir), name)]
+    return [save_png(fig, Path(out_dir), name)]

@@ -11,7 +11,7 @@ from pathlib import Path
 from harness.judge.verdict import final_verdict
 from harness.report import plots
 from harness.report.doc import Doc, fmt
-from harness.report.plots import COLORS, _save  # the one PNG writer of every report plot (atomic, small, stable)
+from harness.report.plots import COLORS, save_png  # the one PNG writer of every report plot (atomic, small, stable)
 from harness.results import RunResult, VariantResult
 
 BEST_WORST_RULE = ("Cards: each variant's best sample (valid before invalid, then the highest width consistency x "
@@ -149,7 +149,7 @@ def plot_overview(run: RunResult, out_dir: Path, name: str = OVERVIEW) -> list[s
         ax.grid(alpha=0.3)
         ax.set_title("Held-out and train loss per variant", fontsize=10)
         fig.legend(handles=handles, fontsize=8, loc="outside right upper")  # beside the axes: never over a curve
-        return [_save(fig, out_dir, name)]
+        return [save_png(fig, out_dir, name)]
 
 
 def _caption(label: str, s: dict) -> str:

@@ -39,10 +39,12 @@ def prepare(plan: Plan) -> dict[str, tuple[Dataset, Scores]]:
     from harness.data import build_dataset, check_lengths, token_lengths
     from harness.judge.samples import human_reference
     from harness.models import resolve
+    from harness.train import fast
 
     out: dict[str, tuple[Dataset, Scores]] = {}
     checked: set[str] = set()
     for cfg in plan.variants.values():
+        fast.check(cfg)  # what the fast plan cannot reproduce is refused here, before the run folder exists
         key = data_key(cfg)
         if key not in out:
             ds = build_dataset(cfg.data)

@@ -12,14 +12,14 @@ here by harness.gpu.seed_summary from the merged raw records; each arm says whic
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from harness.fsutil import atomic_write_bytes, atomic_write_json
+from harness.fsutil import atomic_write_json
 from harness.gpu.seed_summary import REFERENCE, arm_row, parity, targets
+from harness.report.plots import save_png
 
 HERE = Path(__file__).resolve().parent
 DOC, RAW = HERE / "seed-workload.json", HERE / "seed-workload-raw.json"
@@ -52,12 +52,6 @@ def merge(main: Path, extra: Path | None) -> None:
     atomic_write_json(RAW, {"arms": raw, "sweep": doc["sweep"]})
 
 
-def _save(fig: Figure, name: str) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    atomic_write_bytes(HERE / name, buf.getvalue())
-
-
 def figures() -> None:
     """seed-workload-time.png (steps and warm-up per arm), -parity.png (per-step losses), -sweep.png."""
     doc, raw = json.loads(DOC.read_text()), json.loads(RAW.read_text())["arms"]
@@ -80,7 +74,7 @@ def figures() -> None:
     ax.invert_yaxis()
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(f"Seed workload on one {doc['card']}: {rows[0]['steps_planned']} optimizer steps", fontsize=9)
-    _save(fig, "seed-workload-time.png")
+    save_png(fig, HERE, "seed-workload-time.png")
 
     ref = raw[REFERENCE]["losses"]
     fig = Figure(figsize=(9, 3.4), layout="constrained")
@@ -100,7 +94,7 @@ def figures() -> None:
     dx.set_xlabel("optimizer step")
     dx.set_ylabel(f"% difference vs {REFERENCE}")
     dx.set_title("red: the fast plan's 0.5% bound (4-bit arms: 5%)", fontsize=8)
-    _save(fig, "seed-workload-parity.png")
+    save_png(fig, HERE, "seed-workload-parity.png")
 
     sweep = doc.get("sweep") or {}
     done = [v for v in sweep.get("per_variant", []) if v["status"] == "done" and v["seconds"]]
@@ -121,7 +115,7 @@ def figures() -> None:
         ax.set_xlabel(f"seconds per variant, {sweep['jobs']} at once on one GPU ({sweep['done']}/{sweep['variants']} "
                       f"finished, then {sweep['status']}; red: the 180 s sweep target)")
         ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35))
-        _save(fig, "seed-workload-sweep.png")
+        save_png(fig, HERE, "seed-workload-sweep.png")
 
 
 def main() -> None:
