@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness.cli.common import print_table
+from harness.config import RunConfig
 from harness.errors import UserError
 from harness.results import write_jsonl
 
@@ -65,7 +66,7 @@ def _source(args):
             raise UserError(f"'{path}' is not a merged model folder (no config.json): pass the folder "
                             "`asciitune export --format merged` wrote.")
         meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
-        cfg = export.saved_config(meta.get("config") or {})
+        cfg = RunConfig.from_dict(meta.get("config") or {})
         name = meta.get("variant") or path.stem
         if args.gguf:
             from harness.export import llama as llama_tools
