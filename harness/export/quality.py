@@ -19,6 +19,8 @@ from pathlib import Path
 from harness.config import GenerateConfig
 from harness.export import llama as llama_tools
 from harness.export.formats import Source
+from harness.judge.reference import Reference
+from harness.report.doc import fmt as fmt_num
 from harness.results import ExportRecord, Scores, write_jsonl
 
 UNEXPORTED = "unexported"
@@ -77,12 +79,9 @@ def _close(loaded) -> None:
         model.close()
 
 
-def score_samples(samples: list, train_texts: list[str], reference: list[float]) -> tuple[Scores, list[dict]]:
-    """harness.judge.score metrics (no per-sample rows) and per-sample rows for the JSONL."""
-    from harness.judge import score
-
-    scored = score.score_pieces([s.text for s in samples], train_texts, cut_off=[s.cut_off for s in samples],
-                                reference=reference)
+def score_samples(samples: list, ref: Reference) -> tuple[Scores, list[dict]]:
+    """Scores against the run's reference (typicality included), without per-sample rows; the rows for the JSONL."""
+    scored = ref.score([s.text for s in samples], cut_off=[s.cut_off for s in samples])
     rows = [{**asdict(s), **per} for s, per in zip(samples, scored.per_sample, strict=True)]
     scored.per_sample = []
     return scored, rows
@@ -92,16 +91,14 @@ def score_formats(src: Source, entries: dict[str, ExportRecord], backend_name: s
                   gcfg: GenerateConfig | None = None, say=print) -> dict[str, ExportRecord]:
     """For each format's record (plus the unexported model), sample and score; returns updated records."""
     from harness.data import build_dataset
-    from harness.judge import score
+    from harness.judge import reference
 
     backend_name = backend_name or src.cfg.model.backend
     from harness import backends
 
     backends.get(backend_name)  # the unexported model needs it, and Unsloth must precede transformers
     gcfg = gcfg or src.cfg.generate
-    ds = build_dataset(src.cfg.data)
-    train = [p.text for p in ds.train]
-    reference = score.reference_distribution(train)
+    ref = reference.in_run(build_dataset(src.cfg.data))  # judged as the run judged its samples
     todo = {UNEXPORTED: ExportRecord(format=UNEXPORTED, path=str(src.adapter_dir),
                                      bytes=_base_bytes(src) + _folder_bytes(src.adapter_dir), backend=backend_name),
             **entries}
@@ -111,7 +108,7 @@ def score_formats(src: Source, entries: dict[str, ExportRecord], backend_name: s
         say(f"scoring {fmt}: {gcfg.n_samples} samples from {path}")
         samples, stats, load_s = sample_format("unexported" if fmt == UNEXPORTED else fmt, path, src, gcfg,
                                                backend_name)
-        metrics, rows = score_samples(samples, train, reference)
+        metrics, rows = score_samples(samples, ref)
         if fmt == UNEXPORTED:
             samples_file = (src.run_dir or Path(".")) / "exports" / src.variant / f"samples-{UNEXPORTED}.jsonl"
         else:
@@ -120,8 +117,8 @@ def score_formats(src: Source, entries: dict[str, ExportRecord], backend_name: s
         out[fmt] = replace(entry, format=fmt, load_s=load_s, generation=stats, scores=metrics,
                            samples_file=str(samples_file))
         say(f"  {fmt}: load {load_s:.2f}s, {stats.tokens_per_s:.0f} tok/s, "
-            f"width {metrics.value('width_consistency'):.3f}, novelty {metrics.value('novelty'):.3f}, "
-            f"valid {metrics.value('valid_rate'):.3f}")
+            f"width {fmt_num(metrics.value('width_consistency'))}, novelty {fmt_num(metrics.value('novelty'))} "
+            f"(valid samples), valid {fmt_num(metrics.value('valid_rate'))}")
     return out
 
 
