@@ -354,8 +354,13 @@ def run_ray(jobs: list[Job], say: Say, address: str | None = None, gpus: float |
                         yield job, *_finished(ray, ref, job)
                         bar.advance(overall)
             except BaseException:  # Ctrl-C or the runner stopped early: cancel what is queued or running
-                for ref in pending:
-                    ray.cancel(ref, force=True)
+                # Only tasks still running: cancelling one that has just finished trips a check in Ray's core
+                # worker ("Tried to complete task that was not pending", seen with ray 2.60) and aborts the
+                # driver. force=False interrupts the task as Ctrl-C interrupts a local child; shutdown() below
+                # then ends a local instance's workers.
+                _, running = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+                for ref in running:
+                    ray.cancel(ref, force=False)
                 raise
     finally:
         ray.shutdown()  # stops a local instance; only disconnects from a joined cluster
