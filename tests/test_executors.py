@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, asciitune
 
+from harness import procs
 from harness.train import executors
 
 # The tiny config cut to the bone: what differs between executors is the process around a variant, not its size.
@@ -220,7 +221,7 @@ def test_visible_gpus_honour_cuda_visible_devices(monkeypatch):
 
 
 def test_stop_kills_a_child_that_ignores_sigint(monkeypatch):
-    monkeypatch.setattr(executors, "STOP_GRACE_S", 1)
+    monkeypatch.setattr(procs, "STOP_GRACE_S", 1)
     children = executors.Children()
     code = ("import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('ready', flush=True); "
             "time.sleep(60)")

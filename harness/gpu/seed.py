@@ -16,9 +16,7 @@ losses and step times go to the `-raw.json` file beside it. Measured: reports/gp
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +26,7 @@ from pathlib import Path
 
 from harness.config import Plan, RunConfig
 from harness.fsutil import atomic_write_json
+from harness.procs import run_logged
 
 SWEEP_TARGET_S = 180.0
 SWEEP_LRS = (5e-5, 1e-4, 1.5e-4, 2e-4, 3e-4, 4e-4, 6e-4, 8e-4)
@@ -86,23 +85,13 @@ def toml_text(cfg: RunConfig, sweep: dict[str, list]) -> str:
 
 
 def run_child(cmd: list[str], log: Path, cap: float) -> tuple[str, float]:
-    """Run cmd in its own process group with output to log; stop the group at cap. Returns (status, seconds)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
+    """Run cmd with output to log; at cap, stop it and its children as Ctrl-C would. Returns (status, seconds)."""
     t0 = time.perf_counter()
-    with open(log, "w", encoding="utf-8") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        try:
-            code = proc.wait(timeout=cap)
-            status = "ok" if code == 0 else f"exit {code}"
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C: the runner stops its variants and keeps what finished
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            status = f"stopped at its {cap:.0f} s cap"
+    try:
+        code = run_logged(cmd, log, timeout=cap, grace=15)  # the runner stops its variants and keeps what finished
+        status = "ok" if code == 0 else f"exit {code}"
+    except subprocess.TimeoutExpired:
+        status = f"stopped at its {cap:.0f} s cap"
     return status, time.perf_counter() - t0
 
 

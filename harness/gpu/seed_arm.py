@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness.config import RunConfig
 from harness.fsutil import atomic_write_json
-from harness.gpu.worker import ARCH_KEYS
+from harness.gpu.worker import ARCH_KEYS, BatchLog
 
 
 def _peak() -> dict:
@@ -77,7 +77,7 @@ def run_seed(cfg: RunConfig, rec: dict, out: Path) -> None:
     check_lengths(ds.train, token_lengths(ds.train, tok), cfg.model.max_seq_length)
     texts = [format_example(p.text, tok.eos_token) for p in ds.train]
     rec.update(steps_planned=total_steps(len(texts), cfg), step_s=[], losses=[], tokens_per_step=[], sequences=0)
-    seen = {"tokens": 0, "sequences": 0}
+    batches: list[BatchLog] = []  # the trainer's collator, wrapped once the trainer exists
 
     class Recorder(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
@@ -89,8 +89,8 @@ def run_seed(cfg: RunConfig, rec: dict, out: Path) -> None:
             now = time.perf_counter()
             rec["step_s"].append(round(now - self.t, 5))
             self.t = now
-            rec["tokens_per_step"].append(seen["tokens"] - sum(rec["tokens_per_step"]))
-            rec.update(steps=len(rec["step_s"]), sequences=seen["sequences"], **_peak())
+            rec["tokens_per_step"].append(sum(batches[0].real) - sum(rec["tokens_per_step"]))
+            rec.update(steps=len(rec["step_s"]), sequences=batches[0].sequences, **_peak())
             atomic_write_json(out, rec)
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -103,20 +103,8 @@ def run_seed(cfg: RunConfig, rec: dict, out: Path) -> None:
         rec["optimizer"] = str(getattr(args.optim, "value", args.optim))
         trainer = SFTTrainer(model=model, processing_class=tok, args=args, callbacks=[Recorder()],
                              train_dataset=datasets.Dataset.from_dict({"text": texts}))
-        collate = trainer.data_collator
-
-        class Counting:
-            """The trainer's collator, counting real tokens and sequences of every micro-batch."""
-
-            def __getattr__(self, name):
-                return getattr(collate, name)
-
-            def __call__(self, examples):
-                seen["tokens"] += sum(len(e["input_ids"]) for e in examples)
-                seen["sequences"] += len(examples)
-                return collate(examples)
-
-        trainer.data_collator = Counting()
+        batches.append(BatchLog(trainer.data_collator))  # real tokens and sequences of every micro-batch
+        trainer.data_collator = batches[0]
         trainer.train()
     # No separate warm-up in the seed plan: its first step carries Unsloth's compiles, inside train_seconds.
     rec.update(status="ok", train_seconds=round(sum(rec["step_s"]), 4), warmup_seconds=rec["step_s"][0],

@@ -95,6 +95,7 @@ class BatchLog:
 
     def __init__(self, collate):
         self.collate = collate
+        self.sequences = 0
         self.real: list[int] = []
         self.padded: list[int] = []
         self.fingerprints: list[str] = []
@@ -110,6 +111,7 @@ class BatchLog:
         self.fingerprints.append(hashlib.sha1(repr([(len(x), list(x[:8]), list(x[-8:])) for x in ids])
                                               .encode()).hexdigest()[:16])
         self.real.append(sum(len(x) for x in ids))
+        self.sequences += len(ids)
         batch = self.collate(examples)
         self.padded.append(int(batch["input_ids"].numel()))
         return batch

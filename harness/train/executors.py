@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from harness import procs
 from harness.errors import UserError
 from harness.procs import last_error
 from harness.results import VariantResult, build
@@ -39,7 +40,6 @@ from harness.train.job import JOBS_DIR, PROGRESS_MARK, Job, run_job, variant_fil
 Say = Callable[[str], None]
 Finished = Generator[tuple[Job, VariantResult, float], None, None]
 Executor = Callable[[list[Job], Say], Finished]
-STOP_GRACE_S = 30  # a child that ignores SIGINT this long is killed (as harness.procs.run_logged does)
 RAY_INSTALL = "pip install -e '.[ray]'"
 
 
@@ -103,8 +103,7 @@ class Children:
         with self.lock:  # checked and registered together, so no child starts after stop() has looked
             if self.stopping:
                 return None
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    errors="replace", bufsize=1, env=dict(os.environ, PYTHONUNBUFFERED="1", **env))
+            proc = procs.start(cmd, env)
             self.procs.add(proc)
             return proc
 
@@ -114,25 +113,17 @@ class Children:
             self.procs.discard(proc)
 
     def stop(self) -> None:
-        """SIGINT every child (as Ctrl-C in a terminal would), then kill those still running after the grace."""
+        """Stop every child as Ctrl-C in a terminal would, and start no new one."""
         with self.lock:
             self.stopping = True
-            procs = list(self.procs)
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
+            running = list(self.procs)
+        procs.stop(running)
 
 
 def run_child(job: Job, children: Children, bar, env: dict[str, str]) -> VariantResult:
     """One variant in a fresh `python -m harness.train.job` process, with its own task in the shared progress bar."""
     variant_file(job.run_dir, job.name).unlink(missing_ok=True)
     log_path = Path(job.run_dir) / "logs" / f"{job.name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     where = f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in env else ""
     task = bar.add_task(f"{job.name}{where}: loading", total=None)
 
@@ -149,18 +140,12 @@ def run_child(job: Job, children: Children, bar, env: dict[str, str]) -> Variant
         if at >= 0:  # the child's own summary lines and its one-sentence error; library chatter stays in the log
             bar.console.print("   " + line[at:].strip(), highlight=False, markup=False)
 
-    code = -signal.SIGINT
+    code = -signal.SIGINT  # never started: the run is stopping
     try:
-        with open(log_path, "w", encoding="utf-8") as log:
-            proc = children.start([sys.executable, "-m", "harness.train.job", str(job.write())], env)
-            if proc is not None:
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    log.write(line)
-                    log.flush()
-                    on_line(line.rstrip("\n"))
-                code = proc.wait()
-                children.done(proc)
+        proc = children.start([sys.executable, "-m", "harness.train.job", str(job.write())], env)
+        if proc is not None:
+            code = procs.pump(proc, log_path, on_line)
+            children.done(proc)
     finally:
         bar.remove_task(task)
     return collect(job, code, log_path)
