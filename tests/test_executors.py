@@ -20,7 +20,7 @@ import pytest
 from conftest import REPO, asciitune
 
 from harness import procs
-from harness.train import executors
+from harness.train import executors, ray_executor
 
 # The tiny config cut to the bone: what differs between executors is the process around a variant, not its size.
 CONFIG = """
@@ -52,6 +52,14 @@ max_new_tokens = 16
 "lora.r" = 2
 [variants.bad]  # passes every check before the run, then fails inside its process: PEFT finds no such module
 "lora.target_modules" = ["no_such_proj"]
+[variants.fast1]  # fast-plan variants over one base: one process trains them one after another
+"train.plan" = "fast"
+[variants.fast2]
+"train.plan" = "fast"
+"train.lr" = 3e-3
+[variants.fastbad]  # trains, then fails at sampling (an empty prompt encodes to no token)
+"train.plan" = "fast"
+"generate.prompt" = ""
 """
 # Children on another thread count sum in another order: float32 losses agree to ~1e-6 relative, not bit for bit.
 LOSS_RTOL = 1e-4
@@ -109,6 +117,25 @@ def test_jobs_2_matches_jobs_1_and_a_failure_stays_alone(tmp_path, reference):
     _failed_alone(results, run_dir)
     for name in ("a", "b"):  # each child got its share of the two cores, not all of them
         assert "(x86_64, 1 threads)" in (run_dir / "logs" / f"{name}.log").read_text()
+
+
+def test_fast_variants_share_a_process_and_match_their_own_runs(tmp_path):
+    proc, run_dir, results = _run(tmp_path, "--variants", "fast1,fast2,fastbad", "--jobs", "1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # fastbad failed
+    assert "3 fast-plan variants share 1 process(es)" in proc.stdout
+    v = results["variants"]
+    assert v["fast1"]["status"] == v["fast2"]["status"] == "done"
+    assert v["fastbad"]["status"] == "failed" and "zero tokens" in v["fastbad"]["error"], v["fastbad"]["error"]
+    assert "model shared with the variant before it" in v["fast2"]["backend_note"]
+    assert "[fast2] step 2: train loss" in (run_dir / "logs" / "fast1.log").read_text()  # one child, one log
+    (tmp_path / "alone").mkdir()
+    _, _, alone = _run(tmp_path / "alone", "--variants", "fast2", "--jobs", "1")
+    a, b = alone["variants"]["fast2"], v["fast2"]
+    assert a["status"] == "done" and "shared" not in a["backend_note"]
+    for key in ("train_loss", "heldout_loss"):  # the second in a process = a fresh process
+        assert b["curves"][key] == pytest.approx(a["curves"][key], rel=1e-6), key
+    running = [[x[1] for x in r["curves"]["running_train_loss"]] for r in (a, b)]
+    assert len(running[0]) == 2 and running[1] == pytest.approx(running[0], rel=1e-6)
 
 
 def test_ray_matches_local_and_a_raising_task_stays_alone(tmp_path, reference):
@@ -233,10 +260,10 @@ def test_stop_kills_a_child_that_ignores_sigint(monkeypatch):
 
 
 def test_unpack_stays_inside_the_run_folder(tmp_path):
-    executors.unpack(tmp_path, {"adapters/a/x.bin": b"1", "logs/a.log": b"ok"})
+    ray_executor.unpack(tmp_path, {"adapters/a/x.bin": b"1", "logs/a.log": b"ok"})
     assert (tmp_path / "adapters" / "a" / "x.bin").read_bytes() == b"1"
     with pytest.raises(ValueError):
-        executors.unpack(tmp_path / "run", {"../escape": b"x"})
+        ray_executor.unpack(tmp_path / "run", {"../escape": b"x"})
 
 
 def test_ray_missing_is_one_sentence_before_any_run_folder(tmp_path, monkeypatch, capsys):

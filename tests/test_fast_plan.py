@@ -11,7 +11,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from harness.train.fast import block_causal_mask, pack_step, seed_plan_batches, tokenize_like_sft, train_fast  # noqa: E402
+from harness.train.fast import (  # noqa: E402
+    block_causal_mask,
+    pack_step,
+    seed_plan_batches,
+    split_step,
+    tokenize_like_sft,
+    train_fast,
+)
 
 # float32 on the CPU: the packed and padded executions differ only in summation order (matmuls of
 # another shape, micro-batch gradients summed vs one batch), each ~1e-7 relative per operation; a
@@ -155,10 +162,52 @@ def test_batches_and_losses_match_sft_trainer(tmp_path):
     plan = seed_plan_batches(len(TEXTS), 2, 2, 2.0, -1, 11)
     assert [[seqs[i] for i in mb] for step in plan for mb in step] == seen
 
-    losses, stats = train_fast(_model(), tok, TEXTS, settings, max_length=256)
-    assert stats.mode == "eager" and stats.steps == len(trainer_losses) == 6  # 5 batches/epoch: 2+2+1
-    for k, (a, b) in enumerate(zip(losses, trainer_losses)):
-        assert abs(a - b) <= LOSS_RTOL * abs(b), f"step {k + 1}: fast {a:.6f} vs trainer {b:.6f}"
+    # One row per step, and steps cut into rows of <= 40 tokens (the GPU's memory cap, made small here).
+    for micro_tokens, rows in ((0, 6), (40, None)):
+        losses, stats = train_fast(_model(), tok, TEXTS, settings, max_length=256, micro_tokens=micro_tokens)
+        assert stats.mode == "eager" and stats.steps == len(trainer_losses) == 6  # 5 batches/epoch: 2+2+1
+        assert stats.rows == rows if rows else stats.rows > 6
+        for k, (a, b) in enumerate(zip(losses, trainer_losses)):
+            assert abs(a - b) <= LOSS_RTOL * abs(b), f"rows <= {micro_tokens}, step {k + 1}: {a:.6f} vs {b:.6f}"
+
+
+def test_split_step_fills_rows_first_fit_decreasing():
+    seqs = [[0] * n for n in (30, 5, 22, 40, 9, 60)]
+    parts = split_step(seqs, 40)
+    assert sorted(i for p in parts for i in p) == list(range(6))  # every sequence once
+    assert [sum(len(seqs[i]) for i in p) for p in parts] == [60, 40, 39, 27]  # 60 alone (over the cap)
+    assert parts == [[5], [3], [0, 4], [1, 2]]
+    assert split_step(seqs, 0) == [list(range(6))] == split_step(seqs, 500)
+
+
+def test_engine_reuse_equals_fresh_engines():
+    """Variants trained one after another on one Engine (as a sweep's process does) match fresh processes:
+    LoRA weights, AdamW state and grads are reset in place, not carried over."""
+    from types import SimpleNamespace
+
+    from harness.train.fast_engine import Engine, FastRun
+
+    tok = _tokenizer()
+    runs = [SimpleNamespace(batch_size=2, grad_accum=2, epochs=1.0, max_steps=-1, lr=lr, scheduler="linear",
+                            warmup_steps=1, weight_decay=wd, seed=seed) for lr, wd, seed in
+            ((5e-3, 0.01, 11), (2e-2, 0.0, 12), (5e-3, 0.01, 11))]
+
+    def train(engine, settings):
+        run = FastRun(engine, tok, TEXTS, settings, max_length=256)
+        run.warm_up()
+        run.run(run.total)
+        run.pause()
+        return run.losses(), {n: p.detach().clone() for n, p in engine.model.named_parameters() if p.requires_grad}
+
+    fresh = [train(Engine(_model(), s, micro_tokens=40), s) for s in runs]
+    model = _model()
+    shared = Engine(model, runs[0], micro_tokens=40)
+    again = [train(shared, s) for s in runs]
+    assert shared.variants == 3 and fresh[0][0] != fresh[1][0]  # the two settings train differently
+    for (a_losses, a_w), (b_losses, b_w) in zip(fresh, again):
+        assert b_losses == pytest.approx(a_losses, rel=1e-6, abs=0)
+        for name, w in a_w.items():
+            assert torch.allclose(b_w[name], w, rtol=1e-6, atol=0), name
 
 
 def _tiny_cfg(**train):

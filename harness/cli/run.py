@@ -36,7 +36,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def make_executor(args: argparse.Namespace):
     """The executor the flags ask for: local child processes (--jobs at once) or Ray tasks."""
-    from harness.train.executors import local_executor, ray_executor
+    from harness.train.executors import local_executor
+    from harness.train.ray_executor import ray_executor
 
     ray_only = [flag for flag, value in (("--ray-address", args.ray_address), ("--ray-gpus-per-variant", args.ray_gpus),
                                          ("--ray-cpus-per-variant", args.ray_cpus)) if value is not None]

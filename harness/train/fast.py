@@ -32,18 +32,16 @@ from harness.config import RunConfig
 from harness.data import Dataset, check_lengths, format_example, token_lengths
 from harness.errors import UserError
 from harness.results import LossCurves, TrainStats
-from harness.train.fast_engine import (  # noqa: F401  (re-exported: the plan's building blocks)
-    FastRun,
-    FastStats,
+from harness.train.fast_engine import BUCKET, Engine, FastRun, FastStats
+from harness.train.fast_math import (  # noqa: F401  (re-exported: the plan's building blocks)
     block_causal_mask,
     pack_step,
     seed_plan_batches,
+    split_step,
     tokenize_like_sft,
 )
 from harness.train.sft import _peak_memory, eval_steps, make_probes, probe_loss, total_steps
 
-BUCKET = 512  # tokens; ~9 graphs for the seed workload's rows (0.5-4.5k tokens). 256 halves the padding
-#               (~11% -> ~5%) for twice the captures, which buys nothing while steps are launch-bound.
 ADAMW = ("auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit")  # what the fast plan runs
 EIGHT_BIT = ("adamw_8bit", "adamw_bnb_8bit")
 METRIC_SCHEDULERS = ("reduce_lr_on_plateau", "greedy")  # they step on an eval metric, which the plan never computes
@@ -81,20 +79,27 @@ def plan_reason(stats: FastStats, cfg: RunConfig) -> str:
     """How the fast plan executed and why, for TrainStats.plan_reason."""
     cpu = stats.device == "cpu"
     if stats.mode == "graphs":  # eager steps of ~1k tokens are bound by kernel launches, not by compute
-        how = f"CUDA graphs over {BUCKET}-token buckets ({len(stats.buckets)} graphs)"
+        how = f"CUDA graphs per {BUCKET}-token row length ({len(stats.buckets)} lengths"
+        how += f", {stats.reused_graphs} reused from an earlier variant)" if stats.reused_graphs else ")"
     else:
         how = "eager on CPU (CUDA graphs need a GPU)" if cpu else f"eager ({stats.attention} attention)"
+    rows = (f"packed rows of <= {stats.micro_tokens} tokens ({stats.rows} rows for {stats.steps} steps: memory)"
+            if stats.micro_tokens and stats.rows > stats.steps else "one packed row per optimizer step")
     opt = "torch AdamW" if cpu else "fused AdamW"
     if not cpu and cfg.train.optim in ("auto", *EIGHT_BIT):
         opt += " instead of adamw_8bit"
-    return f"{how}; one packed micro-batch per optimizer step; {opt}; checkpointing off"
+    return f"{how}; {rows}; {opt}; checkpointing off"
 
 
 def run_fast_variant(model, tokenizer, ds: Dataset, cfg: RunConfig,
                      on_eval: Callable[[int, float, float], None] | None = None,
                      on_step: Callable[[int, int], None] | None = None, *, mode: str = "auto",
-                     limit: int = 0) -> tuple[LossCurves, TrainStats, FastStats]:
-    """train_variant_fast plus the engine's own stats (per-step device times, buckets): for the bench."""
+                     limit: int = 0, engine: Engine | None = None) -> tuple[LossCurves, TrainStats, FastStats]:
+    """train_variant_fast plus the engine's own stats (per-step device times, row lengths): for the bench.
+
+    engine: one made by an earlier variant over this model in this process (its graphs are replayed); None
+    makes one for this variant alone and frees it at the end.
+    """
     if why := refusal(cfg):
         raise UserError(why)
     check_lengths(ds.train, token_lengths(ds.train, tokenizer), cfg.model.max_seq_length)
@@ -104,8 +109,9 @@ def run_fast_variant(model, tokenizer, ds: Dataset, cfg: RunConfig,
     points = [s for s in eval_steps(total, cfg.train.eval_points) if s <= (limit or total)]
     curves, eval_s = LossCurves(), [0.0]
     t_start = time.perf_counter()
-    run = FastRun(model, tokenizer, texts, cfg.train, mode=mode, max_length=cfg.model.max_seq_length,
-                  bucket=BUCKET, limit=limit)
+    own = engine is None
+    engine = engine or Engine(model, cfg.train, mode=mode)
+    run = FastRun(engine, tokenizer, texts, cfg.train, max_length=cfg.model.max_seq_length, limit=limit)
     per_epoch = -(-len(texts) // cfg.train.batch_size)  # micro-batches per epoch, as transformers counts epochs
     micro = [0]
     for step in run.plan:
@@ -132,7 +138,9 @@ def run_fast_variant(model, tokenizer, ds: Dataset, cfg: RunConfig,
                 measure(run.done)
         losses, fast = run.losses(), run.stats()
     finally:
-        run.close()
+        run.pause()
+        if own:
+            engine.close()
     seconds = time.perf_counter() - t_start
     curves.running_train_loss = [[i + 1, loss] for i, loss in enumerate(losses)]
     peak, kind = _peak_memory()
@@ -147,20 +155,23 @@ def run_fast_variant(model, tokenizer, ds: Dataset, cfg: RunConfig,
 
 def train_variant_fast(model, tokenizer, ds: Dataset, cfg: RunConfig, output_dir: Path,
                        on_eval: Callable[[int, float, float], None] | None = None,
-                       on_step: Callable[[int, int], None] | None = None) -> tuple[LossCurves, TrainStats]:
+                       on_step: Callable[[int, int], None] | None = None,
+                       engine: Engine | None = None) -> tuple[LossCurves, TrainStats]:
     """The fast plan as a drop-in for harness.train.sft.train_variant (output_dir is unused: no checkpoints)."""
-    curves, stats, _ = run_fast_variant(model, tokenizer, ds, cfg, on_eval, on_step)
+    curves, stats, _ = run_fast_variant(model, tokenizer, ds, cfg, on_eval, on_step, engine=engine)
     return curves, stats
 
 
 def train_fast(model, tokenizer, texts: list[str], cfg, *, mode: str = "auto", attention: str = "auto",
-               max_length: int | None = 2048, bucket: int = BUCKET,
+               max_length: int | None = 2048, bucket: int = BUCKET, micro_tokens: int | None = None,
                on_step: Callable[[int, int], None] | None = None) -> tuple[list[float], FastStats]:
     """Train on texts with cfg's (a TrainConfig or alike) step math, no probes: per-step losses and stats."""
-    run = FastRun(model, tokenizer, texts, cfg, mode=mode, attention=attention, max_length=max_length, bucket=bucket)
+    engine = Engine(model, cfg, mode=mode, attention=attention, bucket=bucket, micro_tokens=micro_tokens)
+    run = FastRun(engine, tokenizer, texts, cfg, max_length=max_length)
     try:
         run.warm_up()
         run.run(run.total, on_step)
         return run.losses(), run.stats()
     finally:
-        run.close()
+        run.pause()
+        engine.close()

@@ -1,28 +1,37 @@
-"""One variant, end to end, in a fresh process: load, train, save adapter, sample, judge.
+"""Variants, end to end, in a fresh process: load, train, save adapter, sample, judge.
 
-    python -m harness.train.job RUN_DIR/jobs/NAME.json      # what `asciitune run` starts per variant
+    python -m harness.train.job RUN_DIR/jobs/NAME.json [MORE.json ...]   # what `asciitune run` starts
 
 A process can hold only one backend (Unsloth patches transformers globally) and a crash then
-costs one variant, not the run. The runner writes a job file (the variant's config, the run's
-dataset and human reference, computed once per run) and starts this module on it; the
-variant's result lands in `<run-dir>/variants/<name>.json` and the runner merges it.
+costs its variants, not the run. The runner writes a job file per variant (its config, the run's
+dataset and human reference, computed once per run) and starts this module on one or more of them;
+each variant's result lands in `<run-dir>/variants/<name>.json` as it finishes, and the runner merges
+it. Fast-plan variants over the same base (`share_key`) run one after another over one loaded model:
+the model loads once and the CUDA graphs captured for the first are replayed by the rest (each starts
+from the same LoRA weights and a zeroed optimizer: harness.train.fast_engine.Engine.begin). A variant
+that fails is recorded and the next one starts over a freshly loaded model.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness.config import RunConfig
 from harness.data import Dataset
+from harness.errors import UserError
 from harness.fsutil import atomic_write_json
 from harness.results import Scores, VariantResult, build, to_jsonable, write_jsonl
 
 VARIANTS_DIR = "variants"
 JOBS_DIR = "jobs"
-PROGRESS_MARK = "@@progress"
+PROGRESS_MARK = "@@progress"  # "@@progress KIND DONE TOTAL": the runner's progress bar
+VARIANT_MARK = "@@variant"  # "@@variant NAME": this process starts NAME
+DONE_MARK = "@@done"  # "@@done NAME": NAME's result file is written (done or failed)
 
 
 @dataclass
@@ -61,8 +70,49 @@ def progress(kind: str, done: int, total: int) -> None:
     print(f"{PROGRESS_MARK} {kind} {done} {total}", file=sys.stderr, flush=True)
 
 
-def run_job(job: Job) -> VariantResult:
-    """Train and judge one variant in this process; the backend is imported first, as Unsloth requires."""
+def share_key(job: Job) -> str | None:
+    """Jobs with equal keys may share a process and its loaded model: fast-plan variants over one base and LoRA."""
+    cfg = job.config
+    if cfg.train.plan != "fast" or job.resume_from:
+        return None
+    d = cfg.to_dict()
+    return json.dumps([d["model"], d["lora"]], sort_keys=True)
+
+
+class Session:
+    """What a process keeps between its jobs: the loaded model, its tokenizer, and the fast plan's engine."""
+
+    def __init__(self) -> None:
+        self.key: str | None = None
+        self.model = self.tok = self.info = self.engine = None
+
+    def drop(self) -> None:
+        """Forget the model (after a failure, or before a job over another base): its memory goes back."""
+        if self.engine is not None:
+            self.engine.close()
+        self.key = self.model = self.tok = self.info = self.engine = None
+        gc.collect()
+        if "torch" in sys.modules:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+def failed_result(job: Job, error: str) -> VariantResult:
+    """A failed variant's result with its one-line error; out of memory says what to change."""
+    if "out of memory" in error.lower():  # concurrent variants share a GPU
+        error = f"Out of memory (lower --jobs or train.batch_size): {error.splitlines()[-1]}"
+    cfg = job.config
+    return VariantResult(name=job.name, status="failed", config=cfg.to_dict(), config_hash=cfg.hash(),
+                         backend=cfg.model.backend, error=error)
+
+
+def run_job(job: Job, session: Session | None = None) -> VariantResult:
+    """Train and judge one variant in this process; the backend is imported first, as Unsloth requires.
+
+    session: the process's Session when it runs several jobs; a shareable job reuses its model and engine.
+    """
     from harness import backends
 
     cfg, name, run_dir, ds = job.config, job.name, Path(job.run_dir), job.dataset
@@ -80,13 +130,21 @@ def run_job(job: Job) -> VariantResult:
 
         fast.check(cfg)
         train, load_cfg = fast.train_variant_fast, fast.load_config(cfg)
+    key = share_key(job) if session else None
+    reuse = key is not None and session.key == key
+    if session and not reuse:
+        session.drop()
+    _reset_peak_memory()  # each variant's peak, also when it shares a process
     result = VariantResult(name=name, config=cfg.to_dict(), config_hash=cfg.hash(), backend=cfg.model.backend)
-    resolved = resolve(cfg.model.name)
-    if job.resume_from:
-        model, tok, info = backend.load_adapter(job.resume_from, resolved, load_cfg, is_trainable=True)
+    if reuse:
+        model, tok, info = session.model, session.tok, session.info
+    elif job.resume_from:
+        model, tok, info = backend.load_adapter(job.resume_from, resolve(cfg.model.name), load_cfg, is_trainable=True)
     else:
-        model, tok, info = backend.load(resolved, load_cfg)
+        model, tok, info = backend.load(resolve(cfg.model.name), load_cfg)
     note = f"continued from {job.resume_from}" if job.resume_from else ""
+    if reuse:
+        note = "model shared with the variant before it in this process (loaded once, graphs captured once)"
     result.backend_note = "; ".join(x for x in (info["backend_note"], note) if x)
     result.device = info["device"]
     print(f"[{name}] {info['backend_note']} on {info['device']} ({info['dtype']}); "
@@ -96,8 +154,14 @@ def run_job(job: Job) -> VariantResult:
         print(f"[{name}] step {step}: train loss {tr:.4f}, held-out loss {ho:.4f}", file=sys.stderr, flush=True)
 
     backend.for_training(model)
+    extra = {}
+    if key is not None:  # kept for the next job over this base; its engine made before any step, at LoRA's start
+        if not reuse:
+            session.key, session.model, session.tok, session.info = key, model, tok, info
+            session.engine = fast.Engine(model, cfg.train)
+        extra["engine"] = session.engine
     result.curves, result.train = train(model, tok, ds, cfg, run_dir / "checkpoints" / name, on_eval=report,
-                                        on_step=lambda d, t: progress("train", d, t))
+                                        on_step=lambda d, t: progress("train", d, t), **extra)
     adapter_dir = run_dir / "adapters" / name
     model.save_pretrained(str(adapter_dir))
     tok.save_pretrained(str(adapter_dir))
@@ -119,22 +183,46 @@ def run_job(job: Job) -> VariantResult:
     return result
 
 
+def _reset_peak_memory() -> None:
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+
+def run_jobs(jobs: list[Job]) -> int:
+    """Each job in turn in this process, marked for the runner; a failed one is recorded and the rest go on."""
+    session, code = Session(), 0
+    for job in jobs:
+        print(f"{VARIANT_MARK} {job.name}", file=sys.stderr, flush=True)
+        try:
+            result = run_job(job, session)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            result, code = failed_result(job, str(exc)), 2
+        except Exception as exc:  # noqa: BLE001  (any failure is this variant's; the next starts clean)
+            traceback.print_exc()
+            print(f"[{job.name}] failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                  file=sys.stderr, flush=True)
+            result, code = failed_result(job, f"{type(exc).__name__}: {exc}"), max(code, 1)
+        if result.status != "done":
+            session.drop()
+            atomic_write_json(variant_file(job.run_dir, job.name), to_jsonable(result))
+        print(f"{DONE_MARK} {job.name}", file=sys.stderr, flush=True)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Child entry point: run the job file; a user error ends in one sentence, like the CLI."""
-    from harness.errors import UserError
+    """Child entry point: run the job files in order; a user error ends in one sentence, like the CLI."""
     from harness.quiet import quiet_third_party
 
     quiet_third_party()
     p = argparse.ArgumentParser(prog="python -m harness.train.job", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("job", type=Path, help="job file written by the runner (RUN_DIR/jobs/NAME.json)")
+    p.add_argument("jobs", type=Path, nargs="+", help="job files written by the runner (RUN_DIR/jobs/NAME.json)")
     args = p.parse_args(argv)
-    try:
-        result = run_job(Job.read(args.job))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0 if result.status == "done" else 1
+    return run_jobs([Job.read(path) for path in args.jobs])
 
 
 if __name__ == "__main__":
