@@ -11,7 +11,7 @@ import pytest
 from conftest import asciitune
 
 from harness.config import load_plan
-from harness.gpu.seed import SCHEDULE, Item, cap_for, jobs_for, toml_text
+from harness.gpu.seed import SCHEDULE, SWEEP_LRS, Item, cap_for, jobs_for, sweep_lrs, toml_text
 from harness.gpu.seed_summary import PARITY_RTOL, arm_row, full_seconds, parity, targets
 
 GIB = 1024 ** 3
@@ -28,10 +28,14 @@ def test_caps_keep_later_reserves_and_skip_under_minimum():
 
 
 def test_jobs_fit_the_fast_arms_peak():
-    assert jobs_for(14 * GIB, 140 * GIB, 8) == 8
-    assert jobs_for(30 * GIB, 140 * GIB, 8) == 4
+    assert jobs_for(14 * GIB, 140 * GIB, 8) == 4  # two variants per process
+    assert jobs_for(40 * GIB, 140 * GIB, 8) == 3  # memory-bound
     assert jobs_for(200 * GIB, 140 * GIB, 8) == 1
     assert jobs_for(None, None, 8) == 4
+    # Variants are dealt round-robin to the processes: the base lr lands second in the first one.
+    for jobs in (2, 4):
+        lrs = sweep_lrs(8, 2e-4, jobs)
+        assert sorted(lrs) == sorted(SWEEP_LRS) and lrs[0::jobs][1] == 2e-4
 
 
 def test_sweep_config_round_trips_through_load_plan(tmp_path):

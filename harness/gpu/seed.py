@@ -4,9 +4,10 @@
 
 Arms, each in its own process (`python -m harness.gpu.seed_arm`): the fast plan on Unsloth and on PEFT,
 the seed plan on Unsloth (the reference for parity and speed-up), then the sweep: 8 variants of the
-workload (train.lr values) through `asciitune run --jobs N train.plan=fast`, each variant loading,
-training, probing and sampling in its own process, N at once on the visible GPUs, N from the fast
-Unsloth arm's peak memory; then the fast plan with `model.load_in_4bit=true` (QLoRA) on both backends
+workload (train.lr values) through `asciitune run --jobs N train.plan=fast`, N processes at once on
+the visible GPUs, each loading the model once and training, probing and sampling its share of the
+variants one after another over the same CUDA graphs (N: half the variants, fewer if the fast Unsloth
+arm's peak memory says so); then the fast plan with `model.load_in_4bit=true` (QLoRA) on both backends
 and the seed plan on PEFT, with whatever time is left. Every item has a time cap inside --budget-s and
 runs only if the items after it keep their reserve; a seed-plan arm stopped at its cap reports a
 measured partial (its per-step time x the planned steps is given beside it, labelled as an
@@ -44,6 +45,7 @@ class Item:
     max_s: float = 120.0  # its cap when time allows
     reserve_s: float = 30.0  # kept free for it by the items before it
     min_s: float = 25.0  # below this it is skipped, not started
+    micro_tokens: int | None = None  # fast plan: the cap on a packed row (None: the backend's default)
 
 
 # Order is priority: the fast arms, the seed plan's reference (all 105 steps when time allows: parity and
@@ -56,6 +58,9 @@ SCHEDULE = (
     Item("qlora-fast-unsloth", "unsloth", "fast", True, 90, 0, 35),
     Item("qlora-fast-peft", "peft", "fast", True, 80, 0, 30),
     Item("seed-peft", "peft", "seed", False, 45, 0, 25),  # a measured partial at most
+    # The memory cap's cost, last: the whole step as one row (no cap), and rows of up to 2048 tokens.
+    Item("fast-unsloth-one-row", "unsloth", "fast", False, 90, 0, 35, micro_tokens=0),
+    Item("fast-unsloth-rows-2048", "unsloth", "fast", False, 90, 0, 35, micro_tokens=2048),
 )
 
 
@@ -96,17 +101,29 @@ def run_child(cmd: list[str], log: Path, cap: float) -> tuple[str, float]:
 
 
 def jobs_for(peak_bytes: int | None, total_bytes: int | None, variants: int) -> int:
-    """Variants at once on one GPU: as many as the fast arm's peak fits in 95% of the card, less 1 GiB each."""
+    """Processes at once on one GPU: half the variants (each process trains two over one load and one set of
+    graphs), at most as many as the fast arm's peak fits in 95% of the card, less 1 GiB each."""
+    want = max(1, variants // 2)
     if not peak_bytes or not total_bytes:
-        return min(4, variants)
-    return max(1, min(variants, int(0.95 * total_bytes // (peak_bytes + GIB))))
+        return want
+    return max(1, min(want, int(0.95 * total_bytes // (peak_bytes + GIB))))
+
+
+def sweep_lrs(variants: int, base_lr: float, jobs: int) -> list[float]:
+    """The sweep's lrs in config order, the base lr placed second in the first process (variants are dealt
+    round-robin to the processes): its losses, against the fast arm's, show that replayed graphs train alike."""
+    lrs = list(SWEEP_LRS[:variants]) if variants <= len(SWEEP_LRS) else [2e-4 * (1 + k / 10) for k in range(variants)]
+    if base_lr in lrs and variants > jobs:
+        lrs.remove(base_lr)
+        lrs.insert(jobs, base_lr)
+    return lrs
 
 
 def run_sweep(base: RunConfig, work: Path, jobs: int, variants: int, cap: float) -> dict:
     """The sweep through `asciitune run --jobs`; wall time, per-variant times and statuses from its run folder."""
     cfg = replace(base, model=replace(base.model, backend="unsloth", load_in_4bit=False),
                   train=replace(base.train, plan="fast"))
-    lrs = list(SWEEP_LRS[:variants]) if variants <= len(SWEEP_LRS) else [2e-4 * (1 + k / 10) for k in range(variants)]
+    lrs = sweep_lrs(variants, base.train.lr, jobs)
     conf = work / "sweep.toml"
     conf.parent.mkdir(parents=True, exist_ok=True)
     conf.write_text(toml_text(cfg, {"train.lr": lrs}), encoding="utf-8")
@@ -130,8 +147,9 @@ def run_sweep(base: RunConfig, work: Path, jobs: int, variants: int, cap: float)
     per = [r["seconds"] for r in done if r["seconds"] is not None]
     return {"variants": variants, "jobs": jobs, "wall_seconds": round(wall, 1), "status": status,
             "done": len(done), "sequential_seconds": round(sum(per), 1) if len(per) == variants else None,
-            "sequential_note": "sum of each variant's own wall time (process start to result) measured inside "
-                               "this concurrent sweep, so an upper bound on running them one after another",
+            "sequential_note": "sum of each variant's own wall time measured inside this concurrent sweep (a "
+                               "process's first variant from process start, the others from their start), so "
+                               "an upper bound on running them one after another",
             "target_seconds": SWEEP_TARGET_S, "variant_lrs": lrs, "per_variant": rows,
             "_base_lr_losses": [x[1] for x in base_lr.get("curves", {}).get("running_train_loss", [])]}
 
@@ -148,6 +166,8 @@ def run_arm(base: RunConfig, item: Item, work: Path, cap: float, mode: str = "au
     rec_path.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "harness.gpu.seed_arm", "--config", str(conf), "--name", item.name,
            "--out", str(rec_path), "--mode", mode]
+    if item.micro_tokens is not None:
+        cmd += ["--micro-tokens", str(item.micro_tokens)]
     log = work / "logs" / f"{item.name}-{mode}.log"
     status, wall = run_child(cmd, log, cap)
     rec = read_arm(rec_path, item.name)

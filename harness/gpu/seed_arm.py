@@ -112,19 +112,24 @@ def run_seed(cfg: RunConfig, rec: dict, out: Path) -> None:
     atomic_write_json(out, rec)
 
 
-def run_fast(cfg: RunConfig, rec: dict, out: Path, mode: str = "auto") -> None:
+def run_fast(cfg: RunConfig, rec: dict, out: Path, mode: str = "auto", micro_tokens: int | None = None) -> None:
     """The fast plan through harness.train.fast.run_fast_variant: probes at the eval steps, as in a run."""
     model, tok, _ = _load(cfg, rec, out)
     from harness.data import build_dataset
-    from harness.train.fast import run_fast_variant
-    from harness.train.fast_engine import seed_plan_batches
+    from harness.train.fast import Engine, run_fast_variant
+    from harness.train.fast_math import seed_plan_batches
 
     ds, t = build_dataset(cfg.data), cfg.train
-    curves, stats, fs = run_fast_variant(model, tok, ds, cfg, mode=mode)
+    engine = Engine(model, cfg.train, mode=mode, micro_tokens=micro_tokens)
+    try:
+        curves, stats, fs = run_fast_variant(model, tok, ds, cfg, engine=engine)
+    finally:
+        engine.close()
     plan = seed_plan_batches(len(ds.train), t.batch_size, t.grad_accum, t.epochs, t.max_steps, t.seed)
     rec.update(status="ok", steps=fs.steps, steps_planned=len(plan), losses=[x[1] for x in curves.running_train_loss],
                train_seconds=fs.train_seconds, warmup_seconds=fs.warmup_seconds, tokens=fs.real_tokens,
                padded_tokens=fs.padded_tokens, step_ms=fs.step_ms, buckets=fs.buckets, mode=fs.mode,
+               micro_tokens=fs.micro_tokens, rows=fs.rows,
                attention=fs.attention, optimizer=fs.optimizer, plan_reason=stats.plan_reason,
                eval_seconds=stats.eval_seconds, probe_steps=curves.steps, probe_heldout_loss=curves.heldout_loss,
                sequences=sum(len(mb) for step in plan[: fs.steps] for mb in step), **_peak())
@@ -142,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", required=True, help="the arm's name, e.g. fast-unsloth")
     p.add_argument("--out", required=True, type=Path, help="where the arm's record is (re)written")
     p.add_argument("--mode", default="auto", choices=["auto", "eager", "graphs"], help="fast plan: how steps run")
+    p.add_argument("--micro-tokens", type=int, default=None,
+                   help="fast plan: the cap on a packed row's tokens (default: the backend's, 0: one row per step)")
     args = p.parse_args(argv)
     cfg = RunConfig.from_dict(json.loads(args.config.read_text(encoding="utf-8")))
     rec = {"name": args.name, "backend": cfg.model.backend, "plan": cfg.train.plan,
@@ -151,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if cfg.train.plan == "fast":
-            run_fast(cfg, rec, args.out, args.mode)
+            run_fast(cfg, rec, args.out, args.mode, args.micro_tokens)
         else:
             run_seed(cfg, rec, args.out)
     except UserError as exc:  # e.g. 4-bit without a GPU: the arm is recorded as refused, in one sentence
