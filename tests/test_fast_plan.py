@@ -167,6 +167,8 @@ def test_batches_and_losses_match_sft_trainer(tmp_path):
         losses, stats = train_fast(_model(), tok, TEXTS, settings, max_length=256, micro_tokens=micro_tokens)
         assert stats.mode == "eager" and stats.steps == len(trainer_losses) == 6  # 5 batches/epoch: 2+2+1
         assert stats.rows == rows if rows else stats.rows > 6
+        # The 256-token sequence is a row of its own over the cap: it ran with checkpointed decoder layers.
+        assert stats.checkpointed_rows == (0 if micro_tokens == 0 else 2)
         for k, (a, b) in enumerate(zip(losses, trainer_losses)):
             assert abs(a - b) <= LOSS_RTOL * abs(b), f"rows <= {micro_tokens}, step {k + 1}: {a:.6f} vs {b:.6f}"
 
@@ -288,3 +290,33 @@ def test_job_dispatches_the_fast_plan(tmp_path):
     result = run_job_here("fast", cfg, tmp_path)
     assert result.status == "done" and result.train.plan == "fast" and result.train.steps == 2
     assert "eager on CPU" in result.train.plan_reason and result.curves.steps == [0, 2]
+
+
+@pytest.mark.gpu
+def test_graphs_replay_the_eager_steps_on_a_gpu():
+    """CUDA graphs (rows under a cap, a checkpointed long row, the end-of-step graph) give the eager plan's
+    losses, and a second variant on the same Engine replays the graphs into a fresh start's losses."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from types import SimpleNamespace
+
+    from harness.train.fast_engine import Engine, FastRun
+
+    tok = _tokenizer()
+    settings = [SimpleNamespace(batch_size=2, grad_accum=2, epochs=2.0, max_steps=-1, lr=lr, scheduler="linear",
+                                warmup_steps=1, weight_decay=0.01, seed=11) for lr in (5e-3, 2e-2)]
+
+    def train(engine, cfg):
+        run = FastRun(engine, tok, TEXTS, cfg, max_length=256)
+        run.warm_up()
+        run.run(run.total)
+        run.pause()
+        return run.losses(), run.stats()
+
+    eager = [train(Engine(_model().cuda(), s, mode="eager", attention="mask", micro_tokens=64), s)[0]
+             for s in settings]
+    graphs = Engine(_model().cuda(), settings[0], mode="graphs", micro_tokens=64, bucket=16)
+    (first, st1), (second, st2) = (train(graphs, s) for s in settings)
+    assert st1.mode == "graphs" and st1.checkpointed_rows > 0 and st2.reused_graphs == len(st2.buckets)
+    # float32 on the GPU: the same kernels eager or replayed, so only atomics' order may differ.
+    assert first == pytest.approx(eager[0], rel=1e-4) and second == pytest.approx(eager[1], rel=1e-4)

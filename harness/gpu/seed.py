@@ -58,9 +58,9 @@ SCHEDULE = (
     Item("qlora-fast-unsloth", "unsloth", "fast", True, 90, 0, 35),
     Item("qlora-fast-peft", "peft", "fast", True, 80, 0, 30),
     Item("seed-peft", "peft", "seed", False, 240, 0, 25),  # all of it when the budget allows
-    # The memory cap's cost, last: the whole step as one row (no cap), and rows of up to 2048 tokens.
+    # The memory cap's cost, last: rows of up to 1024 tokens, and the whole step as one row (no cap).
+    Item("fast-unsloth-rows-1024", "unsloth", "fast", False, 90, 0, 35, micro_tokens=1024),
     Item("fast-unsloth-one-row", "unsloth", "fast", False, 90, 0, 35, micro_tokens=0),
-    Item("fast-unsloth-rows-2048", "unsloth", "fast", False, 90, 0, 35, micro_tokens=2048),
 )
 
 

@@ -88,7 +88,9 @@ def plan_reason(stats: FastStats, cfg: RunConfig) -> str:
     opt = "torch AdamW" if cpu else "fused AdamW"
     if not cpu and cfg.train.optim in ("auto", *EIGHT_BIT):
         opt += " instead of adamw_8bit"
-    return f"{how}; {rows}; {opt}; checkpointing off"
+    ckpt = (f"checkpointing only in the {stats.checkpointed_rows} rows of one sequence longer than the cap"
+            if stats.checkpointed_rows else "checkpointing off")
+    return f"{how}; {rows}; {opt}; {ckpt}"
 
 
 def run_fast_variant(model, tokenizer, ds: Dataset, cfg: RunConfig,

@@ -45,9 +45,10 @@ from harness.train.fast_math import (
 
 BUCKET = 256  # tokens a graphed row is padded to a multiple of: micro_tokens / BUCKET graphs serve every row
 # Tokens per micro-batch on a GPU, per backend: a row's activations without checkpointing are ~2.8 MB per
-# token on Llama-3.2-3B through Unsloth and ~6.5 MB through PEFT (H200, reports/gpu-bench/README.md), so these
-# keep a step's peak within the seed plan's + 50% (6.4 GB of bf16 weights + one row). On the CPU: no cap.
-MICRO_TOKENS = {"unsloth": 1024, "peft": 512}
+# token on Llama-3.2-3B through Unsloth and ~4 MB through PEFT (H200, reports/gpu-bench/README.md), so these
+# keep a step's peak near the seed plan's + 50% (6.4 GB of bf16 weights + one row). A sequence longer than
+# the cap is a row of its own and runs with each decoder layer checkpointed. On the CPU: no cap.
+MICRO_TOKENS = {"unsloth": 768, "peft": 512}
 
 
 def make_optimizer(model, cfg, capturable: bool):
@@ -107,6 +108,7 @@ class FastStats:
     buckets: list[int] = field(default_factory=list)  # row lengths (graph mode: one graph each)
     micro_tokens: int = 0  # the cap on a row's tokens (0: the whole step in one row)
     rows: int = 0  # rows (micro-batches) over the steps done
+    checkpointed_rows: int = 0  # rows over the cap (one long sequence each), run with checkpointed layers
     reused_graphs: int = 0  # graphs an earlier variant in this process captured and this one replayed
     peak_reserved_bytes: int = 0
     optimizer: str = "torch AdamW (fused)"
@@ -116,8 +118,9 @@ class Engine:
     """One process's fast-plan machinery for one model: AdamW, the graphs, and LoRA's starting values."""
 
     def __init__(self, model, cfg, *, mode: str = "auto", attention: str = "auto", bucket: int = BUCKET,
-                 micro_tokens: int | None = None):
-        """cfg: the first variant's TrainConfig (lr, weight decay); mode "auto" = graphs on CUDA, eager on CPU."""
+                 micro_tokens: int | None = None, checkpoint_long: bool = True):
+        """cfg: the first variant's TrainConfig (lr, weight decay); mode "auto" = graphs on CUDA, eager on CPU;
+        checkpoint_long: rows over micro_tokens (one long sequence each) recompute each decoder layer in backward."""
         import torch
 
         self.model, self.cuda = model, next(model.parameters()).is_cuda
@@ -143,6 +146,11 @@ class Engine:
         self.end_graph = None
         self.pool = torch.cuda.graph_pool_handle() if self.mode == "graphs" else None
         self.variants = 0
+        self.checkpoint_long = checkpoint_long and self.micro_tokens > 0
+        # A row is long when even padded it is over the cap padded to the bucket: one sequence longer than the cap.
+        self.long_over = -(-self.micro_tokens // self.bucket) * self.bucket if self.bucket else self.micro_tokens
+        self._checkpointing = False  # read by the wrapped decoder layers while a long row runs (or is captured)
+        self._wrapped = self._wrap_layers() if self.checkpoint_long else []
         self._restore: list[tuple[object, str, object]] = []
         self._env = os.environ.get("UNSLOTH_RETURN_LOGITS")
 
@@ -162,6 +170,22 @@ class Engine:
             self.weight_decay, self.end_graph = cfg.weight_decay, None
         self.variants += 1
         self._flags(on=True)
+
+    def _wrap_layers(self) -> list:
+        """Give each decoder layer a forward that, while a long row runs, goes through torch's non-reentrant
+        checkpoint: only the layer's input is kept, the rest is recomputed in backward (also under capture)."""
+        from torch.utils.checkpoint import checkpoint
+
+        layers = [layer for m in self.model.modules() if hasattr(m, "layers") and hasattr(m, "embed_tokens")
+                  for layer in m.layers]
+        for layer in layers:
+            def forward(*args, _inner=layer.forward, **kwargs):
+                if self._checkpointing:
+                    return checkpoint(_inner, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
+                return _inner(*args, **kwargs)
+
+            layer.forward = forward
+        return layers
 
     def zero_grads(self) -> None:
         """Grads to zero in place (graphs accumulate into them where they are)."""
@@ -207,7 +231,9 @@ class Engine:
         """One row's loss (divided by the step's target count) backward into .grad; returns the loss."""
         import torch
 
-        kw = {"input_ids": ids, "position_ids": positions, "labels": labels, "num_items_in_batch": n_items}
+        # No KV cache in training: a checkpointed layer's recompute would append to it a second time.
+        kw = {"input_ids": ids, "position_ids": positions, "labels": labels, "num_items_in_batch": n_items,
+              "use_cache": False}
         if self.attention == "varlen":
             kw["packed_seq_lengths"] = lengths  # a CPU int32 tensor: Unsloth stages it without a sync
         else:
@@ -215,10 +241,14 @@ class Engine:
             kw["attention_mask"] = block_causal_mask(segments, additive or None)
         # The seed plan trains under the Trainer's bf16 autocast; the weight-cast cache must stay off
         # inside a CUDA graph (its cached copies would be freed at capture's end).
-        with torch.autocast(ids.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None, cache_enabled=False):
-            loss = self.model(**kw).loss
-        loss.backward()
+        self._checkpointing = self.checkpoint_long and ids.shape[-1] > self.long_over
+        try:
+            with torch.autocast(ids.device.type, dtype=self.autocast_dtype or torch.float32,
+                                enabled=self.autocast_dtype is not None, cache_enabled=False):
+                loss = self.model(**kw).loss
+            loss.backward()
+        finally:
+            self._checkpointing = False
         return loss.detach()
 
     def end_step(self) -> None:
@@ -283,6 +313,9 @@ class Engine:
         self.pause()
         self.graphs.clear()
         self.end_graph = None
+        for layer in self._wrapped:  # the class's forward again
+            layer.__dict__.pop("forward", None)
+        self._wrapped = []
         gc.collect()
         if self.cuda:
             torch.cuda.empty_cache()
@@ -397,6 +430,8 @@ class FastRun:
                          tokens_per_s=round(real / max(self.train_s, 1e-9), 1), step_ms=step_ms,
                          buckets=self.lengths(), micro_tokens=e.micro_tokens,
                          rows=sum(len(s) for s in self.rows[: self.done]), reused_graphs=self.reused,
+                         checkpointed_rows=sum(r[0].shape[-1] > e.long_over for s in self.rows[: self.done]
+                                               for r in s) if e.checkpoint_long else 0,
                          peak_reserved_bytes=int(torch.cuda.max_memory_reserved()) if e.cuda else 0,
                          optimizer="torch AdamW (fused" + (", capturable)" if e.mode == "graphs" else ")")
                          if e.cuda else "torch AdamW")
