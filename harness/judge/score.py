@@ -33,7 +33,7 @@ NEAR_COPY_SIMILARITY = 0.85
 # training piece: a model that draws a training cat's head and stops has copied it, yet the length gap alone
 # caps its similarity to the whole piece (4 of 12 lines: about 1/3). The first 3-6 lines of the default run's
 # 48 training cats, 1-3 characters changed: 0.60-0.76 similar to the whole pieces (7-40% copies: "mixed"),
-# 0.93-0.96 to the heads; of unseen cats at most 0.57 to the heads (2026-12-02, tests/test_judge_cases.py).
+# 0.93-0.96 to the heads; of unseen cats at most 0.57 to the heads (2026-12-01, tests/test_judge_cases.py).
 # Only a head copy (>= 0.85, closer than any whole piece) is recorded, as head_similarity (the copy rule takes
 # the larger: verdict.copy_similarity). Novelty stays whole-piece: heads give short pieces more chances to be
 # close (unseen cats' first 3 lines: 0.36 -> 0.40), which would bias the novelty comparison against short art.

@@ -69,7 +69,7 @@ HUMAN_SIMILARITY_PERCENTILE = 95  # a copy must be closer to training than 95% o
 # of them shares a line with training the bootstrap interval is [0, 0], which claims a rate of exactly 0;
 # a mean share m of values in [0, 1] leaves all n at 0 with probability <= (1 - m)**n, so this is the
 # largest m that n zeros cannot rule out at 2.5% (0.17 for 20 pieces, 0.017 for 215). Evidence (default
-# run's learn data, 48 training cats, 2026-12-02): its 20 held-out cats share no line ([0, 0]), while 97
+# run's learn data, 48 training cats, 2026-12-01): its 20 held-out cats share no line ([0, 0]), while 97
 # real cats it never saw (the training pool past its 48, other groups) share 2.8% of their lines (the ear
 # lines "/\_/\" and "/\___/\", which several unrelated training cats have, and a few others), so as a
 # set they were "mixed" by this rule alone, and 6 of 200 random sets of 8 of the short ones.
