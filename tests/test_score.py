@@ -159,6 +159,20 @@ def test_pruned_search_matches_full_cdist(cats):
     sims = process.cdist(queries, choices, scorer=Levenshtein.normalized_similarity, dtype=np.float64)
     for q, row in zip(queries, sims, strict=True):
         assert found[q] == (int(row.argmax()), pytest.approx(row.max(), abs=1e-12))
+    floor = {q: 0.45 for q in queries}  # with a floor: the same answer where it is beaten, else nothing
+    for q, row in zip(queries, sims, strict=True):
+        want = (int(row.argmax()), pytest.approx(row.max(), abs=1e-12)) if row.max() > 0.45 + 1e-5 else (-1, -1.0)
+        assert score._nearest([q], choices, floor)[q] == want
+
+
+def test_the_first_lines_of_a_longer_training_piece_are_a_copy(cats):
+    train, heldout = cats
+    i = next(k for k, t in enumerate(train) if len(score.visible_lines(t)) >= 12)
+    (r,) = novelty(["\n".join(score.visible_lines(train[i])[:4])], train)  # its head, drawn and stopped
+    assert r["similarity"] < 0.85 and r["head_similarity"] == 1.0  # the whole piece is far longer
+    assert r["head_train_index"] == i and r["near_copy"] and not r["exact_copy"]
+    assert r["novelty"] == 1.0 - r["similarity"]  # novelty stays whole-piece (COPY_HEADS)
+    assert not any(r["head_similarity"] for r in novelty(heldout, train))  # recorded only for a copy
 
 
 def test_copied_line_share():

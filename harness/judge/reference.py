@@ -76,13 +76,25 @@ def _novelty_logo(norm: list[str], groups: list[int]) -> list[dict]:
     for own, piece_lines in zip(groups, lines, strict=True):
         for line in piece_lines:
             line_groups.setdefault(line, set()).add(own)
+    heads = np.full(len(norm), -1.0), np.zeros(len(norm), dtype=int)  # score.COPY_HEADS, other groups only
+    ks = np.array([len(score.visible_lines(t)) for t in norm])
+    for k in sorted(set(ks.tolist()) - {0}):
+        longer, cut = score.heads(norm, k)
+        rows = np.flatnonzero(ks == k)
+        if longer:
+            hs = process.cdist([collapsed[i] for i in rows], cut, scorer=Levenshtein.normalized_similarity,
+                               dtype=np.float64, workers=score.WORKERS)
+            hs[g[rows][:, None] == g[longer][None, :]] = -1.0
+            heads[0][rows], heads[1][rows] = hs.max(axis=1), np.asarray(longer)[hs.argmax(axis=1)]
     out = []
     for i, own in enumerate(groups):
         j = int(np.argmax(sims[i]))  # ties: the lowest index, as score.novelty
         s = max(float(sims[i, j]), 0.0)
+        h = float(heads[0][i]) if heads[0][i] > s and heads[0][i] >= score.NEAR_COPY_SIMILARITY else None
         copied = sum(bool(line_groups[line] - {own}) for line in lines[i])
         out.append({"nearest_train_index": j if sims[i, j] >= 0 else None, "similarity": s, "novelty": 1.0 - s,
-                    "exact_copy": s >= 1.0, "near_copy": score.NEAR_COPY_SIMILARITY <= s < 1.0,
+                    "exact_copy": s >= 1.0, "near_copy": s < 1.0 and max(s, h or 0.0) >= score.NEAR_COPY_SIMILARITY,
+                    "head_train_index": int(heads[1][i]) if h is not None else None, "head_similarity": h,
                     "copied_line_share": copied / len(lines[i]) if lines[i] else 0.0})
     return out
 

@@ -29,6 +29,14 @@ from harness.results import Diversity, Metric, Scores
 # nearest-neighbour similarities leave an empty band between 0.80 and 0.85, so 0.85 separates
 # edits of one drawing from redrawings. A sample that close to a training piece is a copy.
 NEAR_COPY_SIMILARITY = 0.85
+# COPY_HEADS: a sample of k non-blank lines is also compared with the first k non-blank lines of each longer
+# training piece: a model that draws a training cat's head and stops has copied it, yet the length gap alone
+# caps its similarity to the whole piece (4 of 12 lines: about 1/3). The first 3-6 lines of the default run's
+# 48 training cats, 1-3 characters changed: 0.60-0.76 similar to the whole pieces (7-40% copies: "mixed"),
+# 0.93-0.96 to the heads; of unseen cats at most 0.57 to the heads (2026-12-01, tests/test_judge_cases.py).
+# Only a head copy (>= 0.85, closer than any whole piece) is recorded, as head_similarity (the copy rule takes
+# the larger: verdict.copy_similarity). Novelty stays whole-piece: heads give short pieces more chances to be
+# close (unseen cats' first 3 lines: 0.36 -> 0.40), which would bias the novelty comparison against short art.
 # A line shorter than this, or one repeated character, is generic ("/\_/\", "-----") and shared
 # by many unrelated drawings, so finding it in the training set is no evidence of copying.
 MIN_COPY_LINE_LENGTH = 5
@@ -101,9 +109,11 @@ def nontrivial_line(line: str) -> bool:
 _TIE = 1e-6
 
 
-def _nearest(queries: list[str], choices: list[str]) -> dict[str, tuple[int, float]]:
+def _nearest(queries: list[str], choices: list[str], floor: dict[str, float] | None = None
+             ) -> dict[str, tuple[int, float]]:
     """Exact nearest choice (index, similarity) of each distinct query; ties go to the lowest index.
 
+    floor: per query, a similarity to beat by more than a tie, else the query gets (-1, -1.0).
     Candidates are tried in order of an upper bound, min(len)/max(len) (a length gap alone costs
     that many edits), with the best similarity so far as rapidfuzz's score_cutoff so hopeless
     pairs exit early; the search stops once the bound falls below the best. Same answer as a
@@ -117,15 +127,44 @@ def _nearest(queries: list[str], choices: list[str]) -> dict[str, tuple[int, flo
         if q in found:
             continue
         bound = np.minimum(lengths, len(q)) / np.maximum(np.maximum(lengths, len(q)), 1.0)
-        best, best_j = -1.0, -1
+        least = floor[q] + 2 * _TIE if floor else -1.0  # a choice must beat the floor by more than a tie
+        best, best_j = least, -1
         for j in np.argsort(-bound, kind="stable").tolist():
             if bound[j] < best - _TIE:
                 break
             s = Levenshtein.normalized_similarity(q, choices[j], score_cutoff=max(best - _TIE, 0.0))
             if s > best + _TIE or (s >= best - _TIE and j < best_j):
                 best, best_j = max(s, best), j
-        found[q] = (best_j, best)
+        found[q] = (best_j, best) if best_j >= 0 else (-1, -1.0)
     return found
+
+
+def visible_lines(text: str) -> list[str]:
+    """The non-blank lines of a text."""
+    return [line for line in text.split("\n") if line.strip()]
+
+
+def heads(pool_norm: list[str], k: int) -> tuple[list[int], list[str]]:
+    """(indices, collapsed first k non-blank lines) of the pool pieces that have more than k of them."""
+    lines = [visible_lines(t) for t in pool_norm]
+    longer = [j for j, ls in enumerate(lines) if len(ls) > k]
+    return longer, [collapse_whitespace("\n".join(lines[j][:k])) for j in longer]
+
+
+def _head_nearest(norm: list[str], collapsed: list[str], pool_norm: list[str],
+                  whole: dict[str, tuple[int, float]]) -> list[tuple[int | None, float | None]]:
+    """Per sample: its head copy (index, similarity) as COPY_HEADS says, else (None, None)."""
+    ks = [len(visible_lines(t)) for t in norm]
+    found: dict[tuple[int, str], tuple[int, float]] = {}
+    for k in sorted(set(ks) - {0}):
+        longer, cut = heads(pool_norm, k)
+        queries = [c for c, n in zip(collapsed, ks, strict=True) if n == k and whole[c][1] < 1.0]
+        if longer and queries:  # a floor of 0.85 (within a tie) lets most comparisons exit early
+            floor = {q: max(whole[q][1], NEAR_COPY_SIMILARITY - 4 * _TIE) for q in queries}
+            for q, (i, s) in _nearest(queries, cut, floor).items():
+                if i >= 0:
+                    found[k, q] = (longer[i], s)
+    return [found.get((k, c), (None, None)) for k, c in zip(ks, collapsed, strict=True)]
 
 
 def _novelty(norm: list[str], train_norm: list[str]) -> list[dict]:
@@ -137,19 +176,21 @@ def _novelty(norm: list[str], train_norm: list[str]) -> list[dict]:
     collapsed = [collapse_whitespace(s) for s in norm]
     nearest = _nearest(collapsed, collapsed_train)
     out = []
-    for text, c in zip(norm, collapsed, strict=True):
+    for text, c, (hj, hs) in zip(norm, collapsed, _head_nearest(norm, collapsed, train_norm, nearest), strict=True):
         j, s = nearest[c]
         lines = [line.strip() for line in text.split("\n") if nontrivial_line(line)]
         out.append({"nearest_train_index": j, "similarity": s, "novelty": 1.0 - s, "exact_copy": c in exact,
-                    "near_copy": c not in exact and s >= NEAR_COPY_SIMILARITY,
+                    "near_copy": c not in exact and max(s, hs or 0.0) >= NEAR_COPY_SIMILARITY,
+                    "head_train_index": hj, "head_similarity": hs,
                     "copied_line_share": sum(line in train_lines for line in lines) / len(lines) if lines else 0.0})
     return out
 
 
 def novelty(samples: list[str], train_texts: list[str]) -> list[dict]:
-    """Nearest training piece, similarity, novelty, exact/near copy and copied-line share per sample.
+    """Nearest training piece, similarity, novelty, head copy, exact/near copy and copied-line share per sample.
 
-    `near_copy` excludes exact copies, so exact_copy + near_copy counts every copy once.
+    `near_copy` excludes exact copies, so exact_copy + near_copy counts every copy once; a head
+    copy (COPY_HEADS: head_train_index, head_similarity) is a near copy too.
     copied_line_share is the share of a sample's non-trivial lines (stripped length >= 5 and
     not one repeated character) found verbatim, stripped, in some training piece; 0.0 when it
     has none. An empty sample has similarity 0 and novelty 1: check validity before novelty.

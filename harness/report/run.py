@@ -136,8 +136,9 @@ def _gallery(doc: Doc, run: RunResult, run_dir: Path) -> None:
                    f"{fmt(s.get('width_consistency'))}" + (f" ({', '.join(flags)})" if flags else ""))
             nearest = s.get("nearest_train_text")
             right = None if nearest is None else (
-                f"nearest training piece #{s.get('nearest_train_index', '?')}: similarity {fmt(s.get('similarity'))}",
-                str(nearest))
+                f"nearest training piece #{s.get('nearest_train_index', '?')}: similarity {fmt(s.get('similarity'))}"
+                + (f"; first lines of #{s.get('head_train_index')}: {fmt(s['head_similarity'])}"
+                   if s.get("head_similarity") else ""), str(nearest))
             doc.art_pair((cap, str(s.get("text", ""))), right)
 
 

@@ -162,7 +162,9 @@ def _caption(label: str, s: dict) -> str:
 def _nearest(s: dict) -> tuple[str, str] | None:
     if s.get("nearest_train_text") is None:
         return None
-    copy = ", exact copy" if s.get("exact_copy") else ", near copy" if s.get("near_copy") else ""
+    head = (f", near copy of the first lines of #{s.get('head_train_index')} (similarity {fmt(s['head_similarity'])})"
+            if s.get("head_similarity") else "")  # judge.score.COPY_HEADS
+    copy = ", exact copy" if s.get("exact_copy") else head or (", near copy" if s.get("near_copy") else "")
     return (f"nearest training piece, #{s.get('nearest_train_index', '?')}: similarity {fmt(s.get('similarity'))}"
             f"{copy}", str(s["nearest_train_text"]))
 
