@@ -187,7 +187,8 @@ def test_engine_reuse_equals_fresh_engines():
     LoRA weights, AdamW state and grads are reset in place, not carried over."""
     from types import SimpleNamespace
 
-    from harness.train.fast_engine import Engine, FastRun
+    from harness.train.fast_engine import Engine
+    from harness.train.fast_run import FastRun
 
     tok = _tokenizer()
     runs = [SimpleNamespace(batch_size=2, grad_accum=2, epochs=1.0, max_steps=-1, lr=lr, scheduler="linear",
@@ -300,7 +301,8 @@ def test_graphs_replay_the_eager_steps_on_a_gpu():
         pytest.skip("needs a CUDA GPU")
     from types import SimpleNamespace
 
-    from harness.train.fast_engine import Engine, FastRun
+    from harness.train.fast_engine import Engine
+    from harness.train.fast_run import FastRun
 
     tok = _tokenizer()
     settings = [SimpleNamespace(batch_size=2, grad_accum=2, epochs=2.0, max_steps=-1, lr=lr, scheduler="linear",

@@ -32,7 +32,7 @@ from harness.config import RunConfig
 from harness.data import Dataset, check_lengths, format_example, token_lengths
 from harness.errors import UserError
 from harness.results import LossCurves, TrainStats
-from harness.train.fast_engine import BUCKET, Engine, FastRun, FastStats
+from harness.train.fast_engine import BUCKET, Engine
 from harness.train.fast_math import (  # noqa: F401  (re-exported: the plan's building blocks)
     block_causal_mask,
     pack_step,
@@ -40,6 +40,7 @@ from harness.train.fast_math import (  # noqa: F401  (re-exported: the plan's bu
     split_step,
     tokenize_like_sft,
 )
+from harness.train.fast_run import FastRun, FastStats
 from harness.train.sft import _peak_memory, eval_steps, make_probes, probe_loss, total_steps
 
 ADAMW = ("auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit")  # what the fast plan runs

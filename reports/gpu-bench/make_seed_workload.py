@@ -1,13 +1,14 @@
 """Assemble seed-workload.json from the GPU calls' raw files, and redraw its figures (CPU, no GPU needed).
 
-    python reports/gpu-bench/make_seed_workload.py                       # figures from the committed files
-    python reports/gpu-bench/make_seed_workload.py --main DIR --extra DIR # merge two calls' outputs first
+    python reports/gpu-bench/make_seed_workload.py                          # figures from the committed files
+    python reports/gpu-bench/make_seed_workload.py --calls DIR1 DIR2 ...    # merge calls' outputs first
 
-`asciitune bench --workload seed` writes seed-workload.json and seed-workload-raw.json in one call. The
-committed document joins two calls of one machine lease (2026-12-01, one H200, same random-weight folder):
-the first ran the fast and seed arms and the sweep; its budget ran out before the QLoRA arms, which the
-second call ran with `--arms qlora-fast-unsloth,qlora-fast-peft`. Rows, parity and targets are recomputed
-here by harness.gpu.seed_summary from the merged raw records; each arm says which call measured it.
+`asciitune bench --workload seed` writes seed-workload.json and seed-workload-raw.json in one call. A call
+has at most 10 minutes, less than every arm and the sweep together, so the committed document joins the
+calls of one session (one H200, the same random-weight folder, checked by the first step's loss): each DIR
+holds one call's seed-workload.json and -raw.json; an arm measured by a later call replaces an earlier
+one, the sweep is the last call's that ran one. Rows, parity and targets are recomputed here by
+harness.gpu.seed_summary from the merged raw records; each arm says which call measured it.
 """
 from __future__ import annotations
 
@@ -25,29 +26,37 @@ HERE = Path(__file__).resolve().parent
 DOC, RAW = HERE / "seed-workload.json", HERE / "seed-workload-raw.json"
 
 
-def merge(main: Path, extra: Path | None) -> None:
-    """seed-workload.json (+ -raw) from the first call's files and the extra arms of a second call."""
+def merge(calls: list[Path]) -> None:
+    """seed-workload.json (+ -raw) from the calls' files, in order: later arms replace earlier ones."""
     from harness.gpu.bench import flops_per_token
 
-    doc = json.loads((main / "seed-workload.json").read_text())
-    raw = json.loads((main / "seed-workload-raw.json").read_text())["arms"]
-    peaks = {name: doc["matmul_tflops"] for name in raw}
-    for rec in raw.values():
-        rec["measured_in"] = f"call 1 ({doc['date']})"
-    if extra:
-        xdoc = json.loads((extra / "qlora-workload.json").read_text())
-        for name, rec in json.loads((extra / "qlora-workload-raw.json").read_text())["arms"].items():
-            rec["measured_in"] = (f"call 2 ({xdoc['date']}): same lease and machine, same random-weight folder "
-                                  f"{Path(xdoc['model_folder']).name}")
-            raw[name], peaks[name] = rec, xdoc["matmul_tflops"]
-        doc["matmul_tflops_call2"] = xdoc["matmul_tflops"]
+    doc, raw, peaks, first_loss = None, {}, {}, {}
+    for k, folder in enumerate(calls, 1):
+        cdoc = json.loads((folder / "seed-workload.json").read_text())
+        craw = json.loads((folder / "seed-workload-raw.json").read_text())
+        if doc is None:
+            doc = cdoc
+        for name, rec in craw["arms"].items():
+            rec["measured_in"] = f"call {k} ({cdoc['date']}, random-weight folder {Path(cdoc['model_folder']).name})"
+            raw[name], peaks[name] = rec, cdoc["matmul_tflops"]
+            if rec.get("losses"):
+                first_loss[name] = rec["losses"][0]
+        if cdoc.get("sweep"):
+            doc["sweep"] = cdoc["sweep"] | {"measured_in": f"call {k} ({cdoc['date']})"}
+        doc.setdefault("calls", []).append({"call": k, "date": cdoc["date"], "command": cdoc["command"],
+                                            "matmul_tflops": cdoc["matmul_tflops"],
+                                            "wall_seconds": cdoc.get("wall_seconds")})
+    # The same weights in every call: a step-1 loss off by more than the parity bound would say otherwise.
+    spread = max(first_loss.values()) / min(first_loss.values()) - 1 if first_loss else 0.0
+    doc["same_weights_check"] = {"first_step_loss_spread": round(spread, 6), "arms": len(first_loss)}
     rows = {}
     for name, rec in raw.items():
         rows[name] = {**arm_row(rec, peaks[name], flops_per_token), "measured_in": rec["measured_in"]}
     doc["arms"] = list(rows.values())
     doc["parity"] = parity(raw)
     doc["targets"] = targets(rows, doc["parity"], doc["sweep"])
-    doc["skipped"] = [s for s in doc.get("skipped", []) if s["name"] not in raw]
+    doc["skipped"] = []
+    doc.pop("matmul_tflops_call2", None)
     atomic_write_json(DOC, doc)
     atomic_write_json(RAW, {"arms": raw, "sweep": doc["sweep"]})
 
@@ -56,8 +65,8 @@ def figures() -> None:
     """seed-workload-time.png (steps and warm-up per arm), -parity.png (per-step losses), -sweep.png."""
     doc, raw = json.loads(DOC.read_text()), json.loads(RAW.read_text())["arms"]
     rows = doc["arms"]
-    fig = Figure(figsize=(9, 3.4), layout="constrained")
-    ax = fig.subplots()
+    fig = Figure(figsize=(11, 3.8), layout="constrained")
+    ax, mx = fig.subplots(1, 2, width_ratios=[3, 2], sharey=True)
     names = [r["name"] for r in rows]
     steps = [r["train_seconds"] or 0 for r in rows]
     warm = [0 if r["plan"] == "seed" else (r["warmup_seconds"] or 0) for r in rows]  # seed: inside its steps
@@ -74,6 +83,14 @@ def figures() -> None:
     ax.invert_yaxis()
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(f"Seed workload on one {doc['card']}: {rows[0]['steps_planned']} optimizer steps", fontsize=9)
+    gib = [(r["peak_reserved_bytes"] or 0) / 2**30 for r in rows]
+    mx.barh(names, gib, color="#2ca02c")
+    for i, g in enumerate(gib):
+        mx.text(g, i, f" {g:.1f}", va="center", fontsize=8)
+    seed_peak = next((r["peak_reserved_bytes"] for r in rows if r["name"] == REFERENCE), None)
+    if seed_peak:
+        mx.axvline(1.5 * seed_peak / 2**30, color="r", ls="--", lw=0.8)
+    mx.set_xlabel("peak reserved GiB (weights included; red: the seed plan's + 50%)")
     save_png(fig, HERE, "seed-workload-time.png")
 
     ref = raw[REFERENCE]["losses"]
@@ -101,7 +118,7 @@ def figures() -> None:
     if done:
         fig = Figure(figsize=(9, 3), layout="constrained")
         ax = fig.subplots()
-        parts = {"start, import, load, save, judge":
+        parts = {"start, import, load (a process's first variant), save, judge":
                  lambda v: v["seconds"] - v["train_seconds"] - v["generation_seconds"],
                  "warm-up + captures": lambda v: v["warmup_seconds"], "probes": lambda v: v["eval_seconds"],
                  "optimizer steps": lambda v: v["train_seconds"] - v["warmup_seconds"] - v["eval_seconds"],
@@ -112,20 +129,20 @@ def figures() -> None:
             ax.barh([v["name"] for v in done], vals, left=left, label=label)
             left = [a + b for a, b in zip(left, vals)]
         ax.axvline(sweep["target_seconds"], color="r", ls="--", lw=0.8)
-        ax.set_xlabel(f"seconds per variant, {sweep['jobs']} at once on one GPU ({sweep['done']}/{sweep['variants']} "
-                      f"finished, then {sweep['status']}; red: the 180 s sweep target)")
+        ax.set_xlabel(f"seconds per variant: {sweep['jobs']} processes at once on one GPU, each training its variants "
+                      f"one after another ({sweep['done']}/{sweep['variants']} finished, {sweep['status']}, "
+                      f"{sweep['wall_seconds']} s wall; red: the 180 s target for the whole sweep)")
         ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35))
         save_png(fig, HERE, "seed-workload-sweep.png")
 
 
 def main() -> None:
-    """Merge when --main is given, then redraw."""
+    """Merge when --calls is given, then redraw."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--main", type=Path, help="folder with the first call's seed-workload.json and -raw.json")
-    p.add_argument("--extra", type=Path, help="folder with a second call's qlora-workload.json and -raw.json")
+    p.add_argument("--calls", type=Path, nargs="+", help="folders with one call's seed-workload.json and -raw.json")
     args = p.parse_args()
-    if args.main:
-        merge(args.main, args.extra)
+    if args.calls:
+        merge(args.calls)
     figures()
 
 

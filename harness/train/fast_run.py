@@ -1,0 +1,159 @@
+"""One variant's fast-plan training on an Engine (harness.train.fast_engine): its steps' rows, lr schedule,
+timings and losses.
+
+    run = FastRun(engine, tokenizer, texts, cfg.train)       # LoRA back at its start, every row on the device
+    run.warm_up(); run.run(run.total); losses = run.losses(); stats = run.stats(); run.pause()
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from harness.train.fast_engine import Engine
+from harness.train.fast_math import lr_schedule, pack_step, seed_plan_batches, split_step, tokenize_like_sft
+
+
+@dataclass
+class FastStats:
+    """What the fast plan did for one variant and how long it took."""
+
+    mode: str  # "eager" or "graphs"
+    device: str  # "cuda" or "cpu"
+    attention: str  # "mask" or "varlen"
+    backend: str
+    steps: int
+    real_tokens: int  # tokens in the packed rows before bucket padding
+    padded_tokens: int  # tokens computed (bucket padding included)
+    train_seconds: float  # optimizer steps only, synchronized at both ends of every segment
+    warmup_seconds: float  # warm-up forward/backward and graph captures this variant needed
+    tokens_per_s: float
+    step_ms: list[float] = field(default_factory=list)  # per step, from CUDA events (device time)
+    buckets: list[int] = field(default_factory=list)  # row lengths (graph mode: one graph each)
+    micro_tokens: int = 0  # the cap on a row's tokens (0: the whole step in one row)
+    rows: int = 0  # rows (micro-batches) over the steps done
+    checkpointed_rows: int = 0  # rows over the cap (one long sequence each), run with checkpointed layers
+    reused_graphs: int = 0  # graphs an earlier variant in this process captured and this one replayed
+    peak_reserved_bytes: int = 0
+    optimizer: str = "torch AdamW (fused)"
+
+
+class FastRun:
+    """One variant's fast-plan training on an Engine: rows packed and on the device, steps run in segments."""
+
+    def __init__(self, engine: Engine, tokenizer, texts: list[str], cfg, *, max_length: int | None = 2048,
+                 limit: int = 0):
+        """limit > 0 runs only the first limit steps (same schedule)."""
+        import torch
+
+        self.engine = engine
+        self.seqs = tokenize_like_sft(tokenizer, texts, max_length)
+        full = seed_plan_batches(len(self.seqs), cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps, cfg.seed)
+        self.lrs = lr_schedule(cfg, len(full))  # the whole run's schedule, also when limit cuts it short
+        self.plan = full[:limit] if limit > 0 else full
+        self.total, self.planned = len(self.plan), len(full)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        device = next(engine.model.parameters()).device
+
+        # Every step's rows go to the device once, up front: per step only views (eager) or D2D copies.
+        def dev(values, dtype=torch.long):
+            return torch.tensor(values, dtype=dtype).view(1, -1).to(device, non_blocking=True)
+
+        self.rows: list[list[tuple]] = []
+        self.padded, self.n_rows = [], []
+        n_items = []
+        for step in self.plan:
+            seqs = [self.seqs[i] for mb in step for i in mb]
+            packed = [pack_step([seqs[i] for i in part], pad_id, engine.bucket)
+                      for part in split_step(seqs, engine.micro_tokens)]
+            self.rows.append([(dev(r.ids), dev(r.positions), dev(r.labels), dev(r.segments),
+                               torch.tensor(r.lengths, dtype=torch.int32)) for r in packed])
+            self.padded.append(sum(len(r.ids) for r in packed))
+            n_items.append(sum(r.n_items for r in packed))
+        self.n_items = torch.tensor(n_items, dtype=torch.long).to(device)
+        engine.begin(cfg)
+        engine.model.train()
+        self.loss_dev = torch.zeros(self.total, dtype=torch.float32, device=device)
+        self.events = [torch.cuda.Event(enable_timing=True) for _ in range(2 * self.total)] if engine.cuda else []
+        self.done, self.train_s, self.warmup_s, self.captured = 0, 0.0, 0.0, 0
+        self.reused = 0
+
+    def _sync(self) -> None:
+        import torch
+
+        if self.engine.cuda:
+            torch.cuda.synchronize()
+
+    def lengths(self) -> list[int]:
+        """The row lengths this variant's steps use."""
+        return sorted({r[0].shape[-1] for step in self.rows for r in step})
+
+    def warm_up(self) -> float:
+        """Graph mode: capture the row lengths no earlier variant captured (eager: one forward/backward)."""
+        e = self.engine
+        self._sync()
+        t0 = time.perf_counter()
+        if e.mode == "eager":
+            e.forward_backward(*self.rows[0][0][:4], self.n_items[0], *self.rows[0][0][4:])
+        else:
+            examples = {}
+            for i, step in enumerate(self.rows):
+                for r in step:
+                    examples.setdefault(r[0].shape[-1], (*r[:4], self.n_items[i]))
+            self.reused = sum(t in e.graphs for t in examples)
+            self.captured += e.capture(examples)
+        e.zero_grads()  # the warm-up's gradients; weights and AdamW state were not touched (captures do not run)
+        self._sync()
+        self.warmup_s += time.perf_counter() - t0
+        return self.warmup_s
+
+    def run(self, stop: int, on_step: Callable[[int, int], None] | None = None) -> float:
+        """Steps done..stop-1, synchronized at both ends; returns this segment's seconds."""
+        stop = min(stop, self.total)
+        self._sync()
+        t0 = time.perf_counter()
+        for i in range(self.done, stop):
+            if self.events:
+                self.events[2 * i].record()
+            self.engine.step(self.rows[i], self.n_items[i], self.lrs[i], self.loss_dev[i:i + 1])
+            if self.events:
+                self.events[2 * i + 1].record()
+            if on_step:  # no sync: the caller's progress line runs ahead of the device by a few steps
+                on_step(i + 1, self.total)
+        self._sync()
+        seconds = time.perf_counter() - t0
+        self.done = max(self.done, stop)
+        self.train_s += seconds
+        return seconds
+
+    def losses(self) -> list[float]:
+        """Per-step training losses of the steps done (one host read)."""
+        return self.loss_dev[: self.done].tolist()
+
+    def real_tokens(self) -> int:
+        """Real tokens of the steps done (bucket padding excluded), as num_input_tokens_seen counts them."""
+        return sum(len(self.seqs[j]) for s in self.plan[: self.done] for mb in s for j in mb)
+
+    def stats(self) -> FastStats:
+        """Timings, tokens, row lengths and peak memory so far."""
+        import torch
+
+        e, real = self.engine, self.real_tokens()
+        step_ms = [round(self.events[2 * i].elapsed_time(self.events[2 * i + 1]), 3)
+                   for i in range(self.done)] if self.events else []
+        return FastStats(mode=e.mode, device="cuda" if e.cuda else "cpu", attention=e.attention, backend=e.backend,
+                         steps=self.done, real_tokens=real, padded_tokens=sum(self.padded[: self.done]),
+                         train_seconds=round(self.train_s, 4), warmup_seconds=round(self.warmup_s, 3),
+                         tokens_per_s=round(real / max(self.train_s, 1e-9), 1), step_ms=step_ms,
+                         buckets=self.lengths(), micro_tokens=e.micro_tokens,
+                         rows=sum(len(s) for s in self.rows[: self.done]), reused_graphs=self.reused,
+                         checkpointed_rows=sum(r[0].shape[-1] > e.long_over for s in self.rows[: self.done]
+                                               for r in s) if e.checkpoint_long else 0,
+                         peak_reserved_bytes=int(torch.cuda.max_memory_reserved()) if e.cuda else 0,
+                         optimizer="torch AdamW (fused" + (", capturable)" if e.mode == "graphs" else ")")
+                         if e.cuda else "torch AdamW")
+
+    def pause(self) -> None:
+        """This variant's training is over: its device rows freed, Unsloth's settings back for sampling."""
+        self.rows = []
+        self.engine.pause()
