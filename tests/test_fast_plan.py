@@ -200,6 +200,7 @@ def test_engine_reuse_equals_fresh_engines():
         run.warm_up()
         run.run(run.total)
         run.pause()
+        assert run.stats().rows > run.stats().steps  # stats outlive the rows pause() frees
         return run.losses(), {n: p.detach().clone() for n, p in engine.model.named_parameters() if p.requires_grad}
 
     fresh = [train(Engine(_model(), s, micro_tokens=40), s) for s in runs]

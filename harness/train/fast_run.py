@@ -60,7 +60,8 @@ class FastRun:
             return torch.tensor(values, dtype=dtype).view(1, -1).to(device, non_blocking=True)
 
         self.rows: list[list[tuple]] = []
-        self.padded, self.n_rows = [], []
+        self.row_lengths: list[list[int]] = []  # kept after pause() frees the rows
+        self.padded = []
         n_items = []
         for step in self.plan:
             seqs = [self.seqs[i] for mb in step for i in mb]
@@ -69,6 +70,7 @@ class FastRun:
             self.rows.append([(dev(r.ids), dev(r.positions), dev(r.labels), dev(r.segments),
                                torch.tensor(r.lengths, dtype=torch.int32)) for r in packed])
             self.padded.append(sum(len(r.ids) for r in packed))
+            self.row_lengths.append([len(r.ids) for r in packed])
             n_items.append(sum(r.n_items for r in packed))
         self.n_items = torch.tensor(n_items, dtype=torch.long).to(device)
         engine.begin(cfg)
@@ -86,7 +88,7 @@ class FastRun:
 
     def lengths(self) -> list[int]:
         """The row lengths this variant's steps use."""
-        return sorted({r[0].shape[-1] for step in self.rows for r in step})
+        return sorted({t for step in self.row_lengths for t in step})
 
     def warm_up(self) -> float:
         """Graph mode: capture the row lengths no earlier variant captured (eager: one forward/backward)."""
@@ -146,14 +148,15 @@ class FastRun:
                          train_seconds=round(self.train_s, 4), warmup_seconds=round(self.warmup_s, 3),
                          tokens_per_s=round(real / max(self.train_s, 1e-9), 1), step_ms=step_ms,
                          buckets=self.lengths(), micro_tokens=e.micro_tokens,
-                         rows=sum(len(s) for s in self.rows[: self.done]), reused_graphs=self.reused,
-                         checkpointed_rows=sum(r[0].shape[-1] > e.long_over for s in self.rows[: self.done]
-                                               for r in s) if e.checkpoint_long else 0,
+                         rows=sum(len(s) for s in self.row_lengths[: self.done]), reused_graphs=self.reused,
+                         checkpointed_rows=sum(t > e.long_over for s in self.row_lengths[: self.done]
+                                               for t in s) if e.checkpoint_long else 0,
                          peak_reserved_bytes=int(torch.cuda.max_memory_reserved()) if e.cuda else 0,
                          optimizer="torch AdamW (fused" + (", capturable)" if e.mode == "graphs" else ")")
                          if e.cuda else "torch AdamW")
 
     def pause(self) -> None:
-        """This variant's training is over: its device rows freed, Unsloth's settings back for sampling."""
+        """This variant's training is over: its device rows freed (their lengths kept for stats), Unsloth's
+        settings back for sampling."""
         self.rows = []
         self.engine.pause()
