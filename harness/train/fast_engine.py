@@ -234,10 +234,6 @@ class Engine:
         todo = {t: x for t, x in examples.items() if t not in self.graphs}
         if self.mode != "graphs" or (not todo and self.end_graph is not None):
             return 0
-        # Blocks the probes cached on the default stream: a side stream cannot reuse them, so they would sit
-        # reserved beside the warm-up's (PEFT on the H200: 17.9 GiB reserved for 9.9 GiB allocated).
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # kernels' first calls and autotuning, outside any capture
