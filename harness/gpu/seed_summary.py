@@ -117,8 +117,8 @@ def targets(rows: dict[str, dict], par: dict, sweep: dict | None) -> dict:
         "parity_max_rel_diff": t(par.get("max_rel_diff"), PARITY_RTOL, par.get("ok") if par.get("arms") else None,
                                  "" if par.get("reference_complete") else "reference is a partial seed run"),
         "fast_end_to_end_beats_seed": t(end_to_end, seed_s, end_to_end < seed_s if end_to_end and seed_s else None,
-                                        "fast warm-up + steps vs the seed plan's steps (the eager plan measured "
-                                        "in this call)"),
+                                        "fast warm-up + steps vs the seed plan's steps (the eager plan, measured "
+                                        "on the same card)"),
         "sweep_wall_seconds": t(wall, (sweep or {}).get("target_seconds"),
                                 wall <= sweep["target_seconds"] if wall is not None else
                                 (False if sweep and sweep.get("done") is not None else None),

@@ -4,22 +4,25 @@
 
 A drop-in for harness.train.sft.train_variant: the same probes at the same eval steps, the same running
 train loss per step, the same `(LossCurves, TrainStats)`. The step math is the seed plan's (the same
-sequences per optimizer step, lr schedule, clipping and loss normalisation: harness.train.fast_engine);
-what changes is only how a step executes, and each change is free of math changes:
-- One padding-free micro-batch per step (positions restart per sequence, attention block-diagonal): the
-  loss sums the same target tokens over the same count, so the gradient is the sum of the seed's.
-- No gradient checkpointing: a step holds ~1-4k tokens, a few GB of activations on a 3B model.
+sequences per optimizer step, lr schedule, clipping and loss normalisation: harness.train.fast_math);
+what changes is only how a step executes (harness.train.fast_engine), and each change is free of math
+changes:
+- Padding-free packed rows (positions restart per sequence, attention block-diagonal) of at most
+  `MICRO_TOKENS` tokens on a GPU, the whole step in one row on the CPU: each row's loss is divided by
+  the step's target count, so the rows' gradients add up to the seed's.
+- No gradient checkpointing, except for a sequence longer than the cap (a row of its own).
 - Fused torch AdamW instead of the seed's 8-bit AdamW on a GPU: the one deliberate difference, held to
   the per-step loss parity bound by `asciitune bench --workload seed` (8-bit state is the seed's own
   approximation of the same update).
-- No host syncs per step; on a GPU the whole step is a CUDA graph per 512-token bucket (no compiler).
+- No host syncs per step; on a GPU, one CUDA graph per row length and one for clip + AdamW (no
+  compiler), reused by every fast variant the same process trains over the same base (harness.train.job).
 
 Measured on one H200 (`asciitune bench --workload seed`, reports/gpu-bench/seed-workload.json: random
-Llama-3.2-3B, 120 steps, 120,815 tokens): seed plan on Unsloth ~191 s of steps (155.5 s measured for 97
-of 120); fast plan 5.8 s on Unsloth and 9.2 s on PEFT after 19 s / 4.6 s of warm-up, per-step losses
-within 0.074% of the seed plan's. Eager steps are host-bound (~0.3 s each whatever the row length,
-bench/seed_fast_probe.py), hence graphs on CUDA and eager on CPU. Cost: peak reserved memory 24 GiB
-(Unsloth) / 47 GiB (PEFT) against the seed plan's 6.7 GiB.
+Llama-3.2-3B, 120 steps, 120,815 tokens): the seed plan's steps 172.1 s on Unsloth; the fast plan's
+6.47 s on Unsloth and 11.6 s on PEFT after 17.2 s / 3.8 s of warm-up, per-step losses within 0.16% /
+0.29% of the seed plan's, peak reserved memory 9.5 GiB (Unsloth) against the seed plan's 6.7 GiB.
+Eager steps are host-bound (~0.3 s each whatever the row length, bench/seed_fast_probe.py), hence
+graphs on CUDA and eager on CPU.
 """
 from __future__ import annotations
 

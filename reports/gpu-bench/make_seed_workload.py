@@ -30,7 +30,7 @@ def merge(calls: list[Path]) -> None:
     """seed-workload.json (+ -raw) from the calls' files, in order: later arms replace earlier ones."""
     from harness.gpu.bench import flops_per_token
 
-    doc, raw, peaks, first_loss = None, {}, {}, {}
+    doc, raw, peaks, first_loss, skipped = None, {}, {}, {}, []
     for k, folder in enumerate(calls, 1):
         cdoc = json.loads((folder / "seed-workload.json").read_text())
         craw = json.loads((folder / "seed-workload-raw.json").read_text())
@@ -39,8 +39,9 @@ def merge(calls: list[Path]) -> None:
         for name, rec in craw["arms"].items():
             rec["measured_in"] = f"call {k} ({cdoc['date']}, random-weight folder {Path(cdoc['model_folder']).name})"
             raw[name], peaks[name] = rec, cdoc["matmul_tflops"]
-            if rec.get("losses"):
+            if rec.get("losses") and not rec.get("load_in_4bit"):  # 4-bit arms load another (nearby) model
                 first_loss[name] = rec["losses"][0]
+        skipped += [x | {"call": k} for x in cdoc.get("skipped", [])]
         if cdoc.get("sweep"):
             doc["sweep"] = cdoc["sweep"] | {"measured_in": f"call {k} ({cdoc['date']})"}
         doc.setdefault("calls", []).append({"call": k, "date": cdoc["date"], "command": cdoc["command"],
@@ -55,7 +56,7 @@ def merge(calls: list[Path]) -> None:
     doc["arms"] = list(rows.values())
     doc["parity"] = parity(raw)
     doc["targets"] = targets(rows, doc["parity"], doc["sweep"])
-    doc["skipped"] = []
+    doc["skipped"] = [x for x in skipped if x["name"] not in raw]
     doc.pop("matmul_tflops_call2", None)
     atomic_write_json(DOC, doc)
     atomic_write_json(RAW, {"arms": raw, "sweep": doc["sweep"]})
@@ -78,7 +79,7 @@ def figures() -> None:
                     hatch="//", label=f"extrapolated rest ({r['steps']}/{r['steps_planned']} steps measured)")
         ax.text(steps[i] + warm[i], i, f" {steps[i]:.1f} s", va="center", fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlim(left=1)  # bars start at 0, which a log axis cannot show
+    ax.set_xlim(1, 3 * max(s + w for s, w in zip(steps, warm)))  # a log axis cannot show 0; room for labels
     ax.set_xlabel("seconds (log scale)")
     ax.invert_yaxis()
     ax.legend(fontsize=7, loc="lower right")
@@ -90,7 +91,7 @@ def figures() -> None:
     seed_peak = next((r["peak_reserved_bytes"] for r in rows if r["name"] == REFERENCE), None)
     if seed_peak:
         mx.axvline(1.5 * seed_peak / 2**30, color="r", ls="--", lw=0.8)
-    mx.set_xlabel("peak reserved GiB (weights included; red: the seed plan's + 50%)")
+    mx.set_xlabel("peak reserved GiB, weights included\n(red: the seed plan's + 50%)")
     save_png(fig, HERE, "seed-workload-time.png")
 
     ref = raw[REFERENCE]["losses"]
@@ -114,25 +115,38 @@ def figures() -> None:
     save_png(fig, HERE, "seed-workload-parity.png")
 
     sweep = doc.get("sweep") or {}
-    done = [v for v in sweep.get("per_variant", []) if v["status"] == "done" and v["seconds"]]
-    if done:
-        fig = Figure(figsize=(9, 3), layout="constrained")
+    variants = sweep.get("per_variant", [])
+    if variants and all(v["status"] == "done" and v["seconds"] for v in variants):
+        # `asciitune run --jobs N` deals the variants round-robin to N processes (harness.train.executors.units),
+        # each training its share one after another: one timeline row per process.
+        jobs = sweep["jobs"]
+        fig = Figure(figsize=(10, 3.6), layout="constrained")
         ax = fig.subplots()
-        parts = {"start, import, load (a process's first variant), save, judge":
+        parts = {"start, import, load (first variant), save, judge":
                  lambda v: v["seconds"] - v["train_seconds"] - v["generation_seconds"],
-                 "warm-up + captures": lambda v: v["warmup_seconds"], "probes": lambda v: v["eval_seconds"],
+                 "warm-up + graph captures": lambda v: v["warmup_seconds"], "probes": lambda v: v["eval_seconds"],
                  "optimizer steps": lambda v: v["train_seconds"] - v["warmup_seconds"] - v["eval_seconds"],
                  "sampling (32 x 512 tokens)": lambda v: v["generation_seconds"]}
-        left = [0.0] * len(done)
-        for label, part in parts.items():
-            vals = [part(v) for v in done]
-            ax.barh([v["name"] for v in done], vals, left=left, label=label)
-            left = [a + b for a, b in zip(left, vals)]
+        colors = dict(zip(parts, ("#7f7f7f", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")))
+        for u in range(jobs):
+            t = 0.0
+            for v in variants[u::jobs]:
+                start = t
+                for label, part in parts.items():
+                    width = part(v)
+                    ax.barh(u, width, left=t, color=colors[label], label=label if u == 0 and start == 0 else None)
+                    t += width
+                ax.text(start + 1, u + 0.42, v["name"], fontsize=7, va="bottom")
         ax.axvline(sweep["target_seconds"], color="r", ls="--", lw=0.8)
-        ax.set_xlabel(f"seconds per variant: {sweep['jobs']} processes at once on one GPU, each training its variants "
-                      f"one after another ({sweep['done']}/{sweep['variants']} finished, {sweep['status']}, "
-                      f"{sweep['wall_seconds']} s wall; red: the 180 s target for the whole sweep)")
-        ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+        ax.set_yticks(range(jobs), [f"process {u + 1}" for u in range(jobs)])
+        ax.invert_yaxis()
+        longest = max(sum(v["seconds"] for v in variants[u::jobs]) for u in range(jobs))
+        ax.set_xlabel(f"seconds since the processes started; the sweep's {sweep['wall_seconds']} s wall also holds "
+                      f"~{sweep['wall_seconds'] - longest:.0f} s of the runner's own (imports, dataset, human "
+                      f"reference) before them (red: the {sweep['target_seconds']:.0f} s target)")
+        ax.set_title(f"8-variant sweep: `asciitune run --jobs {jobs} train.plan=fast`, {jobs} processes on one "
+                     f"{doc['card']}, each loading once and replaying its CUDA graphs", fontsize=9)
+        ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
         save_png(fig, HERE, "seed-workload-sweep.png")
 
 
