@@ -61,7 +61,10 @@ class DataConfig:
     drop_near_duplicates: bool = False
     variant_similarity: float = 0.6  # pieces at least this similar are grouped: a group never straddles the split
     split_manifest: str = ""  # frozen split to honour; empty = data/splits/<source>.json when source is "cats"
-    max_train_pieces: int = 0  # 0 = all; a smaller number trains on the first N (for quick runs and tests)
+    # 0 = all; N trains on N of the training pieces (quick runs, tests), chosen by a salted hash of their content
+    # (harness.data.subset_rank): spread over the source like the held-out set, not its first N, and stable as
+    # pieces are added
+    max_train_pieces: int = 0
     max_piece_chars: int = 0  # 0 = all; else pieces longer than this many characters are left out (and counted)
 
 
