@@ -134,9 +134,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-report", action="store_true", help="skip writing the HTML/Markdown report")
     g = p.add_argument_group("scaling out (README, \"Scaling out\")")
     g.add_argument("--jobs", type=_jobs, default=None, metavar="N",
-                   help="variants at once, each in its own process, spread round-robin over the visible GPUs "
-                        "(several per GPU when N exceeds them; on CPU the cores are split between them); "
-                        "default 1. With --executor ray: the most tasks in flight (default: all)")
+                   help="child processes at once, spread round-robin over the visible GPUs (several per GPU "
+                        "when N exceeds them; on CPU the cores are split between them); fast-plan variants over "
+                        "one base share the N processes (each loads the model and captures its CUDA graphs "
+                        "once), every other variant gets its own; default 1. With --executor ray: the most "
+                        "tasks in flight (default: all)")
     g.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: child processes on this machine (default); ray: one Ray task per variant "
                         "(needs pip install -e '.[ray]')")
