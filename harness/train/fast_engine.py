@@ -119,7 +119,8 @@ class Engine:
         self.long_over = -(-self.micro_tokens // self.bucket) * self.bucket if self.bucket else self.micro_tokens
         self._checkpointing = False  # read by the wrapped decoder layers while a long row runs (or is captured)
         self._wrapped = self._wrap_layers() if self.checkpoint_long else []
-        self._restore: list[tuple[object, str, object]] = []
+        self._restore: list[tuple[object, str, object]] = []  # Unsloth flags set by _keep_masks, with their old values
+        self._kept = False
         self._env = os.environ.get("UNSLOTH_RETURN_LOGITS")
 
     def begin(self, cfg) -> None:
@@ -137,7 +138,7 @@ class Engine:
                 g["weight_decay"] = cfg.weight_decay if g["decay"] else 0.0
             self.weight_decay, self.end_graph = cfg.weight_decay, None
         self.variants += 1
-        self._flags(on=True)
+        self._keep_masks()
 
     def _wrap_layers(self) -> list:
         """Give each decoder layer a forward that, while a long row runs, goes through torch's non-reentrant
@@ -163,26 +164,12 @@ class Engine:
         if grads:
             torch._foreach_zero_(grads)
 
-    def _flags(self, on: bool) -> None:
+    def _keep_masks(self) -> None:
         """Unsloth drops attention masks in training (it assumes right padding) unless told to keep them; a
-        block-diagonal mask is what keeps packed sequences apart. Off again before sampling."""
-        if self.backend != "unsloth" or self.attention != "mask":
+        block-diagonal mask is what keeps packed sequences apart. pause() undoes this before sampling."""
+        if self.backend != "unsloth" or self.attention != "mask" or self._kept:
             return
-        if not on:
-            for m, name, previous in self._restore:
-                if previous is None:
-                    m.__dict__.pop(name, None)
-                else:
-                    setattr(m, name, previous)
-            self._restore.clear()
-            if self.mode == "graphs":
-                if self._env is None:
-                    os.environ.pop("UNSLOTH_RETURN_LOGITS", None)
-                else:
-                    os.environ["UNSLOTH_RETURN_LOGITS"] = self._env
-            return
-        if self._restore:
-            return
+        self._kept = True
         for m in self.model.modules():
             if hasattr(m, "layers") and hasattr(m, "embed_tokens"):
                 for name in ("_unsloth_keep_padding_mask", "_unsloth_allow_packed_overlength"):
@@ -193,7 +180,20 @@ class Engine:
 
     def pause(self) -> None:
         """Training is over for now (probes and sampling next): Unsloth's own settings back."""
-        self._flags(on=False)
+        if not self._kept:
+            return
+        self._kept = False
+        for m, name, previous in self._restore:
+            if previous is None:
+                m.__dict__.pop(name, None)
+            else:
+                setattr(m, name, previous)
+        self._restore.clear()
+        if self.mode == "graphs":
+            if self._env is None:
+                os.environ.pop("UNSLOTH_RETURN_LOGITS", None)
+            else:
+                os.environ["UNSLOTH_RETURN_LOGITS"] = self._env
 
     def forward_backward(self, ids, positions, labels, segments, n_items, lengths=None):
         """One row's loss (divided by the step's target count) backward into .grad; returns the loss."""

@@ -61,7 +61,6 @@ class FastRun:
 
         self.rows: list[list[tuple]] = []
         self.row_lengths: list[list[int]] = []  # kept after pause() frees the rows
-        self.padded = []
         n_items = []
         for step in self.plan:
             seqs = [self.seqs[i] for mb in step for i in mb]
@@ -69,7 +68,6 @@ class FastRun:
                       for part in split_step(seqs, engine.micro_tokens)]
             self.rows.append([(dev(r.ids), dev(r.positions), dev(r.labels), dev(r.segments),
                                torch.tensor(r.lengths, dtype=torch.int32)) for r in packed])
-            self.padded.append(sum(len(r.ids) for r in packed))
             self.row_lengths.append([len(r.ids) for r in packed])
             n_items.append(sum(r.n_items for r in packed))
         self.n_items = torch.tensor(n_items, dtype=torch.long).to(device)
@@ -77,7 +75,7 @@ class FastRun:
         engine.model.train()
         self.loss_dev = torch.zeros(self.total, dtype=torch.float32, device=device)
         self.events = [torch.cuda.Event(enable_timing=True) for _ in range(2 * self.total)] if engine.cuda else []
-        self.done, self.train_s, self.warmup_s, self.captured = 0, 0.0, 0.0, 0
+        self.done, self.train_s, self.warmup_s = 0, 0.0, 0.0
         self.reused = 0
 
     def _sync(self) -> None:
@@ -103,7 +101,7 @@ class FastRun:
                 for r in step:
                     examples.setdefault(r[0].shape[-1], (*r[:4], self.n_items[i]))
             self.reused = sum(t in e.graphs for t in examples)
-            self.captured += e.capture(examples)
+            e.capture(examples)
         e.zero_grads()  # the warm-up's gradients; weights and AdamW state were not touched (captures do not run)
         self._sync()
         self.warmup_s += time.perf_counter() - t0
@@ -144,7 +142,7 @@ class FastRun:
         step_ms = [round(self.events[2 * i].elapsed_time(self.events[2 * i + 1]), 3)
                    for i in range(self.done)] if self.events else []
         return FastStats(mode=e.mode, device="cuda" if e.cuda else "cpu", attention=e.attention, backend=e.backend,
-                         steps=self.done, real_tokens=real, padded_tokens=sum(self.padded[: self.done]),
+                         steps=self.done, real_tokens=real, padded_tokens=sum(map(sum, self.row_lengths[: self.done])),
                          train_seconds=round(self.train_s, 4), warmup_seconds=round(self.warmup_s, 3),
                          tokens_per_s=round(real / max(self.train_s, 1e-9), 1), step_ms=step_ms,
                          buckets=self.lengths(), micro_tokens=e.micro_tokens,

@@ -92,11 +92,8 @@ class Session:
             self.engine.close()
         self.key = self.model = self.tok = self.info = self.engine = None
         gc.collect()
-        if "torch" in sys.modules:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        if cuda := _loaded_cuda():
+            cuda.empty_cache()
 
 
 def failed_result(job: Job, error: str) -> VariantResult:
@@ -134,7 +131,8 @@ def run_job(job: Job, session: Session | None = None) -> VariantResult:
     reuse = key is not None and session.key == key
     if session and not reuse:
         session.drop()
-    _reset_peak_memory()  # each variant's peak, also when it shares a process
+    if cuda := _loaded_cuda():
+        cuda.reset_peak_memory_stats()  # each variant's peak, also when it shares a process
     result = VariantResult(name=name, config=cfg.to_dict(), config_hash=cfg.hash(), backend=cfg.model.backend)
     if reuse:
         model, tok, info = session.model, session.tok, session.info
@@ -183,12 +181,14 @@ def run_job(job: Job, session: Session | None = None) -> VariantResult:
     return result
 
 
-def _reset_peak_memory() -> None:
+def _loaded_cuda():
+    """torch.cuda when torch is already imported and a GPU is usable, else None (never imports torch itself)."""
     if "torch" in sys.modules:
         import torch
 
         if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
+            return torch.cuda
+    return None
 
 
 def run_jobs(jobs: list[Job]) -> int:

@@ -57,7 +57,6 @@ def merge(calls: list[Path]) -> None:
     doc["parity"] = parity(raw)
     doc["targets"] = targets(rows, doc["parity"], doc["sweep"])
     doc["skipped"] = [x for x in skipped if x["name"] not in raw]
-    doc.pop("matmul_tflops_call2", None)
     atomic_write_json(DOC, doc)
     atomic_write_json(RAW, {"arms": raw, "sweep": doc["sweep"]})
 
