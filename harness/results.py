@@ -262,6 +262,18 @@ class BenchResult:
 
 
 @dataclass
+class Timing:
+    """Where one variant's wall time went, in the process that ran it (harness.train.job)."""
+
+    pid: int = 0  # the process: variants of one process ran one after another
+    spawned_at: float = 0.0  # epoch seconds its process started (0: not started by the local executor)
+    # Wall seconds per phase, in order: start (interpreter and imports, a process's first variant only),
+    # load (backend import and model load; 0 when the model was kept from the variant before), train (warm-up,
+    # probes, steps), save, generate, judge.
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class VariantResult:
     """Everything measured for one named variant."""
 
@@ -283,6 +295,7 @@ class VariantResult:
     adapter_dir: str = ""
     exports: dict[str, ExportRecord] = field(default_factory=dict)
     error: str = ""
+    timing: Timing = field(default_factory=Timing)
 
 
 @dataclass

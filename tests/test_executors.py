@@ -128,6 +128,12 @@ def test_fast_variants_share_a_process_and_match_their_own_runs(tmp_path):
     assert v["fastbad"]["status"] == "failed" and "zero tokens" in v["fastbad"]["error"], v["fastbad"]["error"]
     assert "model shared with the variant before it" in v["fast2"]["backend_note"]
     assert "[fast2] step 2: train loss" in (run_dir / "logs" / "fast1.log").read_text()  # one child, one log
+    t1, t2 = v["fast1"]["timing"], v["fast2"]["timing"]  # where the time went, per variant, in one process
+    assert t1["pid"] == t2["pid"] > 0 and t1["spawned_at"] == t2["spawned_at"] > 0
+    assert list(t1["phases"]) == ["start", "load", "train", "save", "generate", "judge"]
+    assert list(t2["phases"]) == ["load", "train", "save", "generate", "judge"]  # no interpreter start of its own
+    assert t1["phases"]["start"] > 0 and t2["phases"]["load"] < t1["phases"]["load"] / 5  # the model was kept
+    assert 0 < t2["phases"]["train"] < time.time() - t1["spawned_at"], (t1, t2)
     (tmp_path / "alone").mkdir()
     _, _, alone = _run(tmp_path / "alone", "--variants", "fast2", "--jobs", "1")
     a, b = alone["variants"]["fast2"], v["fast2"]

@@ -130,6 +130,7 @@ def run_sweep(base: RunConfig, work: Path, jobs: int, variants: int, cap: float)
     reports = work / "sweep-reports"
     cmd = [sys.executable, "-m", "harness", "--reports-dir", str(reports), "run", "--config", str(conf),
            "--jobs", str(jobs), "--no-report"]
+    began = time.time()  # the variants' process start times are epoch seconds: their offsets from here
     status, wall = run_child(cmd, work / "logs" / "sweep.log", cap)
     text = (work / "logs" / "sweep.log").read_text(encoding="utf-8", errors="replace")
     seconds = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\S+): .* in (\d+)s\s*$", text, re.M)}
@@ -141,7 +142,10 @@ def run_sweep(base: RunConfig, work: Path, jobs: int, variants: int, cap: float)
         rows.append({"name": name, "status": v.get("status"), "seconds": seconds.get(name),
                      "train_seconds": t.get("seconds"), "warmup_seconds": t.get("warmup_seconds"),
                      "eval_seconds": t.get("eval_seconds"), "generation_seconds": g.get("seconds"),
-                     "plan_reason": t.get("plan_reason"), "error": (v.get("error") or "")[-300:]})
+                     "plan_reason": t.get("plan_reason"), "error": (v.get("error") or "")[-300:],
+                     "pid": v.get("timing", {}).get("pid"), "phases": v.get("timing", {}).get("phases", {}),
+                     "spawned_after_s": round(v["timing"]["spawned_at"] - began, 2)
+                     if v.get("timing", {}).get("spawned_at") else None})
     base_lr = next((v for v in found.values() if v.get("config", {}).get("train", {}).get("lr") == base.train.lr), {})
     done = [r for r in rows if r["status"] == "done"]
     per = [r["seconds"] for r in done if r["seconds"] is not None]

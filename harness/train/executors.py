@@ -29,6 +29,7 @@ from harness.results import VariantResult, build
 from harness.train.job import (
     DONE_MARK,
     PROGRESS_MARK,
+    SPAWNED_ENV,
     VARIANT_MARK,
     Job,
     failed_result,
@@ -189,7 +190,9 @@ def run_unit(unit: list[Job], children: Children, bar, env: dict[str, str],
         child = _Child(rest, bar, where, emit, announce)
         code = -signal.SIGINT  # never started: the run is stopping
         try:
-            proc = children.start([sys.executable, "-m", "harness.train.job", *[str(j.write()) for j in rest]], env)
+            paths = [str(j.write()) for j in rest]
+            proc = children.start([sys.executable, "-m", "harness.train.job", *paths],
+                                  {**env, SPAWNED_ENV: f"{time.time():.3f}"})
             if proc is not None:
                 code = procs.pump(proc, child.log_path, child.on_line)
                 children.done(proc)

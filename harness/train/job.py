@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
+import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,13 +27,15 @@ from harness.config import RunConfig
 from harness.data import Dataset
 from harness.errors import UserError
 from harness.fsutil import atomic_write_json
-from harness.results import Scores, VariantResult, build, to_jsonable, write_jsonl
+from harness.results import Scores, Timing, VariantResult, build, to_jsonable, write_jsonl
 
 VARIANTS_DIR = "variants"
 JOBS_DIR = "jobs"
 PROGRESS_MARK = "@@progress"  # "@@progress KIND DONE TOTAL": the runner's progress bar
 VARIANT_MARK = "@@variant"  # "@@variant NAME": this process starts NAME
 DONE_MARK = "@@done"  # "@@done NAME": NAME's result file is written (done or failed)
+SPAWNED_ENV = "ASCIITUNE_SPAWNED_AT"  # epoch seconds the executor started this process: the start phase's clock
+_first_in_process = [True]
 
 
 @dataclass
@@ -79,6 +83,24 @@ def share_key(job: Job) -> str | None:
     return json.dumps([d["model"], d["lora"]], sort_keys=True)
 
 
+class Clock:
+    """A variant's Timing: wall seconds per phase, each phase from the end of the one before."""
+
+    def __init__(self) -> None:
+        spawned = float(os.environ.get(SPAWNED_ENV) or 0)
+        self.timing = Timing(pid=os.getpid(), spawned_at=spawned)
+        if spawned and _first_in_process[0]:  # interpreter start and imports, before this variant's own work
+            self.timing.phases["start"] = round(max(0.0, time.time() - spawned), 3)
+        _first_in_process[0] = False
+        self.last = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        """The phase that just ended."""
+        now = time.perf_counter()
+        self.timing.phases[phase] = round(self.timing.phases.get(phase, 0.0) + now - self.last, 3)
+        self.last = now
+
+
 class Session:
     """What a process keeps between its jobs: the loaded model, its tokenizer, and the fast plan's engine."""
 
@@ -112,6 +134,7 @@ def run_job(job: Job, session: Session | None = None) -> VariantResult:
     """
     from harness import backends
 
+    clock = Clock()
     cfg, name, run_dir, ds = job.config, job.name, Path(job.run_dir), job.dataset
     backend = backends.get(cfg.model.backend)
     from harness.judge.samples import judge_samples
@@ -140,6 +163,7 @@ def run_job(job: Job, session: Session | None = None) -> VariantResult:
         model, tok, info = backend.load_adapter(job.resume_from, resolve(cfg.model.name), load_cfg, is_trainable=True)
     else:
         model, tok, info = backend.load(resolve(cfg.model.name), load_cfg)
+    clock.mark("load")
     note = f"continued from {job.resume_from}" if job.resume_from else ""
     if reuse:
         note = "model shared with the variant before it in this process (loaded once, graphs captured once)"
@@ -160,23 +184,28 @@ def run_job(job: Job, session: Session | None = None) -> VariantResult:
         extra["engine"] = session.engine
     result.curves, result.train = train(model, tok, ds, cfg, run_dir / "checkpoints" / name, on_eval=report,
                                         on_step=lambda d, t: progress("train", d, t), **extra)
+    clock.mark("train")
     adapter_dir = run_dir / "adapters" / name
     model.save_pretrained(str(adapter_dir))
     tok.save_pretrained(str(adapter_dir))
     atomic_write_json(adapter_dir / "asciitune-config.json", {"variant": name, "config": cfg.to_dict()})
     result.adapter_dir = str(adapter_dir.relative_to(run_dir))
     result.loss_analysis = analyse(result.curves.steps, result.curves.train_loss, result.curves.heldout_loss)
+    clock.mark("save")
 
     backend.for_inference(model)
     progress("generate", 0, cfg.generate.n_samples)
     samples, result.generation = generate_samples(model, tok, cfg.generate,
                                                   progress=lambda d: progress("generate", d, cfg.generate.n_samples))
+    clock.mark("generate")
     judged = judge_samples([asdict(s) for s in samples], ds, job.human_reference, result.loss_analysis.verdict)
     result.scores, result.copy_analysis, result.verdict = judged.scores, judged.copy, judged.verdict
     log_scores(cfg, run_dir / "checkpoints" / name, result)  # beside the curves, when train.report_to asks
     result.samples_file = f"samples-{name}.jsonl"
     write_jsonl(run_dir / result.samples_file, judged.rows)
     result.status = "done"
+    clock.mark("judge")
+    result.timing = clock.timing
     atomic_write_json(variant_file(run_dir, name), to_jsonable(result))
     return result
 
