@@ -188,6 +188,7 @@ class GenerationStats:
     settings: dict[str, Any] = field(default_factory=dict)
     dtype: str = ""
     sampler: str = ""  # for llama.cpp (GGUF) sampling, which draws sample i with seed + i
+    decode: str = ""  # how each token's step ran, e.g. "CUDA graphs (Unsloth): ..." or "eager" (backend.decode_mode)
 
 
 @dataclass

@@ -33,6 +33,9 @@ def test_both_backends_same_code_path_same_initial_loss(tmp_path, peft_run):
     assert unsloth_run["backend"] == "unsloth" and peft_run["backend"] == "peft"
     # Without a GPU, Unsloth runs its CPU fallback and the result must say so.
     assert "CPU fallback" in unsloth_run["backend_note"]
+    # Unsloth's CUDA-graph decode needs a GPU: here both backends say their sampling ran eager.
+    assert unsloth_run["generation"]["decode"] == "eager"
+    assert peft_run["generation"]["decode"] == "eager (transformers generate)"
     # Same code path: same schedule of measurements, same number of optimizer steps and tokens.
     assert unsloth_run["curves"]["steps"] == peft_run["curves"]["steps"]
     assert unsloth_run["train"]["steps"] == peft_run["train"]["steps"]

@@ -1,7 +1,8 @@
 """Training backends. Each module imports its stack at import time, so import only one per process.
 
 Both expose the same functions: ``load(resolved, cfg) -> (model, tokenizer, info)`` (base
-model with LoRA adapters attached), ``for_inference(model)``, ``for_training(model)`` and
+model with LoRA adapters attached), ``for_inference(model)``, ``for_training(model)``,
+``decode_mode(model) -> str`` (how the last sampling decoded) and
 ``load_adapter(adapter_dir, cfg, is_trainable) -> (model, tokenizer, info)``.
 """
 from __future__ import annotations

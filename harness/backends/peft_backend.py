@@ -83,3 +83,8 @@ def for_inference(model) -> None:
 def for_training(model) -> None:
     """Back to training mode."""
     model.train()
+
+
+def decode_mode(model) -> str:
+    """How sampling decodes here: transformers' generate, one eager step per token."""
+    return "eager (transformers generate)"

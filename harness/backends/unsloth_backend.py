@@ -10,6 +10,11 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+# Unsloth replays its one-token decode step as CUDA graphs (unsloth/models/_decode_graphs.py: the eager
+# step's own code, bit for bit) only inside RL trainers unless this says 1. Sampling 32 x 512 tokens of a
+# 3B model is host-bound without it (hundreds of launches per token); measured in
+# reports/gpu-bench/README.md. UNSLOTH_DECODE_CUDA_GRAPHS=0 in the environment turns it off.
+os.environ.setdefault("UNSLOTH_DECODE_CUDA_GRAPHS", "1")
 import unsloth  # noqa: E402,F401  (must precede transformers)
 from unsloth import FastLanguageModel  # noqa: E402
 
@@ -64,5 +69,32 @@ def for_inference(model) -> None:
 
 
 def for_training(model) -> None:
-    """Unsloth's training mode."""
+    """Unsloth's training mode; the decode graphs and their KV buffers of an earlier sampling are freed."""
+    if graphs := _decode_graphs():
+        graphs.release_for_training(model)  # what Unsloth does itself when generate() returns to training
     FastLanguageModel.for_training(model)
+
+
+def decode_mode(model) -> str:
+    """How the last sampling decoded: Unsloth's CUDA-graph replay (with its counts) or eager, and why."""
+    graphs = _decode_graphs()
+    if not has_cuda() or graphs is None:
+        return "eager"
+    counts = [graphs.stats(m) for m in model.modules() if "_unsloth_decode_graphs" in m.__dict__]
+    replays = sum(c.get("replays", 0) for c in counts)
+    why = next((c["disabled"] for c in counts if c.get("disabled")), None)
+    if replays:
+        return (f"CUDA graphs (Unsloth): {replays} steps replayed, {sum(c.get('eager_steps', 0) for c in counts)} "
+                f"eager, {sum(c.get('captures', 0) for c in counts)} captures")
+    if os.environ.get("UNSLOTH_DECODE_CUDA_GRAPHS") == "0":
+        return "eager (UNSLOTH_DECODE_CUDA_GRAPHS=0)"
+    return f"eager ({why})" if why else "eager"
+
+
+def _decode_graphs():
+    """unsloth.models._decode_graphs where this Unsloth has it (2026.10 on), else None."""
+    try:
+        from unsloth.models import _decode_graphs
+    except ImportError:
+        return None
+    return _decode_graphs

@@ -142,6 +142,7 @@ def run_sweep(base: RunConfig, work: Path, jobs: int, variants: int, cap: float)
         rows.append({"name": name, "status": v.get("status"), "seconds": seconds.get(name),
                      "train_seconds": t.get("seconds"), "warmup_seconds": t.get("warmup_seconds"),
                      "eval_seconds": t.get("eval_seconds"), "generation_seconds": g.get("seconds"),
+                     "decode": g.get("decode", ""),
                      "plan_reason": t.get("plan_reason"), "error": (v.get("error") or "")[-300:],
                      "pid": v.get("timing", {}).get("pid"), "phases": v.get("timing", {}).get("phases", {}),
                      "spawned_after_s": round(v["timing"]["spawned_at"] - began, 2)
