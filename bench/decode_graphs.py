@@ -59,9 +59,10 @@ def main() -> int:
         os.environ["UNSLOTH_DECODE_CUDA_GRAPHS"] = setting  # read by Unsloth once per generate() call
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+        counts = backend.decode_counts(model)
         samples, stats = generate_samples(model, tok, cfg.generate)
         runs.append({"graphs": setting == "1", "seconds": stats.seconds, "new_tokens": stats.new_tokens,
-                     "tokens_per_s": stats.tokens_per_s, "decode": backend.decode_mode(model),
+                     "tokens_per_s": stats.tokens_per_s, "decode": backend.decode_mode(model, counts),
                      "peak_reserved_bytes": int(torch.cuda.max_memory_reserved()),
                      "texts": [s.text for s in samples]})
         print(f"graphs={setting}: {stats.seconds:.2f} s, {stats.tokens_per_s:.0f} tokens/s, {runs[-1]['decode']}",

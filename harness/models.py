@@ -303,3 +303,35 @@ def _resolve_random(spec: str) -> ResolvedModel:
     tokenizer = Path(tok_dir) if tok_dir else ensure_smollm2()
     return ResolvedModel(f"random:{spec}", tokenizer, random_init=True, architecture_config=arch,
                          tokenizer_path=tokenizer)
+
+
+class JsonTokenizer:
+    """A folder's tokenizer.json through the `tokenizers` library, called like a transformers tokenizer for
+    token counts: the runner checks every piece's length before any variant starts, and importing
+    transformers for that costs seconds that the variants' processes would wait for."""
+
+    def __init__(self, folder: Path, eos_token: str):
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.eos_token = eos_token
+
+    def __call__(self, texts: list[str], add_special_tokens: bool = True) -> dict[str, list[list[int]]]:
+        """{"input_ids": one id list per text}, as a transformers fast tokenizer (which wraps the same file) gives."""
+        return {"input_ids": [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=add_special_tokens)]}
+
+
+def counting_tokenizer(folder: str | Path):
+    """A tokenizer good for token counts: JsonTokenizer when the folder has tokenizer.json and names its EOS in
+    tokenizer_config.json, else transformers' AutoTokenizer."""
+    folder = Path(folder)
+    try:
+        eos = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("eos_token")
+    except (OSError, ValueError):
+        eos = None
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    if isinstance(eos, str) and eos and (folder / "tokenizer.json").is_file():
+        return JsonTokenizer(folder, eos)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)

@@ -323,3 +323,18 @@ def test_graphs_replay_the_eager_steps_on_a_gpu():
     assert st1.mode == "graphs" and st1.checkpointed_rows > 0 and st2.reused_graphs == len(st2.buckets)
     # float32 on the GPU: the same kernels eager or replayed, so only atomics' order may differ.
     assert first == pytest.approx(eager[0], rel=1e-4) and second == pytest.approx(eager[1], rel=1e-4)
+    # Probes: forward-only graphs of the packed rows (captured on first use, then replayed) give the padded-batch
+    # probe of the seed plan (harness.train.sft.probe_loss), with LoRA moved off its start (B is zero there).
+    from harness.train.sft import probe_loss
+
+    run = FastRun(graphs, tok, TEXTS[:6], settings[1], max_length=256)
+    with torch.no_grad():
+        for p in graphs.params:
+            p.add_(0.05 * torch.randn_like(p))
+    rows, n = run.probe_set(tok, TEXTS[:6])
+    first, again = torch.zeros(1, device="cuda"), torch.zeros(1, device="cuda")
+    graphs.probe(rows, n, first)
+    graphs.probe(rows, n, again)
+    assert graphs.probe_graphs and not graphs.probe_eager
+    assert first.item() == pytest.approx(probe_loss(graphs.model, tok, TEXTS[:6]), rel=1e-4)
+    assert again.item() == pytest.approx(first.item(), rel=1e-6)

@@ -44,3 +44,44 @@ def test_damaged_cache_is_rebuilt(tmp_path, monkeypatch):
     assert rebuilt == tiny and weights.read_bytes() == good  # deterministic rebuild, same bytes
     (tiny / "config.json").unlink()  # a missing file is damage too
     assert models.ensure_tiny() == tiny and (tiny / "config.json").is_file()
+
+
+def test_counting_tokenizer_counts_like_transformers(tmp_path):
+    """The runner's transformers-free tokenizer gives AutoTokenizer's EOS and token counts on every cat, and a
+    folder without tokenizer.json falls back to AutoTokenizer itself."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from harness.config import DataConfig
+    from harness.data import build_dataset, token_lengths
+
+    ds = build_dataset(DataConfig())
+    pieces = ds.train + ds.heldout
+    for name in ("tiny", "smollm2-135m"):
+        folder = models.resolve(name).tokenizer_path or models.resolve(name).path
+        fast, ref = models.counting_tokenizer(folder), AutoTokenizer.from_pretrained(folder)
+        assert isinstance(fast, models.JsonTokenizer) and fast.eos_token == ref.eos_token, name
+        assert token_lengths(pieces, fast) == token_lengths(pieces, ref), name
+    bare = tmp_path / "no-eos"  # a config that names no EOS: transformers knows where else to look
+    shutil.copytree(folder, bare)
+    config = json.loads((bare / "tokenizer_config.json").read_text())
+    config.pop("eos_token", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(config))
+    fallback = models.counting_tokenizer(bare)
+    assert not isinstance(fallback, models.JsonTokenizer) and hasattr(fallback, "convert_ids_to_tokens")
+
+
+def test_the_runner_reaches_its_variants_without_transformers_or_matplotlib():
+    """Everything `asciitune run` does before it starts the variants' processes (CLI, config, dataset, human
+    reference, length check) imports neither transformers nor matplotlib: seconds each that every variant waited."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from harness.cli import main; from harness.config import load_plan; "
+            "from harness.train.runner import prepare; prepare(load_plan('default', [])); "
+            "print(sorted(m for m in ('transformers', 'matplotlib', 'unsloth', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

@@ -2,7 +2,7 @@
 
 Both expose the same functions: ``load(resolved, cfg) -> (model, tokenizer, info)`` (base
 model with LoRA adapters attached), ``for_inference(model)``, ``for_training(model)``,
-``decode_mode(model) -> str`` (how the last sampling decoded) and
+``decode_counts(model)`` and ``decode_mode(model, since) -> str`` (how a sampling decoded) and
 ``load_adapter(adapter_dir, cfg, is_trainable) -> (model, tokenizer, info)``.
 """
 from __future__ import annotations

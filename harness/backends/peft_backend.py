@@ -85,6 +85,11 @@ def for_training(model) -> None:
     model.train()
 
 
-def decode_mode(model) -> str:
+def decode_counts(model) -> dict[str, int]:
+    """No decode counters here (the unsloth backend counts its CUDA-graph replays)."""
+    return {}
+
+
+def decode_mode(model, since: dict[str, int] | None = None) -> str:
     """How sampling decodes here: transformers' generate, one eager step per token."""
     return "eager (transformers generate)"

@@ -75,19 +75,29 @@ def for_training(model) -> None:
     FastLanguageModel.for_training(model)
 
 
-def decode_mode(model) -> str:
-    """How the last sampling decoded: Unsloth's CUDA-graph replay (with its counts) or eager, and why."""
+def decode_counts(model) -> dict[str, int]:
+    """Unsloth's decode-graph counters (captures, replays, eager steps) summed over the model: they only grow."""
+    graphs = _decode_graphs()
+    if graphs is None:
+        return {}
+    counts = [graphs.stats(m) for m in model.modules() if "_unsloth_decode_graphs" in m.__dict__]
+    return {k: sum(c.get(k) or 0 for c in counts) for k in ("captures", "replays", "eager_steps")}
+
+
+def decode_mode(model, since: dict[str, int] | None = None) -> str:
+    """How sampling decoded since decode_counts gave `since`: Unsloth's CUDA-graph replay (counts) or eager, and why."""
     graphs = _decode_graphs()
     if not has_cuda() or graphs is None:
         return "eager"
-    counts = [graphs.stats(m) for m in model.modules() if "_unsloth_decode_graphs" in m.__dict__]
-    replays = sum(c.get("replays", 0) for c in counts)
-    why = next((c["disabled"] for c in counts if c.get("disabled")), None)
-    if replays:
-        return (f"CUDA graphs (Unsloth): {replays} steps replayed, {sum(c.get('eager_steps', 0) for c in counts)} "
-                f"eager, {sum(c.get('captures', 0) for c in counts)} captures")
+    now, since = decode_counts(model), since or {}
+    d = {k: v - since.get(k, 0) for k, v in now.items()}
+    if d["replays"]:
+        return (f"CUDA graphs (Unsloth): {d['replays']} steps replayed, {d['eager_steps']} eager, "
+                f"{d['captures']} captures")
     if os.environ.get("UNSLOTH_DECODE_CUDA_GRAPHS") == "0":
         return "eager (UNSLOTH_DECODE_CUDA_GRAPHS=0)"
+    why = next((graphs.stats(m).get("disabled") for m in model.modules() if "_unsloth_decode_graphs" in m.__dict__
+                and graphs.stats(m).get("disabled")), None)
     return f"eager ({why})" if why else "eager"
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from harness.cli.common import print_table
 from harness.errors import UserError
 from harness.report.compare import DELTA_HEADERS, GATE_RULE, NOISE_RULE, compare, delta_rows, write_comparison
-from harness.report.run import write_report
 from harness.results import load, resolve_run_dir
 
 
@@ -71,6 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     """CLI: write a run's report and print where it is."""
+    from harness.report.run import write_report  # matplotlib (seconds on a fresh machine): only when drawing
+
     path = write_report(resolve_run_dir(args.run, args.reports_dir))
     print(path)
     return 0

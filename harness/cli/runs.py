@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 from harness.cli.common import REPORTS_DIR, console
-from harness.report.runs import COLUMNS, TABLE_HEADERS, row_dicts, scan, table_rows, write_leaderboard
 
 FOLDING = ("config", "best variant", "device", "held-out min")  # the rest are short and read better whole
 
@@ -24,6 +23,8 @@ def _print_table(listing, root: Path) -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text
+
+    from harness.report.runs import TABLE_HEADERS, table_rows
 
     table = Table(title=f"runs under {root}", box=box.SIMPLE_HEAD, collapse_padding=True)
     for header in TABLE_HEADERS:
@@ -35,6 +36,9 @@ def _print_table(listing, root: Path) -> None:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """CLI: list the runs; skipped files go to stderr so that --json and --csv output stays parseable."""
+    # Imported here, not at the top: the report modules bring matplotlib, which `asciitune run` need not wait for.
+    from harness.report.runs import COLUMNS, row_dicts, scan, write_leaderboard
+
     root = Path(getattr(args, "reports_dir", None) or REPORTS_DIR)
     listing = scan(root)
     if args.json:

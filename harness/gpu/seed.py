@@ -218,6 +218,7 @@ def run_seed_workload(plan: Plan, out: Path, work: Path, budget_s: float = 560.0
                  "arms": [], "parity": {}, "sweep": None, "targets": {}, "skipped": []}
     raw: dict[str, dict] = {}
     rows: dict[str, dict] = {}
+    sweep_raw: dict | None = None
     print(f"[bench] seed workload on {doc['card']} ({doc['matmul_tflops']} TFLOP/s bf16), model {folder}", flush=True)
     for i, item in enumerate(schedule):
         left = budget_s - (time.perf_counter() - start)
@@ -237,6 +238,7 @@ def run_seed_workload(plan: Plan, out: Path, work: Path, budget_s: float = 560.0
             # The base-lr variant is the fast Unsloth arm's config run as `asciitune run` runs it, with probes
             # between steps and N neighbours on the GPU: its losses should repeat the arm's.
             again, arm = doc["sweep"].pop("_base_lr_losses"), raw.get("fast-unsloth", {}).get("losses")
+            sweep_raw = {**doc["sweep"], "base_lr_losses": again}  # for a later merge with another call's arm
             if again and arm:
                 doc["sweep"]["base_lr_vs_fast_unsloth_arm"] = compare_losses(again, arm, None, PARITY_RTOL)
             print(f"[bench] sweep: {doc['sweep']['done']}/{variants} done in {doc['sweep']['wall_seconds']} s "
@@ -261,5 +263,5 @@ def run_seed_workload(plan: Plan, out: Path, work: Path, budget_s: float = 560.0
         doc["parity"] = parity(raw)
         doc["targets"] = targets(rows, doc["parity"], doc["sweep"])
         doc["wall_seconds"] = round(time.perf_counter() - start, 1)
-        _write(out, doc, {"arms": raw, "sweep": doc["sweep"]})
+        _write(out, doc, {"arms": raw, "sweep": sweep_raw or doc["sweep"]})
     return doc

@@ -44,7 +44,7 @@ from harness.train.fast_math import (  # noqa: F401  (re-exported: the plan's bu
     tokenize_like_sft,
 )
 from harness.train.fast_run import FastRun, FastStats
-from harness.train.sft import _peak_memory, eval_steps, make_probes, probe_loss, total_steps
+from harness.train.sft import _peak_memory, eval_steps, make_probes, total_steps
 
 ADAMW = ("auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit")  # what the fast plan runs
 EIGHT_BIT = ("adamw_8bit", "adamw_bnb_8bit")
@@ -94,7 +94,9 @@ def plan_reason(stats: FastStats, cfg: RunConfig) -> str:
         opt += " instead of adamw_8bit"
     ckpt = (f"checkpointing only in the {stats.checkpointed_rows} rows of one sequence longer than the cap"
             if stats.checkpointed_rows else "checkpointing off")
-    return f"{how}; {rows}; {opt}; {ckpt}"
+    probes = ("probes as forward-only CUDA graphs of the same rows" if stats.probes == "graphs"
+              else f"probes {stats.probes} in the same rows")
+    return f"{how}; {rows}; {opt}; {ckpt}; {probes}"
 
 
 def run_fast_variant(model, tokenizer, ds: Dataset, cfg: RunConfig,
@@ -123,10 +125,23 @@ def run_fast_variant(model, tokenizer, ds: Dataset, cfg: RunConfig,
     for step in run.plan:
         micro.append(micro[-1] + len(step))
 
+    # The probes' texts packed like training rows, once: each eval point is a few forward-only row passes (graph
+    # replays on a GPU) and one host read, instead of probe_loss's padded batches and a sync per batch.
+    sets = [run.probe_set(tokenizer, texts) for texts in (probes.train, probes.heldout)]
+    dropout = cfg.lora.dropout > 0  # then probe in eval mode, as probe_loss does; without it both modes agree
+
     def measure(step: int) -> None:
+        import torch
+
         t0 = time.perf_counter()
-        tr = probe_loss(model, tokenizer, probes.train, cfg.train.eval_batch_tokens)
-        ho = probe_loss(model, tokenizer, probes.heldout, cfg.train.eval_batch_tokens)
+        if dropout:
+            model.eval()
+        sums = torch.zeros(len(sets), dtype=torch.float32, device=run.device)
+        for k, (rows, n) in enumerate(sets):
+            engine.probe(rows, n, sums[k:k + 1])
+        tr, ho = sums.tolist()
+        if dropout:
+            model.train()
         eval_s[0] += time.perf_counter() - t0
         curves.steps.append(step)
         curves.epochs.append(round(micro[step] / per_epoch, 4))

@@ -111,6 +111,8 @@ class Engine:
         self.start = [p.detach().clone() for p in self.params]  # LoRA as loaded: every variant starts here
         self.weight_decay = cfg.weight_decay
         self.graphs: dict[int, tuple] = {}  # row length -> (graph, static inputs, loss output)
+        self.probe_graphs: dict[int, tuple] = {}  # the same for forward-only probe rows
+        self.probe_eager = ""  # why probes run eager in graph mode (a failed capture), else ""
         self.end_graph = None
         self.pool = torch.cuda.graph_pool_handle() if self.mode == "graphs" else None
         self.variants = 0
@@ -199,14 +201,7 @@ class Engine:
         """One row's loss (divided by the step's target count) backward into .grad; returns the loss."""
         import torch
 
-        # No KV cache in training: a checkpointed layer's recompute would append to it a second time.
-        kw = {"input_ids": ids, "position_ids": positions, "labels": labels, "num_items_in_batch": n_items,
-              "use_cache": False}
-        if self.attention == "varlen":
-            kw["packed_seq_lengths"] = lengths  # a CPU int32 tensor: Unsloth stages it without a sync
-        else:
-            additive = self.autocast_dtype if self.backend == "unsloth" else None  # Unsloth wants 0/-inf
-            kw["attention_mask"] = block_causal_mask(segments, additive or None)
+        kw = self._row_kwargs(ids, positions, labels, segments, n_items, lengths)
         # The seed plan trains under the Trainer's bf16 autocast; the weight-cast cache must stay off
         # inside a CUDA graph (its cached copies would be freed at capture's end).
         self._checkpointing = self.checkpoint_long and ids.shape[-1] > self.long_over
@@ -218,6 +213,64 @@ class Engine:
         finally:
             self._checkpointing = False
         return loss.detach()
+
+    def _row_kwargs(self, ids, positions, labels, segments, n_items, lengths=None) -> dict:
+        """The model's inputs for one packed row."""
+        # No KV cache in training: a checkpointed layer's recompute would append to it a second time.
+        kw = {"input_ids": ids, "position_ids": positions, "labels": labels, "num_items_in_batch": n_items,
+              "use_cache": False}
+        if self.attention == "varlen":
+            kw["packed_seq_lengths"] = lengths  # a CPU int32 tensor: Unsloth stages it without a sync
+        else:
+            additive = self.autocast_dtype if self.backend == "unsloth" else None  # Unsloth wants 0/-inf
+            kw["attention_mask"] = block_causal_mask(segments, additive or None)
+        return kw
+
+    def forward_loss(self, ids, positions, labels, segments, n_items, lengths=None):
+        """One row's loss (divided by n_items), forward only: a probe, in the training row layout."""
+        import torch
+
+        kw = self._row_kwargs(ids, positions, labels, segments, n_items, lengths)
+        with torch.no_grad(), torch.autocast(ids.device.type, dtype=self.autocast_dtype or torch.float32,
+                                             enabled=self.autocast_dtype is not None, cache_enabled=False):
+            return self.model(**kw).loss.detach()
+
+    def probe(self, rows: list[tuple], n_items, total) -> None:
+        """A probe set's token-weighted mean loss added into `total` (a 1-element device tensor), no host sync:
+        its packed rows forward only, each divided by the set's target count. Graph mode replays one
+        forward-only graph per row length (captured on first use); a capture that fails leaves probes eager."""
+        import torch
+
+        for inputs in rows:
+            t = inputs[0].shape[-1]
+            if self.mode == "graphs" and not self.probe_eager and t not in self.probe_graphs:
+                try:
+                    self._capture_probe(t, (*inputs[:4], n_items))
+                except Exception as exc:  # noqa: BLE001  (the rows still get measured, eagerly; plan_reason says why)
+                    self.probe_eager = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    torch.cuda.synchronize()
+            if t in self.probe_graphs:
+                g, static, out = self.probe_graphs[t]
+                for dst, src in zip(static, (*inputs[:4], n_items)):
+                    dst.copy_(src, non_blocking=True)
+                g.replay()
+                total.add_(out)
+            else:
+                total.add_(self.forward_loss(*inputs[:4], n_items, *inputs[4:]))
+
+    def _capture_probe(self, length: int, inputs: tuple) -> None:
+        import torch
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # first calls and autotuning outside the capture, as for training rows
+            self.forward_loss(*inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        static = tuple(x.clone() for x in inputs)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, pool=self.pool):
+            out = self.forward_loss(*static)
+        self.probe_graphs[length] = (g, static, out)
 
     def end_step(self) -> None:
         """Clip, AdamW, zero grads: the same code eager or under capture."""
@@ -280,6 +333,7 @@ class Engine:
 
         self.pause()
         self.graphs.clear()
+        self.probe_graphs.clear()
         self.end_graph = None
         for layer in self._wrapped:  # the class's forward again
             layer.__dict__.pop("forward", None)

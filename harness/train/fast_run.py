@@ -36,6 +36,7 @@ class FastStats:
     reused_graphs: int = 0  # graphs an earlier variant in this process captured and this one replayed
     peak_reserved_bytes: int = 0
     optimizer: str = "torch AdamW (fused)"
+    probes: str = ""  # how the probes ran: "graphs", "eager", or "eager (<why a capture failed>)"
 
 
 class FastRun:
@@ -52,24 +53,17 @@ class FastRun:
         self.lrs = lr_schedule(cfg, len(full))  # the whole run's schedule, also when limit cuts it short
         self.plan = full[:limit] if limit > 0 else full
         self.total, self.planned = len(self.plan), len(full)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        device = next(engine.model.parameters()).device
-
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.device = device = next(engine.model.parameters()).device
         # Every step's rows go to the device once, up front: per step only views (eager) or D2D copies.
-        def dev(values, dtype=torch.long):
-            return torch.tensor(values, dtype=dtype).view(1, -1).to(device, non_blocking=True)
-
         self.rows: list[list[tuple]] = []
         self.row_lengths: list[list[int]] = []  # kept after pause() frees the rows
         n_items = []
         for step in self.plan:
-            seqs = [self.seqs[i] for mb in step for i in mb]
-            packed = [pack_step([seqs[i] for i in part], pad_id, engine.bucket)
-                      for part in split_step(seqs, engine.micro_tokens)]
-            self.rows.append([(dev(r.ids), dev(r.positions), dev(r.labels), dev(r.segments),
-                               torch.tensor(r.lengths, dtype=torch.int32)) for r in packed])
-            self.row_lengths.append([len(r.ids) for r in packed])
-            n_items.append(sum(r.n_items for r in packed))
+            rows, n = self._rows([self.seqs[i] for mb in step for i in mb])
+            self.rows.append(rows)
+            self.row_lengths.append([r[0].shape[-1] for r in rows])
+            n_items.append(n)
         self.n_items = torch.tensor(n_items, dtype=torch.long).to(device)
         engine.begin(cfg)
         engine.model.train()
@@ -77,6 +71,26 @@ class FastRun:
         self.events = [torch.cuda.Event(enable_timing=True) for _ in range(2 * self.total)] if engine.cuda else []
         self.done, self.train_s, self.warmup_s = 0, 0.0, 0.0
         self.reused = 0
+
+    def _rows(self, seqs: list[list[int]]) -> tuple[list[tuple], int]:
+        """Sequences packed into rows under the engine's cap, on the device; and their target count."""
+        import torch
+
+        def dev(values):
+            return torch.tensor(values, dtype=torch.long).view(1, -1).to(self.device, non_blocking=True)
+
+        packed = [pack_step([seqs[i] for i in part], self.pad_id, self.engine.bucket)
+                  for part in split_step(seqs, self.engine.micro_tokens)]
+        return ([(dev(r.ids), dev(r.positions), dev(r.labels), dev(r.segments),
+                  torch.tensor(r.lengths, dtype=torch.int32)) for r in packed], sum(r.n_items for r in packed))
+
+    def probe_set(self, tokenizer, texts: list[str]) -> tuple[list[tuple], object]:
+        """A probe's texts as packed rows on the device, tokenized as harness.train.sft.probe_loss tokenizes them
+        (every token a target but each text's first), and their target count as a device tensor."""
+        import torch
+
+        rows, n = self._rows(tokenizer(texts, add_special_tokens=False)["input_ids"])
+        return rows, torch.tensor(n, dtype=torch.long, device=self.device)
 
     def _sync(self) -> None:
         import torch
@@ -151,7 +165,9 @@ class FastRun:
                                                for t in s) if e.checkpoint_long else 0,
                          peak_reserved_bytes=int(torch.cuda.max_memory_reserved()) if e.cuda else 0,
                          optimizer="torch AdamW (fused" + (", capturable)" if e.mode == "graphs" else ")")
-                         if e.cuda else "torch AdamW")
+                         if e.cuda else "torch AdamW",
+                         probes=f"eager ({e.probe_eager})" if e.probe_eager
+                         else "graphs" if e.probe_graphs else "eager")
 
     def pause(self) -> None:
         """This variant's training is over: its device rows freed (their lengths kept for stats), Unsloth's

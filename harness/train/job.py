@@ -194,10 +194,11 @@ def run_job(job: Job, session: Session | None = None) -> VariantResult:
     clock.mark("save")
 
     backend.for_inference(model)
+    counts = backend.decode_counts(model)
     progress("generate", 0, cfg.generate.n_samples)
     samples, result.generation = generate_samples(model, tok, cfg.generate,
                                                   progress=lambda d: progress("generate", d, cfg.generate.n_samples))
-    result.generation.decode = backend.decode_mode(model)
+    result.generation.decode = backend.decode_mode(model, counts)
     clock.mark("generate")
     judged = judge_samples([asdict(s) for s in samples], ds, job.human_reference, result.loss_analysis.verdict)
     result.scores, result.copy_analysis, result.verdict = judged.scores, judged.copy, judged.verdict

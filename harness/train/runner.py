@@ -34,11 +34,9 @@ from harness.train.job import Job
 
 def prepare(plan: Plan) -> dict[str, tuple[Dataset, Scores]]:
     """Dataset and human reference per distinct data setting, checked against the model before anything trains."""
-    from transformers import AutoTokenizer
-
     from harness.data import build_dataset, check_lengths, token_lengths
     from harness.judge.samples import human_reference
-    from harness.models import resolve
+    from harness.models import counting_tokenizer, resolve
     from harness.train import fast
 
     out: dict[str, tuple[Dataset, Scores]] = {}
@@ -53,7 +51,7 @@ def prepare(plan: Plan) -> dict[str, tuple[Dataset, Scores]]:
         model_key = json.dumps([key, cfg.model.name, cfg.model.max_seq_length])
         if model_key not in checked:
             resolved = resolve(cfg.model.name)
-            tok = AutoTokenizer.from_pretrained(resolved.tokenizer_path or resolved.path)
+            tok = counting_tokenizer(resolved.tokenizer_path or resolved.path)  # no transformers import
             check_lengths(ds.train + ds.heldout, token_lengths(ds.train + ds.heldout, tok), cfg.model.max_seq_length)
             checked.add(model_key)
     return out
