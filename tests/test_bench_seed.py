@@ -28,10 +28,10 @@ def test_caps_keep_later_reserves_and_skip_under_minimum():
 
 
 def test_jobs_fit_the_fast_arms_peak():
-    assert jobs_for(14 * GIB, 140 * GIB, 8) == 4  # two variants per process
-    assert jobs_for(40 * GIB, 140 * GIB, 8) == 3  # memory-bound
+    assert jobs_for(14 * GIB, 140 * GIB, 8) == 2  # two processes share the card, four variants each
+    assert jobs_for(80 * GIB, 140 * GIB, 8) == 1  # memory-bound
     assert jobs_for(200 * GIB, 140 * GIB, 8) == 1
-    assert jobs_for(None, None, 8) == 4
+    assert jobs_for(None, None, 8) == 2 and jobs_for(None, None, 1) == 1
     # Variants are dealt round-robin to the processes: the base lr lands second in the first one.
     for jobs in (2, 4):
         lrs = sweep_lrs(8, 2e-4, jobs)

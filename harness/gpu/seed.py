@@ -6,8 +6,8 @@ Arms, each in its own process (`python -m harness.gpu.seed_arm`): the fast plan 
 the seed plan on Unsloth (the reference for parity and speed-up), then the sweep: 8 variants of the
 workload (train.lr values) through `asciitune run --jobs N train.plan=fast`, N processes at once on
 the visible GPUs, each loading the model once and training, probing and sampling its share of the
-variants one after another over the same CUDA graphs (N: half the variants, fewer if the fast Unsloth
-arm's peak memory says so); then the fast plan with `model.load_in_4bit=true` (QLoRA) on both backends
+variants one after another over the same CUDA graphs (N: 2, fewer if the fast Unsloth arm's peak memory
+says so: jobs_for); then the fast plan with `model.load_in_4bit=true` (QLoRA) on both backends
 and the seed plan on PEFT, with whatever time is left. Every item has a time cap inside --budget-s and
 runs only if the items after it keep their reserve; a seed-plan arm stopped at its cap reports a
 measured partial (its per-step time x the planned steps is given beside it, labelled as an
@@ -101,9 +101,14 @@ def run_child(cmd: list[str], log: Path, cap: float) -> tuple[str, float]:
 
 
 def jobs_for(peak_bytes: int | None, total_bytes: int | None, variants: int) -> int:
-    """Processes at once on one GPU: half the variants (each process trains two over one load and one set of
-    graphs), at most as many as the fast arm's peak fits in 95% of the card, less 1 GiB each."""
-    want = max(1, variants // 2)
+    """Processes at once on one GPU: two (each trains its half of the variants over one load and one set of
+    graphs), fewer if the fast arm's peak does not fit twice in 95% of the card, less 1 GiB each.
+
+    Two, because processes time-share one GPU (their kernels never overlap), so a third or fourth adds a
+    load, a warm-up and contention but no throughput: the 8-variant sweep took 182.5 s with 2 processes and
+    199.5 s with 4 in one call (H200, reports/gpu-bench/README.md); one process would leave the GPU idle
+    through its ~50 s of imports and load and through every host-bound stretch."""
+    want = max(1, min(2, variants))
     if not peak_bytes or not total_bytes:
         return want
     return max(1, min(want, int(0.95 * total_bytes // (peak_bytes + GIB))))

@@ -16,6 +16,9 @@ changes:
   approximation of the same update).
 - No host syncs per step; on a GPU, one CUDA graph per row length and one for clip + AdamW (no
   compiler), reused by every fast variant the same process trains over the same base (harness.train.job).
+- Probes (the train and held-out loss at each eval point) in the same packed rows, forward only: each
+  row's summed token loss over the probe's target count, so the result is probe_loss's token-weighted
+  mean; on a GPU one forward-only graph per row length, and one host read per eval point.
 
 Measured on one H200 (`asciitune bench --workload seed`, reports/gpu-bench/seed-workload.json: random
 Llama-3.2-3B, 120 steps, 120,815 tokens): the seed plan's steps 172.1 s on Unsloth; the fast plan's

@@ -29,24 +29,45 @@ DOC, RAW = HERE / "seed-workload.json", HERE / "seed-workload-raw.json"
 def merge(calls: list[Path]) -> None:
     """seed-workload.json (+ -raw) from the calls' files, in order: later arms replace earlier ones."""
     from harness.gpu.bench import flops_per_token
+    from harness.gpu.parity import compare_losses
+    from harness.gpu.seed_summary import PARITY_RTOL
 
-    doc, raw, peaks, first_loss, skipped = None, {}, {}, {}, []
-    for k, folder in enumerate(calls, 1):
+    doc, raw, peaks, first_loss, skipped, sweep_raw = None, {}, {}, {}, [], None
+    history: list[dict] = []
+    for folder in calls:
         cdoc = json.loads((folder / "seed-workload.json").read_text())
         craw = json.loads((folder / "seed-workload-raw.json").read_text())
         if doc is None:
-            doc = cdoc
+            doc = {k: v for k, v in cdoc.items() if k not in ("calls", "sweep", "other_sweeps")}
+        # A folder may hold an earlier merge (its "calls" listed): its arms keep the call that measured them.
+        earlier = cdoc.get("calls") or []
+        k = len(history) + max(1, len(earlier))
+        history += earlier or [{"call": k, "date": cdoc["date"], "command": cdoc["command"],
+                                "matmul_tflops": cdoc["matmul_tflops"], "wall_seconds": cdoc.get("wall_seconds")}]
         for name, rec in craw["arms"].items():
-            rec["measured_in"] = f"call {k} ({cdoc['date']}, random-weight folder {Path(cdoc['model_folder']).name})"
-            raw[name], peaks[name] = rec, cdoc["matmul_tflops"]
+            if not (earlier and rec.get("measured_in")):
+                rec["measured_in"] = (f"call {k} ({cdoc['date']}, random-weight folder "
+                                      f"{Path(cdoc['model_folder']).name})")
+            raw[name] = rec
+            was = int(rec["measured_in"].split()[1]) if earlier else k  # "call N (...": its call's matmul peak
+            peaks[name] = next((c["matmul_tflops"] for c in history if c["call"] == was), cdoc["matmul_tflops"])
             if rec.get("losses") and not rec.get("load_in_4bit"):  # 4-bit arms load another (nearby) model
                 first_loss[name] = rec["losses"][0]
-        skipped += [x | {"call": k} for x in cdoc.get("skipped", [])]
-        if cdoc.get("sweep"):
-            doc["sweep"] = cdoc["sweep"] | {"measured_in": f"call {k} ({cdoc['date']})"}
-        doc.setdefault("calls", []).append({"call": k, "date": cdoc["date"], "command": cdoc["command"],
-                                            "matmul_tflops": cdoc["matmul_tflops"],
-                                            "wall_seconds": cdoc.get("wall_seconds")})
+        skipped += [x if "call" in x else x | {"call": k} for x in cdoc.get("skipped", [])]
+        if cdoc.get("sweep"):  # the last sweep is the sweep; earlier ones stay on record, in brief
+            others = doc.setdefault("other_sweeps", [])
+            others += cdoc.get("other_sweeps", [])
+            if doc.get("sweep"):
+                others.append({key: doc["sweep"].get(key) for key in ("jobs", "variants", "done", "wall_seconds",
+                                                                      "status", "measured_in")})
+            doc["sweep"] = cdoc["sweep"] if earlier else cdoc["sweep"] | {"measured_in": f"call {k} ({cdoc['date']})"}
+            sweep_raw = craw.get("sweep") or {}
+    doc["calls"] = history
+    # The sweep's base-lr variant against the fast Unsloth arm, also when another call measured the arm.
+    again, arm = (sweep_raw or {}).get("base_lr_losses"), raw.get("fast-unsloth", {}).get("losses")
+    if again and arm:
+        doc["sweep"]["base_lr_vs_fast_unsloth_arm"] = compare_losses(again, arm, None, PARITY_RTOL)
+        first_loss["sweep base-lr variant"] = again[0]
     # The same weights in every call: a step-1 loss off by more than the parity bound would say otherwise.
     spread = max(first_loss.values()) / min(first_loss.values()) - 1 if first_loss else 0.0
     doc["same_weights_check"] = {"first_step_loss_spread": round(spread, 6), "arms": len(first_loss)}
@@ -58,7 +79,7 @@ def merge(calls: list[Path]) -> None:
     doc["targets"] = targets(rows, doc["parity"], doc["sweep"])
     doc["skipped"] = [x for x in skipped if x["name"] not in raw]
     atomic_write_json(DOC, doc)
-    atomic_write_json(RAW, {"arms": raw, "sweep": doc["sweep"]})
+    atomic_write_json(RAW, {"arms": raw, "sweep": {**doc["sweep"], **({"base_lr_losses": again} if again else {})}})
 
 
 def figures() -> None:
@@ -115,38 +136,49 @@ def figures() -> None:
 
     sweep = doc.get("sweep") or {}
     variants = sweep.get("per_variant", [])
-    if variants and all(v["status"] == "done" and v["seconds"] for v in variants):
-        # `asciitune run --jobs N` deals the variants round-robin to N processes (harness.train.executors.units),
-        # each training its share one after another: one timeline row per process.
-        jobs = sweep["jobs"]
-        fig = Figure(figsize=(10, 3.6), layout="constrained")
-        ax = fig.subplots()
-        parts = {"start, import, load (first variant), save, judge":
-                 lambda v: v["seconds"] - v["train_seconds"] - v["generation_seconds"],
-                 "warm-up + graph captures": lambda v: v["warmup_seconds"], "probes": lambda v: v["eval_seconds"],
-                 "optimizer steps": lambda v: v["train_seconds"] - v["warmup_seconds"] - v["eval_seconds"],
-                 "sampling (32 x 512 tokens)": lambda v: v["generation_seconds"]}
-        colors = dict(zip(parts, ("#7f7f7f", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")))
-        for u in range(jobs):
-            t = 0.0
-            for v in variants[u::jobs]:
-                start = t
-                for label, part in parts.items():
-                    width = part(v)
-                    ax.barh(u, width, left=t, color=colors[label], label=label if u == 0 and start == 0 else None)
-                    t += width
-                ax.text(start + 1, u + 0.42, v["name"], fontsize=7, va="bottom")
-        ax.axvline(sweep["target_seconds"], color="r", ls="--", lw=0.8)
-        ax.set_yticks(range(jobs), [f"process {u + 1}" for u in range(jobs)])
-        ax.invert_yaxis()
-        longest = max(sum(v["seconds"] for v in variants[u::jobs]) for u in range(jobs))
-        ax.set_xlabel(f"seconds since the processes started; the sweep's {sweep['wall_seconds']} s wall also holds "
-                      f"~{sweep['wall_seconds'] - longest:.0f} s of the runner's own (imports, dataset, human "
-                      f"reference) before them (red: the {sweep['target_seconds']:.0f} s target)")
-        ax.set_title(f"8-variant sweep: `asciitune run --jobs {jobs} train.plan=fast`, {jobs} processes on one "
-                     f"{doc['card']}, each loading once and replaying its CUDA graphs", fontsize=9)
-        ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
-        save_png(fig, HERE, "seed-workload-sweep.png")
+    if variants and all(v["status"] == "done" and v.get("phases") and v.get("pid") for v in variants):
+        sweep_timeline(doc, sweep, variants)  # variants that record their phases (asciitune since this sweep)
+
+
+PHASES = {  # label: (colour, seconds of one variant)
+    "interpreter and imports": ("#c7c7c7", lambda v: v["phases"].get("start", 0.0)),
+    "backend import + model load": ("#7f7f7f", lambda v: v["phases"].get("load", 0.0)),
+    "warm-up + graph captures": ("#ff7f0e", lambda v: v["warmup_seconds"] or 0.0),
+    "probes (12 eval points)": ("#2ca02c", lambda v: v["eval_seconds"] or 0.0),
+    "optimizer steps": ("#d62728", lambda v: v["phases"]["train"] - (v["warmup_seconds"] or 0)
+                        - (v["eval_seconds"] or 0)),
+    "save, judge": ("#17becf", lambda v: v["phases"].get("save", 0.0) + v["phases"].get("judge", 0.0)),
+    "sampling (32 x 512 tokens)": ("#9467bd", lambda v: v["phases"].get("generate", 0.0)),
+}
+
+
+def sweep_timeline(doc: dict, sweep: dict, variants: list[dict]) -> None:
+    """One row per process, in seconds since `asciitune run` started, from the variants' measured phases."""
+    pids = list(dict.fromkeys(v["pid"] for v in variants))
+    fig = Figure(figsize=(10, 1.2 + 0.55 * (len(pids) + 1)), layout="constrained")
+    ax = fig.subplots()
+    spawn = min(v["spawned_after_s"] for v in variants)
+    ax.barh(0, spawn, color="#bcbd22", label="the runner: imports, dataset, human reference, length check")
+    shown = set()
+    for row, pid in enumerate(pids, 1):
+        t = next(v["spawned_after_s"] for v in variants if v["pid"] == pid)
+        for v in (v for v in variants if v["pid"] == pid):
+            ax.text(t + 1, row + 0.42, v["name"], fontsize=7, va="bottom")
+            for label, (color, part) in PHASES.items():
+                width = max(0.0, part(v))
+                ax.barh(row, width, left=t, color=color, label=None if label in shown else label)
+                shown.add(label)
+                t += width
+    ax.axvline(sweep["target_seconds"], color="r", ls="--", lw=0.8)
+    ax.axvline(sweep["wall_seconds"], color="k", ls=":", lw=0.8)
+    ax.set_yticks(range(len(pids) + 1), ["runner"] + [f"process {k}" for k in range(1, len(pids) + 1)])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"seconds since `asciitune run` started (red: the {sweep['target_seconds']:.0f} s target; dotted: "
+                  f"the sweep's wall time, {sweep['wall_seconds']} s, process exits included)")
+    ax.set_title(f"8-variant sweep: `asciitune run --jobs {sweep['jobs']} train.plan=fast` on one {doc['card']}: "
+                 f"{sweep['jobs']} processes, each loading once and replaying its CUDA graphs", fontsize=9)
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.28))
+    save_png(fig, HERE, "seed-workload-sweep.png")
 
 
 def main() -> None:
