@@ -273,6 +273,7 @@ def delta_rows(comp: Comparison) -> list[list[str]]:
 def write_comparison(comp: Comparison, out_dir: str | Path) -> Path:
     """Write index.html, report.md and a plot comparing all runs into out_dir; returns the HTML path."""
     from harness.report import plots  # matplotlib (seconds on a fresh machine): only when drawing
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     doc = Doc(f"asciitune comparison: {' vs '.join(comp.labels)}")

@@ -12,9 +12,11 @@ up in .grad, then clip, AdamW and zero grads end the step.
 
 mode="graphs": one CUDA graph per row length (forward + backward into .grad; rows padded to a multiple of
 `bucket` with a masked segment whose labels are -100, so a few graphs serve every step) and one for the
-step's end (clip, AdamW, zero grads). No compiler: warm-up is one eager forward/backward per new row length
-plus one capture each. All graphs share one memory pool: they replay one at a time on one stream, and
-nothing captured outlives a replay but each graph's loss output. Graphs read the LoRA weights, grads and
+step's end (clip, AdamW, zero grads), plus one forward-only graph per row length for the probes
+(`probe`: the eval points' losses over packed rows of the probe texts). No compiler: warm-up is one
+eager forward/backward per new row length plus one capture each. All graphs share one memory pool:
+they replay one at a time on one stream, and nothing captured outlives a replay but each graph's loss
+output. Graphs read the LoRA weights, grads and
 AdamW state where they live, so a later variant over the same base resets those in place (`Engine.begin`)
 and replays the graphs: a sweep captures once per process. Attention for a packed row: "mask" (a 4D
 block-diagonal mask built on the device, so it can live inside a graph) or "varlen" (Unsloth only: host-side

@@ -144,7 +144,7 @@ PHASES = {  # label: (colour, seconds of one variant)
     "interpreter and imports": ("#c7c7c7", lambda v: v["phases"].get("start", 0.0)),
     "backend import + model load": ("#7f7f7f", lambda v: v["phases"].get("load", 0.0)),
     "warm-up + graph captures": ("#ff7f0e", lambda v: v["warmup_seconds"] or 0.0),
-    "probes (12 eval points)": ("#2ca02c", lambda v: v["eval_seconds"] or 0.0),
+    "probes (11 eval points)": ("#2ca02c", lambda v: v["eval_seconds"] or 0.0),
     "optimizer steps": ("#d62728", lambda v: v["phases"]["train"] - (v["warmup_seconds"] or 0)
                         - (v["eval_seconds"] or 0)),
     "save, judge": ("#17becf", lambda v: v["phases"].get("save", 0.0) + v["phases"].get("judge", 0.0)),
