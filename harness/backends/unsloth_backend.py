@@ -77,17 +77,13 @@ def for_training(model) -> None:
 
 def decode_counts(model) -> dict[str, int]:
     """Unsloth's decode-graph counters (captures, replays, eager steps) summed over the model: they only grow."""
-    graphs = _decode_graphs()
-    if graphs is None:
-        return {}
-    counts = [graphs.stats(m) for m in model.modules() if "_unsloth_decode_graphs" in m.__dict__]
-    return {k: sum(c.get(k) or 0 for c in counts) for k in ("captures", "replays", "eager_steps")}
+    stats = _decode_stats(model)
+    return {k: sum(c.get(k) or 0 for c in stats) for k in ("captures", "replays", "eager_steps")}
 
 
 def decode_mode(model, since: dict[str, int] | None = None) -> str:
     """How sampling decoded since decode_counts gave `since`: Unsloth's CUDA-graph replay (counts) or eager, and why."""
-    graphs = _decode_graphs()
-    if not has_cuda() or graphs is None:
+    if not has_cuda() or _decode_graphs() is None:
         return "eager"
     now, since = decode_counts(model), since or {}
     d = {k: v - since.get(k, 0) for k, v in now.items()}
@@ -96,9 +92,16 @@ def decode_mode(model, since: dict[str, int] | None = None) -> str:
                 f"{d['captures']} captures")
     if os.environ.get("UNSLOTH_DECODE_CUDA_GRAPHS") == "0":
         return "eager (UNSLOTH_DECODE_CUDA_GRAPHS=0)"
-    why = next((graphs.stats(m).get("disabled") for m in model.modules() if "_unsloth_decode_graphs" in m.__dict__
-                and graphs.stats(m).get("disabled")), None)
+    why = next((c["disabled"] for c in _decode_stats(model) if c.get("disabled")), None)
     return f"eager ({why})" if why else "eager"
+
+
+def _decode_stats(model) -> list[dict]:
+    """Unsloth's decode-graph stats of each module that holds some (none without _decode_graphs)."""
+    graphs = _decode_graphs()
+    if graphs is None:
+        return []
+    return [graphs.stats(m) for m in model.modules() if "_unsloth_decode_graphs" in m.__dict__]
 
 
 def _decode_graphs():

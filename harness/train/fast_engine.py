@@ -247,7 +247,7 @@ class Engine:
             t = inputs[0].shape[-1]
             if self.mode == "graphs" and not self.probe_eager and t not in self.probe_graphs:
                 try:
-                    self._capture_probe(t, (*inputs[:4], n_items))
+                    self.probe_graphs.update(self._record(self.forward_loss, {t: (*inputs[:4], n_items)}))
                 except Exception as exc:  # noqa: BLE001  (the rows still get measured, eagerly; plan_reason says why)
                     self.probe_eager = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                     torch.cuda.synchronize()
@@ -259,20 +259,6 @@ class Engine:
                 total.add_(out)
             else:
                 total.add_(self.forward_loss(*inputs[:4], n_items, *inputs[4:]))
-
-    def _capture_probe(self, length: int, inputs: tuple) -> None:
-        import torch
-
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # first calls and autotuning outside the capture, as for training rows
-            self.forward_loss(*inputs)
-        torch.cuda.current_stream().wait_stream(side)
-        static = tuple(x.clone() for x in inputs)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, pool=self.pool):
-            out = self.forward_loss(*static)
-        self.probe_graphs[length] = (g, static, out)
 
     def end_step(self) -> None:
         """Clip, AdamW, zero grads: the same code eager or under capture."""
@@ -289,27 +275,36 @@ class Engine:
         todo = {t: x for t, x in examples.items() if t not in self.graphs}
         if self.mode != "graphs" or (not todo and self.end_graph is not None):
             return 0
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # kernels' first calls and autotuning, outside any capture
-            for inputs in todo.values():
-                self.forward_backward(*inputs[:5])  # also makes every .grad, so captures accumulate in place
-        torch.cuda.current_stream().wait_stream(side)
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()  # the eager warm-up's blocks: else they stay reserved beside the graph pool
-        # Longest row first: shorter captures reuse its blocks in the shared pool.
-        for t, inputs in sorted(todo.items(), reverse=True):
-            static = tuple(x.clone() for x in inputs[:5])
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g, pool=self.pool):
-                out = self.forward_backward(*static)
-            self.graphs[t] = (g, static, out)
+        # The warm-up forward/backward also makes every .grad, so captures accumulate in place.
+        self.graphs.update(self._record(self.forward_backward, {t: x[:5] for t, x in todo.items()}))
         if self.end_graph is None:
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g, pool=self.pool):
                 self.end_step()
             self.end_graph = g
         return len(todo)
+
+    def _record(self, fn, examples: dict[int, tuple]) -> dict[int, tuple]:
+        """One graph of fn per row length (examples: length -> one row's inputs), in the shared pool, after one
+        eager call each on a side stream; length -> (graph, static inputs, output)."""
+        import torch
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # kernels' first calls and autotuning, outside any capture
+            for inputs in examples.values():
+                fn(*inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()  # the eager warm-up's blocks: else they stay reserved beside the graph pool
+        out = {}
+        for t, inputs in sorted(examples.items(), reverse=True):  # longest first: shorter ones reuse its blocks
+            static = tuple(x.clone() for x in inputs)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, pool=self.pool):
+                result = fn(*static)
+            out[t] = (g, static, result)
+        return out
 
     def step(self, rows: list[tuple], n_items, lr: float, loss_out) -> None:
         """One optimizer step over its rows; the loss lands in loss_out (a 1-element device view), no host sync."""
