@@ -112,3 +112,17 @@ def test_bench_seed_workload_on_cpu(tmp_path):
     # fp32 on the CPU, same optimizer (adamw_torch): only summation order differs (tests/test_fast_plan.py).
     assert fast == pytest.approx(seed, rel=1e-4)
     assert proc.returncode == 1  # the refused 4-bit arm is not "ok"
+
+
+@pytest.mark.parametrize("command", ["run", "bench"])
+def test_jobs_below_one_is_one_sentence_for_run_and_bench(tmp_path, capsys, command):
+    """`--jobs 0` is refused before anything runs (bench once read it as "use the default")."""
+    from harness.cli.main import main
+
+    # --out inside tmp_path: were the flag accepted, the bench must not overwrite the committed GPU document
+    extra = ["--workload", "seed", "--out", str(tmp_path / "seed-workload.json")] if command == "bench" else []
+    with pytest.raises(SystemExit) as exc:
+        main(["--reports-dir", str(tmp_path), command, "--config", "tiny", *extra, "--jobs", "0"])
+    assert exc.value.code == 2
+    assert "--jobs takes a whole number of 1 or more, not '0'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.cli.common import add_config_args, load_plan, print_table
+from harness.cli.common import add_config_args, jobs_count, load_plan, print_table
 from harness.results import RunResult
 
 
@@ -143,8 +143,8 @@ def add_parser(sub) -> None:
                    help="grid: the batch x length points above (default); seed: the seed workload's arms (seed and "
                         "fast plan, both backends, 4-bit) and an 8-variant concurrent sweep, in one call")
     p.add_argument("--out", default="reports/gpu-bench/seed-workload.json", help="--workload seed: the document")
-    p.add_argument("--jobs", type=int, default=None, help="--workload seed: sweep processes at once, each training "
-                   "its share of the variants over one load (default: 2, fewer if memory says so)")
+    p.add_argument("--jobs", type=jobs_count, default=None, help="--workload seed: sweep processes at once, each "
+                   "training its share of the variants over one load (default: 2, fewer if memory says so)")
     p.add_argument("--variants", type=int, default=8, help="--workload seed: sweep variants (default 8)")
     p.add_argument("--budget-s", type=float, default=560.0, help="--workload seed: seconds for everything; items "
                    "past it are skipped and a seed-plan arm at its cap reports a measured partial (default 560)")

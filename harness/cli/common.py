@@ -33,6 +33,13 @@ def load_plan(args: argparse.Namespace):
     return _load(args.config, overrides, on_gpu=True) if has_cuda() else plan
 
 
+def jobs_count(text: str) -> int:
+    """argparse type of --jobs: a whole number of 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--jobs takes a whole number of 1 or more, not '{text}'")
+    return int(text)
+
+
 def has_cuda() -> bool:
     """Whether an NVIDIA GPU is usable (imports torch, never a backend)."""
     import torch

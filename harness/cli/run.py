@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli.common import add_config_args, console, load_plan
+from harness.cli.common import add_config_args, console, jobs_count, load_plan
 from harness.errors import UserError
 from harness.results import RunResult
 
@@ -49,12 +49,6 @@ def make_executor(args: argparse.Namespace):
     if args.executor == "ray":
         return ray_executor(args.ray_address, args.ray_gpus, args.ray_cpus, in_flight=args.jobs or 0)
     return local_executor(args.jobs or 1)
-
-
-def _jobs(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"--jobs takes a whole number of 1 or more, not '{text}'")
-    return int(text)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -133,7 +127,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="train only these variants (comma-separated)")
     p.add_argument("--no-report", action="store_true", help="skip writing the HTML/Markdown report")
     g = p.add_argument_group("scaling out (README, \"Scaling out\")")
-    g.add_argument("--jobs", type=_jobs, default=None, metavar="N",
+    g.add_argument("--jobs", type=jobs_count, default=None, metavar="N",
                    help="child processes at once, spread round-robin over the visible GPUs (several per GPU "
                         "when N exceeds them; on CPU the cores are split between them); fast-plan variants over "
                         "one base share the N processes (each loads the model and captures its CUDA graphs "
