@@ -31,6 +31,18 @@ def _peak() -> dict:
             "peak_allocated_bytes": int(torch.cuda.max_memory_allocated())}
 
 
+def _memory_now() -> dict:
+    """Reserved and allocated bytes now and at their peaks: read after load and after training, they say whether
+    reserved memory far above allocated comes from loading or from the steps (graph pools, cached blocks)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"reserved": int(torch.cuda.memory_reserved()), "allocated": int(torch.cuda.memory_allocated()),
+            "peak_reserved": int(torch.cuda.max_memory_reserved()),
+            "peak_allocated": int(torch.cuda.max_memory_allocated())}
+
+
 def _sync() -> None:
     import torch
 
@@ -58,7 +70,7 @@ def _load(cfg: RunConfig, rec: dict, out: Path):
     rec.update(load_s=round(time.perf_counter() - t0, 3), backend_note=info["backend_note"], device=info["device"],
                dtype=info["dtype"], arch={k: conf[k] for k in ARCH_KEYS if conf.get(k) is not None},
                trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
-               status="loaded")
+               memory_after_load=_memory_now(), status="loaded")
     atomic_write_json(out, rec)
     return model, tok, backend
 
@@ -123,6 +135,7 @@ def run_fast(cfg: RunConfig, rec: dict, out: Path, mode: str = "auto", micro_tok
     engine = Engine(model, cfg.train, mode=mode, micro_tokens=micro_tokens)
     try:
         curves, stats, fs = run_fast_variant(model, tok, ds, cfg, engine=engine)
+        rec["memory_after_train"] = _memory_now()  # before close() frees the graphs and their pool
     finally:
         engine.close()
     plan = seed_plan_batches(len(ds.train), t.batch_size, t.grad_accum, t.epochs, t.max_steps, t.seed)
