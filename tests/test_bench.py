@@ -135,3 +135,24 @@ def test_bench_cli_writes_a_complete_result_on_cpu(tmp_path: Path) -> None:
     assert bench.matmul_tflops > 0 and bench.workers["peft"]["exit_code"] == 0
     assert bench.parity["points_compared"] == 0 and not bench.parity["ok"]  # one backend: nothing to compare
     assert run.environment["versions"]["torch"] and run.data["name"] == "cats"
+
+
+def test_environment_says_whether_a_package_has_cached_bytecode(tmp_path, monkeypatch) -> None:
+    # A process's start time on the GPU image hangs on this, so bench documents record it: a package with
+    # only sources reads False, the same package after compileall reads True.
+    import compileall
+    import importlib
+
+    from harness import environment
+
+    pkg = tmp_path / "asciitune_probe_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("X = 1\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("sys.pycache_prefix", None)
+    importlib.invalidate_caches()
+    assert environment.bytecode(("asciitune_probe_pkg",))["cached"] == {"asciitune_probe_pkg": False}
+    assert compileall.compile_dir(str(pkg), quiet=1)
+    got = environment.bytecode(("asciitune_probe_pkg", "no_such_package_here"))
+    assert got["cached"] == {"asciitune_probe_pkg": True, "no_such_package_here": False}
+    assert isinstance(got["dont_write_bytecode"], bool)

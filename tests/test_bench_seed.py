@@ -28,12 +28,13 @@ def test_caps_keep_later_reserves_and_skip_under_minimum():
 
 
 def test_jobs_fit_the_fast_arms_peak():
-    assert jobs_for(14 * GIB, 140 * GIB, 8) == 2  # two processes share the card, four variants each
-    assert jobs_for(80 * GIB, 140 * GIB, 8) == 1  # memory-bound
+    assert jobs_for(14 * GIB, 140 * GIB, 8) == 3  # three processes share the card, three or two variants each
+    assert jobs_for(50 * GIB, 140 * GIB, 8) == 2  # memory-bound: 3 x 51 GiB is over 95% of 140 GiB
+    assert jobs_for(80 * GIB, 140 * GIB, 8) == 1
     assert jobs_for(200 * GIB, 140 * GIB, 8) == 1
-    assert jobs_for(None, None, 8) == 2 and jobs_for(None, None, 1) == 1
+    assert jobs_for(None, None, 8) == 3 and jobs_for(None, None, 2) == 2 and jobs_for(None, None, 1) == 1
     # Variants are dealt round-robin to the processes: the base lr lands second in the first one.
-    for jobs in (2, 4):
+    for jobs in (2, 3, 4):
         lrs = sweep_lrs(8, 2e-4, jobs)
         assert sorted(lrs) == sorted(SWEEP_LRS) and lrs[0::jobs][1] == 2e-4
 

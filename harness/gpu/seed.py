@@ -103,14 +103,14 @@ def run_child(cmd: list[str], log: Path, cap: float) -> tuple[str, float]:
 
 
 def jobs_for(peak_bytes: int | None, total_bytes: int | None, variants: int) -> int:
-    """Processes at once on one GPU: two (each trains its half of the variants over one load and one set of
-    graphs), fewer if the fast arm's peak does not fit twice in 95% of the card, less 1 GiB each.
+    """Processes at once on one GPU: three (each trains its share of the variants over one load and one set of
+    graphs), fewer if the fast arm's peak does not fit that often in 95% of the card, less 1 GiB each.
 
-    Two, because processes time-share one GPU (their kernels never overlap), so a third or fourth adds a
-    load, a warm-up and contention but no throughput: the 8-variant sweep took 182.5 s with 2 processes and
-    199.5 s with 4 in one call (H200, reports/gpu-bench/README.md); one process would leave the GPU idle
-    through its ~50 s of imports and load and through every host-bound stretch."""
-    want = max(1, min(2, variants))
+    Processes time-share one GPU (their kernels never overlap), so more of them add loads, warm-ups and
+    contention but no throughput; they pay off only while the others import, load or sit host-bound. With
+    bytecode cached the 8-variant sweep took 177.7 s with 2 processes, 164.8 and 163.6 s with 3 and 168.2 s
+    with 4 (H200, two calls, reports/gpu-bench/README.md)."""
+    want = max(1, min(3, variants))
     if not peak_bytes or not total_bytes:
         return want
     return max(1, min(want, int(0.95 * total_bytes // (peak_bytes + GIB))))
@@ -227,6 +227,12 @@ def run_seed_workload(plan: Plan, out: Path, work: Path, budget_s: float = 560.0
     rows: dict[str, dict] = {}
     sweep_raw: dict | None = None
     print(f"[bench] seed workload on {doc['card']} ({doc['matmul_tflops']} TFLOP/s bf16), model {folder}", flush=True)
+    code = doc["environment"]["python_bytecode"]
+    if not all(code["cached"].values()):  # every arm and sweep process would compile its imports again
+        print(f"[bench] note: no cached bytecode for {', '.join(k for k, v in code['cached'].items() if not v)}"
+              f"{' and PYTHONDONTWRITEBYTECODE is set' if code['dont_write_bytecode'] else ''}: each process "
+              "compiles its imports again (about 20 s on the H200 image); `python -m compileall -q <site-packages>` "
+              "once removes that", flush=True)
     for i, item in enumerate(schedule):
         left = budget_s - (time.perf_counter() - start)
         cap = cap_for(schedule, i, left)
