@@ -144,7 +144,7 @@ def add_parser(sub) -> None:
                         "fast plan, both backends, 4-bit) and an 8-variant concurrent sweep, in one call")
     p.add_argument("--out", default="reports/gpu-bench/seed-workload.json", help="--workload seed: the document")
     p.add_argument("--jobs", type=jobs_count, default=None, help="--workload seed: sweep processes at once, each "
-                   "training its share of the variants over one load (default: 2, fewer if memory says so)")
+                   "training its share of the variants over one load (default: 3, fewer if memory says so)")
     p.add_argument("--variants", type=int, default=8, help="--workload seed: sweep variants (default 8)")
     p.add_argument("--budget-s", type=float, default=560.0, help="--workload seed: seconds for everything; items "
                    "past it are skipped and a seed-plan arm at its cap reports a measured partial (default 560)")

@@ -6,7 +6,7 @@ Arms, each in its own process (`python -m harness.gpu.seed_arm`): the fast plan 
 the seed plan on Unsloth (the reference for parity and speed-up), then the sweep: 8 variants of the
 workload (train.lr values) through `asciitune run --jobs N train.plan=fast`, N processes at once on
 the visible GPUs, each loading the model once and training, probing and sampling its share of the
-variants one after another over the same CUDA graphs (N: 2, fewer if the fast Unsloth arm's peak memory
+variants one after another over the same CUDA graphs (N: 3, fewer if the fast Unsloth arm's peak memory
 says so: jobs_for); then the fast plan with `model.load_in_4bit=true` (QLoRA) on both backends
 and the seed plan on PEFT, with whatever time is left. Every item has a time cap inside --budget-s and
 runs only if the items after it keep their reserve; a seed-plan arm stopped at its cap reports a

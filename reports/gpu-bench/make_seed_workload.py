@@ -5,10 +5,11 @@
 
 `asciitune bench --workload seed` writes seed-workload.json and seed-workload-raw.json in one call. A call
 has at most 10 minutes, less than every arm and the sweep together, so the committed document joins the
-calls of one session (one H200, the same random-weight folder, checked by the first step's loss): each DIR
-holds one call's seed-workload.json and -raw.json; an arm measured by a later call replaces an earlier
-one, the sweep is the last call's that ran one. Rows, parity and targets are recomputed here by
-harness.gpu.seed_summary from the merged raw records; each arm says which call measured it.
+calls (one card kind, the same random-weight folder, checked by the first step's loss; a DIR may hold an
+earlier merge): each DIR holds one call's seed-workload.json and -raw.json (and, if present, setup.txt:
+the call's setup log, kept); an arm measured by a later call replaces an earlier one, the sweep is the
+last call's that ran one. Rows, parity and targets are recomputed here by harness.gpu.seed_summary from
+the merged raw records; each arm says which call measured it.
 """
 from __future__ import annotations
 
@@ -42,8 +43,10 @@ def merge(calls: list[Path]) -> None:
         # A folder may hold an earlier merge (its "calls" listed): its arms keep the call that measured them.
         earlier = cdoc.get("calls") or []
         k = len(history) + max(1, len(earlier))
+        setup = folder / "setup.txt"  # the call's own log of its setup (e.g. compileall), kept verbatim
         history += earlier or [{"call": k, "date": cdoc["date"], "command": cdoc["command"],
-                                "matmul_tflops": cdoc["matmul_tflops"], "wall_seconds": cdoc.get("wall_seconds")}]
+                                "matmul_tflops": cdoc["matmul_tflops"], "wall_seconds": cdoc.get("wall_seconds"),
+                                **({"setup_log": setup.read_text().strip()} if setup.is_file() else {})}]
         for name, rec in craw["arms"].items():
             if not (earlier and rec.get("measured_in")):
                 rec["measured_in"] = (f"call {k} ({cdoc['date']}, random-weight folder "
@@ -59,8 +62,12 @@ def merge(calls: list[Path]) -> None:
             others += cdoc.get("other_sweeps", [])
             if doc.get("sweep"):
                 others.append({key: doc["sweep"].get(key) for key in ("jobs", "variants", "done", "wall_seconds",
-                                                                      "status", "measured_in")})
-            doc["sweep"] = cdoc["sweep"] if earlier else cdoc["sweep"] | {"measured_in": f"call {k} ({cdoc['date']})"}
+                                                                      "status", "measured_in", "bytecode_cached")})
+            # Process starts hang on cached bytecode (the GPU image writes none): say which sweeps had it.
+            code = (cdoc.get("environment") or {}).get("python_bytecode")
+            doc["sweep"] = cdoc["sweep"] if earlier else cdoc["sweep"] | {
+                "measured_in": f"call {k} ({cdoc['date']})",
+                "bytecode_cached": all(code["cached"].values()) if code else None}
             sweep_raw = craw.get("sweep") or {}
     doc["calls"] = history
     # The sweep's base-lr variant against the fast Unsloth arm, also when another call measured the arm.
