@@ -127,3 +127,47 @@ def test_jobs_below_one_is_one_sentence_for_run_and_bench(tmp_path, capsys, comm
     assert exc.value.code == 2
     assert "--jobs takes a whole number of 1 or more, not '0'" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_merging_a_new_call_keeps_its_setup_log_and_whether_its_sweep_had_bytecode(tmp_path, monkeypatch):
+    # reports/gpu-bench/make_seed_workload.py over the committed merge plus one new call: the new sweep becomes
+    # the sweep with bytecode_cached from the call's environment, the old one moves to other_sweeps with what it
+    # had, and the call's setup log (e.g. its compileall) is kept verbatim in the calls history.
+    import copy
+    import importlib.util
+
+    from conftest import REPO
+
+    here = REPO / "reports" / "gpu-bench"
+    spec = importlib.util.spec_from_file_location("make_seed_workload", here / "make_seed_workload.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "DOC", tmp_path / "seed-workload.json")
+    monkeypatch.setattr(mod, "RAW", tmp_path / "seed-workload-raw.json")
+    committed = json.loads((here / "seed-workload.json").read_text())
+    committed_raw = json.loads((here / "seed-workload-raw.json").read_text())
+    prev, new = tmp_path / "prev", tmp_path / "new"
+    prev.mkdir()
+    (prev / "seed-workload.json").write_text(json.dumps(committed))
+    (prev / "seed-workload-raw.json").write_text(json.dumps(committed_raw))
+    call = {k: v for k, v in copy.deepcopy(committed).items() if k not in ("calls", "other_sweeps")}
+    call.update(date="2030-01-01T00:00:00+00:00", wall_seconds=200.0)
+    call["environment"]["python_bytecode"] = {"dont_write_bytecode": True, "pycache_prefix": "",
+                                              "cached": {"unsloth": False, "torch": True}}
+    call["sweep"] = {k: v for k, v in call["sweep"].items() if k not in ("measured_in", "bytecode_cached")}
+    call["sweep"]["wall_seconds"] = 191.0
+    new.mkdir()
+    (new / "seed-workload.json").write_text(json.dumps(call))
+    (new / "seed-workload-raw.json").write_text(json.dumps({"arms": {}, "sweep": committed_raw["sweep"]}))
+    (new / "setup.txt").write_text("compileall rc 0 10 s\n")
+    mod.merge([prev, new])
+    merged = json.loads(mod.DOC.read_text())
+    k = len(committed["calls"]) + 1
+    assert merged["calls"][-1]["call"] == k and merged["calls"][-1]["setup_log"] == "compileall rc 0 10 s"
+    assert merged["sweep"]["wall_seconds"] == 191.0 and merged["sweep"]["bytecode_cached"] is False
+    assert merged["sweep"]["measured_in"].startswith(f"call {k} ")
+    moved = merged["other_sweeps"][-1]
+    assert moved["wall_seconds"] == committed["sweep"]["wall_seconds"]
+    assert moved["bytecode_cached"] == committed["sweep"]["bytecode_cached"]
+    assert len(merged["other_sweeps"]) == len(committed["other_sweeps"]) + 1
+    assert [a["name"] for a in merged["arms"]] == [a["name"] for a in committed["arms"]]  # arms kept, with their calls
