@@ -171,3 +171,20 @@ def test_merging_a_new_call_keeps_its_setup_log_and_whether_its_sweep_had_byteco
     assert moved["bytecode_cached"] == committed["sweep"]["bytecode_cached"]
     assert len(merged["other_sweeps"]) == len(committed["other_sweeps"]) + 1
     assert [a["name"] for a in merged["arms"]] == [a["name"] for a in committed["arms"]]  # arms kept, with their calls
+
+
+def test_bench_keeps_another_cards_document_at_the_default_out(tmp_path, capsys, monkeypatch):
+    """By default `bench --workload seed` writes reports/gpu-bench/seed-workload.json: run from a checkout on
+    another machine it would replace the committed H200 measurement, so it refuses in one sentence."""
+    from harness.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    doc = tmp_path / "reports" / "gpu-bench" / "seed-workload.json"
+    doc.parent.mkdir(parents=True)
+    doc.write_text(json.dumps({"card": "NVIDIA H200", "arms": []}))
+    before = doc.read_text()
+    code = main(["--reports-dir", str(tmp_path / "runs"), "bench", "--workload", "seed", "--config", "tiny"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "holds a measurement made on NVIDIA H200" in err and "pass --out" in err
+    assert doc.read_text() == before and not (tmp_path / "runs").exists()

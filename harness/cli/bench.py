@@ -14,7 +14,10 @@ import sys
 from pathlib import Path
 
 from harness.cli.common import add_config_args, jobs_count, load_plan, print_table
+from harness.errors import UserError
 from harness.results import RunResult
+
+SEED_OUT = "reports/gpu-bench/seed-workload.json"
 
 
 def _fmt(x, spec: str = ".3f") -> str:
@@ -75,11 +78,28 @@ def print_seed_workload(doc: dict) -> None:
                                                                    "sequential_seconds")}}, default=str))
 
 
+def _keep_other_cards_document(out: Path, explicit: bool) -> None:
+    """Refuse to overwrite, by default, a document measured on another card (the committed H200 one, say)."""
+    if explicit or not out.is_file():
+        return
+    from harness.gpu.worker import card_info
+
+    try:
+        theirs = json.loads(out.read_text(encoding="utf-8")).get("card", "")
+    except (OSError, ValueError, AttributeError):
+        return
+    ours = card_info().get("name", "")
+    if theirs and theirs != ours:
+        raise UserError(f"{out} holds a measurement made on {theirs}, not this {ours or 'machine'}: pass --out "
+                        f"with another path (or with this one to replace it).")
+
+
 def cmd_seed_workload(args) -> int:
     """`bench --workload seed`: arms and sweep in one call, written to --out."""
     from harness.gpu.seed import run_seed_workload
 
     plan = load_plan(args)
+    _keep_other_cards_document(Path(args.out), explicit=args.out != SEED_OUT)
     work = Path(args.reports_dir) / "bench-seed"
     only = [x.strip() for x in args.arms.split(",")] if args.arms else None
     doc = run_seed_workload(plan, Path(args.out), work, budget_s=args.budget_s, jobs=args.jobs,
@@ -142,7 +162,8 @@ def add_parser(sub) -> None:
     p.add_argument("--workload", choices=["grid", "seed"], default="grid",
                    help="grid: the batch x length points above (default); seed: the seed workload's arms (seed and "
                         "fast plan, both backends, 4-bit) and an 8-variant concurrent sweep, in one call")
-    p.add_argument("--out", default="reports/gpu-bench/seed-workload.json", help="--workload seed: the document")
+    p.add_argument("--out", default=SEED_OUT, help="--workload seed: the document (by default never one measured "
+                   "on another card)")
     p.add_argument("--jobs", type=jobs_count, default=None, help="--workload seed: sweep processes at once, each "
                    "training its share of the variants over one load (default: 3, fewer if memory says so)")
     p.add_argument("--variants", type=int, default=8, help="--workload seed: sweep variants (default 8)")
