@@ -60,7 +60,7 @@ def machine() -> dict[str, object]:
 def bytecode(packages: tuple[str, ...] = ("unsloth", "trl", "transformers", "torch")) -> dict[str, object]:
     """Whether Python may write bytecode here and whether each package's __init__ has it cached: a process's
     start time depends on it (on the GPU image, which sets PYTHONDONTWRITEBYTECODE=1 and ships no .pyc for
-    its added packages, `import unsloth` took 38 s; 19-21 s after `python -m compileall`)."""
+    torch, TRL or Unsloth, importing the unsloth backend took 38 s; 19 s after `python -m compileall`)."""
     cached = {}
     for name in packages:
         try:

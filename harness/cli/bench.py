@@ -99,13 +99,14 @@ def cmd_seed_workload(args) -> int:
     from harness.gpu.seed import run_seed_workload
 
     plan = load_plan(args)
-    _keep_other_cards_document(Path(args.out), explicit=args.out != SEED_OUT)
+    out = Path(args.out or SEED_OUT)
+    _keep_other_cards_document(out, explicit=args.out is not None)
     work = Path(args.reports_dir) / "bench-seed"
     only = [x.strip() for x in args.arms.split(",")] if args.arms else None
-    doc = run_seed_workload(plan, Path(args.out), work, budget_s=args.budget_s, jobs=args.jobs,
+    doc = run_seed_workload(plan, out, work, budget_s=args.budget_s, jobs=args.jobs,
                             variants=args.variants, only=only, command=" ".join(sys.argv))
     print_seed_workload(doc)
-    print(f"results: {args.out}", file=sys.stderr)
+    print(f"results: {out}", file=sys.stderr)
     return 0 if doc["arms"] and all(r["status"] == "ok" for r in doc["arms"]) else 1
 
 
@@ -162,8 +163,8 @@ def add_parser(sub) -> None:
     p.add_argument("--workload", choices=["grid", "seed"], default="grid",
                    help="grid: the batch x length points above (default); seed: the seed workload's arms (seed and "
                         "fast plan, both backends, 4-bit) and an 8-variant concurrent sweep, in one call")
-    p.add_argument("--out", default=SEED_OUT, help="--workload seed: the document (by default never one measured "
-                   "on another card)")
+    p.add_argument("--out", help=f"--workload seed: the document (default {SEED_OUT}, unless it holds another "
+                   "card's measurement)")
     p.add_argument("--jobs", type=jobs_count, default=None, help="--workload seed: sweep processes at once, each "
                    "training its share of the variants over one load (default: 3, fewer if memory says so)")
     p.add_argument("--variants", type=int, default=8, help="--workload seed: sweep variants (default 8)")

@@ -108,8 +108,8 @@ def jobs_for(peak_bytes: int | None, total_bytes: int | None, variants: int) -> 
 
     Processes time-share one GPU (their kernels never overlap), so more of them add loads, warm-ups and
     contention but no throughput; they pay off only while the others import, load or sit host-bound. With
-    bytecode cached the 8-variant sweep took 177.7 s with 2 processes, 164.8 and 163.6 s with 3 and 168.2 s
-    with 4 (H200, two calls, reports/gpu-bench/README.md)."""
+    bytecode cached the 8-variant sweep took 177.7 s with 2 processes, 163.6-166.2 s with 3 (three runs) and
+    168.2 s with 4 (H200, reports/gpu-bench/README.md)."""
     want = max(1, min(3, variants))
     if not peak_bytes or not total_bytes:
         return want
