@@ -176,6 +176,7 @@ def test_merging_a_new_call_keeps_its_setup_log_and_whether_its_sweep_had_byteco
 def test_bench_keeps_another_cards_document_at_the_default_out(tmp_path, capsys, monkeypatch):
     """By default `bench --workload seed` writes reports/gpu-bench/seed-workload.json: run from a checkout on
     another machine it would replace the committed H200 measurement, so it refuses in one sentence."""
+    from harness.cli.bench import _keep_other_cards_document
     from harness.cli.main import main
 
     monkeypatch.chdir(tmp_path)
@@ -188,6 +189,4 @@ def test_bench_keeps_another_cards_document_at_the_default_out(tmp_path, capsys,
     err = capsys.readouterr().err
     assert "holds a measurement made on NVIDIA H200" in err and "pass --out" in err
     assert doc.read_text() == before and not (tmp_path / "runs").exists()
-    from harness.cli.bench import _keep_other_cards_document
-
     _keep_other_cards_document(doc, explicit=True)  # --out naming this very path replaces it: no refusal
