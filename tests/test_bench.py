@@ -110,10 +110,35 @@ def test_a_point_that_runs_out_of_memory_is_recorded_and_the_grid_goes_on(monkey
     assert oom["status"] == "oom" and oom["median_step_s"] is None and SCHEMA_KEYS <= set(oom)
     typed = build(BenchResult, bench)  # what run_bench stores: every merged key has a typed home
     assert isinstance(typed.points[1], BenchPoint) and typed.points[1].status == "oom"
+    assert bench["settings"]["load_in_4bit"] is False and "NF4" not in bench["parity"]["why"]
+    quant = merge({"peft": worker}, apply_overrides(cfg, {"model.load_in_4bit": True}), specs, [])
+    assert quant["settings"]["load_in_4bit"] is True and "NF4" in quant["parity"]["why"]
     ok = bench["points"][0]
     assert ok["median_step_s"] == pytest.approx(0.1) and ok["warmup_s"] == pytest.approx(0.2)
     assert ok["tokens_per_s"] == pytest.approx(10240.0)
     assert ok["mfu"] == pytest.approx(10240.0 * flops_per_token(TINY_CONFIG, 512) / 1e12)
+
+
+def test_a_backend_refused_at_load_marks_every_point_with_its_sentence(monkeypatch) -> None:
+    """QLoRA on a machine without CUDA: both backends refuse alike, and the grid records the sentence per point."""
+    from harness.backends import common
+    from harness.errors import UserError
+
+    cfg = apply_overrides(RunConfig(), {"model.load_in_4bit": True})
+    monkeypatch.setattr(common, "has_cuda", lambda: False)
+    with pytest.raises(UserError, match=r"^model.load_in_4bit needs an NVIDIA GPU .*=false on this machine\.$"):
+        common.require_4bit_device(cfg)
+    common.require_4bit_device(RunConfig())  # bf16 passes anywhere
+    monkeypatch.setattr(common, "has_cuda", lambda: True)
+    common.require_4bit_device(cfg)
+    specs = [PointSpec("synthetic", 2, 512), PointSpec("cats", 2, 0, 4)]
+    refused = {"points": [], "card": {"name": "cpu"}, "refused": "model.load_in_4bit needs an NVIDIA GPU."}
+    bench = merge({"peft": refused, "unsloth": {"points": []}}, cfg, specs, [])
+    by = {(p["backend"], p["label"]): p for p in bench["points"]}
+    assert by["peft", "b2-s512"]["status"] == by["peft", "cats-b2x4"]["status"] == "refused"
+    assert by["peft", "cats-b2x4"]["error"] == "model.load_in_4bit needs an NVIDIA GPU."
+    assert by["unsloth", "b2-s512"]["status"] == "error"  # a worker that died is not a refusal
+    assert "refused" in bench["parity"]["finding"]
 
 
 def test_bench_cli_writes_a_complete_result_on_cpu(tmp_path: Path) -> None:

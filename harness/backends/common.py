@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from harness.config import RunConfig
+from harness.errors import UserError
 from harness.fsutil import sha256_json
 from harness.models import ResolvedModel, building_dir, cache_root, move_into_place
 
@@ -16,6 +17,13 @@ def has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def require_4bit_device(cfg: RunConfig) -> None:
+    """Refuse model.load_in_4bit without CUDA, in one sentence, for both backends alike."""
+    if cfg.model.load_in_4bit and not has_cuda():
+        raise UserError("model.load_in_4bit needs an NVIDIA GPU (bitsandbytes NF4 kernels): set "
+                        "model.load_in_4bit=false on this machine.")
 
 
 def torch_dtype(cfg: RunConfig):

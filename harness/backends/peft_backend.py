@@ -6,9 +6,15 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.backends import trl_cpu
-from harness.backends.common import device_name, gradient_checkpointing_flag, has_cuda, model_folder, torch_dtype
+from harness.backends.common import (
+    device_name,
+    gradient_checkpointing_flag,
+    has_cuda,
+    model_folder,
+    require_4bit_device,
+    torch_dtype,
+)
 from harness.config import RunConfig
-from harness.errors import UserError
 from harness.models import ResolvedModel
 
 NAME = "peft"
@@ -19,9 +25,7 @@ def _quantized(cfg: RunConfig, dtype) -> dict:
     """from_pretrained arguments for QLoRA (model.load_in_4bit): bitsandbytes NF4 as Unsloth's 4-bit path sets it."""
     if not cfg.model.load_in_4bit:
         return {}
-    if not has_cuda():
-        raise UserError("model.load_in_4bit needs an NVIDIA GPU (bitsandbytes NF4 kernels): set "
-                        "model.load_in_4bit=false on this machine.")
+    require_4bit_device(cfg)
     from transformers import BitsAndBytesConfig
 
     # NF4 with double-quantized absmax and compute in the load dtype: Unsloth's defaults for load_in_4bit, so

@@ -18,7 +18,14 @@ os.environ.setdefault("UNSLOTH_DECODE_CUDA_GRAPHS", "1")
 import unsloth  # noqa: E402,F401  (must precede transformers)
 from unsloth import FastLanguageModel  # noqa: E402
 
-from harness.backends.common import device_name, gradient_checkpointing_flag, has_cuda, model_folder, torch_dtype  # noqa: E402
+from harness.backends.common import (  # noqa: E402
+    device_name,
+    gradient_checkpointing_flag,
+    has_cuda,
+    model_folder,
+    require_4bit_device,
+    torch_dtype,
+)
 from harness.config import RunConfig  # noqa: E402
 from harness.models import ResolvedModel  # noqa: E402
 
@@ -33,6 +40,7 @@ def _note() -> str:
 
 
 def _from_pretrained(folder, cfg: RunConfig):
+    require_4bit_device(cfg)  # Unsloth's CPU fallback would otherwise fail deep inside bitsandbytes or transformers
     dtype = None if cfg.model.dtype == "auto" else torch_dtype(cfg)
     model, tok = FastLanguageModel.from_pretrained(
         str(folder), max_seq_length=cfg.model.max_seq_length, dtype=dtype, load_in_4bit=cfg.model.load_in_4bit,

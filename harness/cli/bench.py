@@ -29,7 +29,8 @@ def print_bench(run: RunResult) -> None:
     b = run.bench
     if b is None:
         return
-    print(f"\ncard: {b.card}, matmul {_fmt(b.matmul_tflops, '.4g')} TFLOP/s")
+    quant = ", base model in 4-bit (NF4)" if b.settings.get("load_in_4bit") else ""
+    print(f"\ncard: {b.card}, matmul {_fmt(b.matmul_tflops, '.4g')} TFLOP/s{quant}")
     gib = lambda n: _fmt(n / 1024 ** 3 if n else None, ".2f")
     print_table(["backend", "point", "status", "step s", "IQR", "tok/s", "alloc GiB", "resv GiB", "MFU"],
                 [[p.backend, p.label, p.status, _fmt(p.median_step_s, ".4f"), _fmt(p.step_s_iqr, ".4f"),

@@ -34,7 +34,7 @@ from harness import environment
 from harness.config import Plan, RunConfig
 from harness.errors import UserError
 from harness.fsutil import atomic_write_json
-from harness.gpu.parity import BENCH_RTOL, bench_parity
+from harness.gpu.parity import BENCH_RTOL, WHY, WHY_4BIT, bench_parity
 from harness.procs import run_logged
 from harness.results import RUNS_DIR, BenchResult, RunResult, build, new_run_id
 
@@ -252,8 +252,9 @@ def merge(workers: dict[str, dict], cfg: RunConfig, points: list[PointSpec], ext
     for backend, w in workers.items():
         done = {p["label"]: p for p in w.get("points", [])}
         for spec in points:
-            raw = done.get(spec.label) or {**spec.to_dict(), "status": "error",
-                                           "error": "worker ended before this point (see its log)"}
+            missing = ({"status": "refused", "error": w["refused"]} if w.get("refused") else
+                       {"status": "error", "error": "worker ended before this point (see its log)"})
+            raw = done.get(spec.label) or {**spec.to_dict(), **missing}
             p = {"backend": backend, **summarize_point(raw, cfg.bench.warmup_steps, arch, peak, w.get("load_s"))}
             (out_extra if spec.label in extra_labels else out_points).append(p)
     card = next((w["card"] for w in workers.values() if w.get("card")), {})
@@ -261,10 +262,12 @@ def merge(workers: dict[str, dict], cfg: RunConfig, points: list[PointSpec], ext
         "card": card.get("name", ""), "card_info": card, "matmul_tflops": peak,
         "matmul_note": "dense bf16 8192^3 torch.mm, mean of 50 after 5 warm-ups, best of the workers",
         "points": out_points, "extra_points": out_extra,
-        "parity": bench_parity(out_points + out_extra, cfg.bench.loss_steps, BENCH_RTOL),
+        "parity": bench_parity(out_points + out_extra, cfg.bench.loss_steps, BENCH_RTOL,
+                               why=WHY_4BIT if cfg.model.load_in_4bit else WHY),
         "workers": {b: {k: v for k, v in w.items() if k != "points"} for b, w in workers.items()},
         "settings": {"steps": cfg.bench.steps, "warmup_steps": cfg.bench.warmup_steps,
                      "loss_steps": cfg.bench.loss_steps, "model": cfg.model.name, "lora": asdict(cfg.lora),
+                     "load_in_4bit": cfg.model.load_in_4bit,
                      "optim": cfg.train.optim, "lr": cfg.train.lr, "seed": cfg.train.seed,
                      "mfu_convention": "6N + attention (trl.compute_flops_per_token), measured matmul peak"},
     }

@@ -21,6 +21,11 @@ FINAL_RTOL = 0.05  # final probe losses of end-to-end runs
 REFERENCE = "peft"  # differences are relative to the plain Hugging Face backend
 WHY = ("bf16 arithmetic (relative rounding ~0.4%) and Unsloth's fused kernels reduce in another order; "
        "2% per step over the first N steps allows for that and still catches a scaling or masking bug")
+# With model.load_in_4bit both backends quantize the same bf16 weights through bitsandbytes with the same
+# settings (NF4, double-quantized absmax, bf16 compute), so they train the same 4-bit model and the same bound
+# holds; only a comparison against a bf16 run needs more (harness.gpu.seed_summary: 5%).
+WHY_4BIT = WHY + ("; in 4-bit both backends quantize the same weights to the same NF4 weights "
+                  "(bitsandbytes, double-quantized, bf16 compute), so the same bound holds")
 
 
 def rel_diffs(a: list[float], b: list[float], n: int | None = None) -> list[float]:
@@ -39,7 +44,7 @@ def compare_losses(other: list[float], ref: list[float], steps: int, rtol: float
 
 def _finding(ok: bool, rows: list[dict], rtol: float, what: str) -> str:
     if not rows:
-        return f"No {what} could be compared (a backend failed or ran out of memory at every point)."
+        return f"No {what} could be compared (a backend failed, was refused or ran out of memory at every point)."
     worst = max(rows, key=lambda r: r.get("max_rel_diff") or 0)
     if ok:
         return (f"Losses agree within {rtol:.0%} per step at every compared {what} (largest difference "
@@ -55,7 +60,7 @@ def _finding(ok: bool, rows: list[dict], rtol: float, what: str) -> str:
     return f"FINDING: parity fails at {', '.join(bad)}: " + "; ".join(reasons) + "."
 
 
-def bench_parity(points: list[dict], steps: int, rtol: float = BENCH_RTOL) -> dict:
+def bench_parity(points: list[dict], steps: int, rtol: float = BENCH_RTOL, why: str = WHY) -> dict:
     """Compare every backend's losses with the reference backend's at each point both finished."""
     by_label: dict[str, dict[str, dict]] = {}
     for p in points:
@@ -75,7 +80,7 @@ def bench_parity(points: list[dict], steps: int, rtol: float = BENCH_RTOL) -> di
             rows.append(row)
     ok = bool(rows) and all(r["ok"] for r in rows)
     diffs = [r["max_rel_diff"] for r in rows if r["max_rel_diff"] is not None]
-    return {"ok": ok, "tolerance_rel": rtol, "steps": steps, "reference": REFERENCE, "why": WHY,
+    return {"ok": ok, "tolerance_rel": rtol, "steps": steps, "reference": REFERENCE, "why": why,
             "max_rel_diff": max(diffs) if diffs else None,
             "max_first_step_rel_diff": max((r["first_step_rel_diff"] for r in rows
                                             if r["first_step_rel_diff"] is not None), default=None),

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from harness import environment
 from harness.config import RunConfig
+from harness.errors import UserError
 from harness.fsutil import atomic_write_json
 from harness.gpu.bench import PointSpec
 
@@ -261,7 +262,13 @@ def run_worker(cfg: RunConfig, backend_name: str, points: list[PointSpec], out_p
     result["materialize_s"] = round(time.perf_counter() - t0, 3)
     result["model_folder"] = str(folder)
     t0 = time.perf_counter()
-    model, tok, info = backend.load(resolved, cfg)
+    try:
+        model, tok, info = backend.load(resolved, cfg)
+    except UserError as exc:  # e.g. 4-bit without a GPU: every point is refused with the backend's one sentence
+        result["refused"] = str(exc)
+        atomic_write_json(out_path, result)
+        say(f"{backend_name}: refused: {exc}")
+        return result
     _sync()
     result["load_s"] = round(time.perf_counter() - t0, 3)
     backend.for_training(model)

@@ -300,6 +300,8 @@ def plot_bench(run: RunResult, out_dir: Path) -> list[str]:
     written = []
     backends = sorted({p["backend"] for p in points})
     two = len(backends) >= 2
+    # A QLoRA grid (model.load_in_4bit) must not pass for a bf16 one when the two PNGs sit side by side.
+    quant = "base model in 4-bit (NF4, QLoRA)" if (run.bench.settings or {}).get("load_in_4bit") else ""
     grid, work = [p for p in points if not is_workload(p)], [p for p in points if is_workload(p)]
     ratios = ([3] if grid else []) + ([1.2] if work else []) + ([3] if two else [])
     fig = Figure(figsize=(4.6 * sum(ratios) / 3 + 1, 4.2), layout="constrained")
@@ -330,6 +332,8 @@ def plot_bench(run: RunResult, out_dir: Path) -> list[str]:
         ax.set_ylabel(f"speed-up ({base} step time / {fast} step time)")
         ax.set_title(f"{fast} speed-up over {base}")
         ax.grid(axis="y", alpha=0.3)
+    if quant:
+        fig.suptitle(quant)
     written.append(save_png(fig, out_dir, "bench-speed.png"))
 
     names = names_in_order(points)
@@ -355,7 +359,7 @@ def plot_bench(run: RunResult, out_dir: Path) -> list[str]:
                   ha="right" if len(names) > 4 else "center")
     ax.set_xlabel("benchmark point")
     ax.set_ylabel("peak GPU memory (GiB)")
-    ax.set_title("Peak GPU memory per benchmark point")
+    ax.set_title("Peak GPU memory per benchmark point" + (f", {quant}" if quant else ""))
     ax.grid(axis="y", alpha=0.3)
     pad = max(0.0, (3 - len(names)) / 2)
     ax.set_xlim(-0.6 - pad, len(names) - 0.4 + pad)
