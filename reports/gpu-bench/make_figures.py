@@ -2,7 +2,8 @@
 
     python reports/gpu-bench/make_figures.py
 
-bench-speed.png and bench-memory.png come from harness.report.plots.plot_bench on the grid run;
+bench-speed.png and bench-memory.png come from harness.report.plots.plot_bench on the grid run (and,
+where bench-qlora-h200/results.json exists, the 4-bit grid's beside it, in that folder);
 seed-losses.png overlays the per-step training losses of the two seed-workload runs.
 """
 from __future__ import annotations
@@ -48,4 +49,6 @@ def seed_losses(out: Path) -> None:
 
 if __name__ == "__main__":
     print(plot_bench(load(HERE / "bench-h200"), HERE))
+    if (HERE / "bench-qlora-h200" / "results.json").is_file():  # the 4-bit grid, once measured: its own folder
+        print(plot_bench(load(HERE / "bench-qlora-h200"), HERE / "bench-qlora-h200"))
     seed_losses(HERE)
