@@ -124,7 +124,7 @@ def cmd_bench(args) -> int:
                              bare_loop=Path(args.bare_loop) if args.bare_loop else None, command=" ".join(sys.argv))
     print_bench(run)
     print(f"results: {run_dir / 'results.json'}", file=sys.stderr)
-    failed = [p for p in run.bench.points + run.bench.extra_points if p.status == "error"]
+    failed = [p for p in run.bench.points + run.bench.extra_points if p.status in ("error", "refused")]  # oom is data
     return 1 if failed or any(w.get("exit_code") for w in run.bench.workers.values()) else 0
 
 
