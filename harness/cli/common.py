@@ -21,6 +21,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 def load_plan(args: argparse.Namespace):
     """The Plan described by a command's config arguments, checked before anything runs."""
+    from harness.backends.common import has_cuda  # imports torch when called, never a backend
     from harness.config import load_plan as _load
 
     overrides = list(args.overrides)
@@ -38,13 +39,6 @@ def jobs_count(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"--jobs takes a whole number of 1 or more, not '{text}'")
     return int(text)
-
-
-def has_cuda() -> bool:
-    """Whether an NVIDIA GPU is usable (imports torch, never a backend)."""
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def console():
