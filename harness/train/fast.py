@@ -99,7 +99,9 @@ def plan_reason(stats: FastStats, cfg: RunConfig) -> str:
             if stats.checkpointed_rows else "checkpointing off")
     probes = ("probes as forward-only CUDA graphs of the same rows" if stats.probes == "graphs"
               else f"probes {stats.probes} in the same rows")
-    return f"{how}; {rows}; {opt}; {ckpt}; {probes}"
+    loss = ("loss chunked over the final hidden states (no full-vocabulary logits)" if stats.loss == "chunked"
+            else f"the model's own loss: {stats.loss}")
+    return f"{how}; {rows}; {opt}; {ckpt}; {probes}; {loss}"
 
 
 def run_fast_variant(model, tokenizer, ds: Dataset, cfg: RunConfig,

@@ -29,6 +29,7 @@ import os
 import re
 import sys
 
+from harness.train import chunked_loss
 from harness.train.fast_math import (
     ADAM_BETAS,
     ADAM_EPS,
@@ -88,13 +89,19 @@ class Engine:
     """One process's fast-plan machinery for one model: AdamW, the graphs, and LoRA's starting values."""
 
     def __init__(self, model, cfg, *, mode: str = "auto", attention: str = "auto", bucket: int = BUCKET,
-                 micro_tokens: int | None = None, checkpoint_long: bool = True):
+                 micro_tokens: int | None = None, checkpoint_long: bool = True, loss: str = "auto"):
         """cfg: the first variant's TrainConfig (lr, weight decay); mode "auto" = graphs on CUDA, eager on CPU;
-        checkpoint_long: rows over micro_tokens (one long sequence each) recompute each decoder layer in backward."""
+        checkpoint_long: rows over micro_tokens (one long sequence each) recompute each decoder layer in backward;
+        loss "auto" = the chunked loss over hidden states (harness.train.chunked_loss) where the model allows it,
+        else "model" (the model's own loss, which materializes a row's full-vocabulary logits)."""
         import torch
 
         self.model, self.cuda = model, next(model.parameters()).is_cuda
         self.backend = backend_of(model)
+        self.loss_note = chunked_loss.supported(model) if loss != "model" else "asked for"
+        if loss == "chunked" and self.loss_note:
+            raise ValueError(f"loss='chunked' cannot serve this model: {self.loss_note}")
+        self.loss = "model" if self.loss_note else "chunked"
         self.mode = ("graphs" if self.cuda else "eager") if mode == "auto" else mode
         if self.mode == "graphs" and not self.cuda:
             raise ValueError("mode='graphs' needs a CUDA device")
@@ -179,7 +186,7 @@ class Engine:
                 for name in ("_unsloth_keep_padding_mask", "_unsloth_allow_packed_overlength"):
                     self._restore.append((m, name, getattr(m, name, None)))
                     setattr(m, name, True)  # the second: else rows over max_seq_length are cut
-        if self.mode == "graphs":
+        if self.mode == "graphs" and self.loss == "model":
             os.environ["UNSLOTH_RETURN_LOGITS"] = "1"  # plain Triton CE instead of the chunked compiled one
 
     def pause(self) -> None:
@@ -193,7 +200,7 @@ class Engine:
             else:
                 setattr(m, name, previous)
         self._restore.clear()
-        if self.mode == "graphs":
+        if self.mode == "graphs" and self.loss == "model":
             if self._env is None:
                 os.environ.pop("UNSLOTH_RETURN_LOGITS", None)
             else:
@@ -203,18 +210,26 @@ class Engine:
         """One row's loss (divided by the step's target count) backward into .grad; returns the loss."""
         import torch
 
-        kw = self._row_kwargs(ids, positions, labels, segments, n_items, lengths)
         # The seed plan trains under the Trainer's bf16 autocast; the weight-cast cache must stay off
         # inside a CUDA graph (its cached copies would be freed at capture's end).
         self._checkpointing = self.checkpoint_long and ids.shape[-1] > self.long_over
         try:
             with torch.autocast(ids.device.type, dtype=self.autocast_dtype or torch.float32,
                                 enabled=self.autocast_dtype is not None, cache_enabled=False):
-                loss = self.model(**kw).loss
+                loss = self._loss(ids, positions, labels, segments, n_items, lengths)
             loss.backward()
         finally:
             self._checkpointing = False
         return loss.detach()
+
+    def _loss(self, ids, positions, labels, segments, n_items, lengths=None):
+        """One row's summed target loss over n_items: the chunked loss over hidden states, or the model's own."""
+        kw = self._row_kwargs(ids, positions, labels, segments, n_items, lengths)
+        if self.loss == "model":
+            return self.model(**kw).loss
+        attention = {k: kw[k] for k in ("attention_mask", "packed_seq_lengths") if k in kw}
+        hidden, head = chunked_loss.final_hidden(self.model, ids, positions, **attention)
+        return chunked_loss.chunked_row_losses(hidden, head, labels, 1.0 / n_items.float().view(1)).sum()
 
     def _row_kwargs(self, ids, positions, labels, segments, n_items, lengths=None) -> dict:
         """The model's inputs for one packed row."""
@@ -232,10 +247,9 @@ class Engine:
         """One row's loss (divided by n_items), forward only: a probe, in the training row layout."""
         import torch
 
-        kw = self._row_kwargs(ids, positions, labels, segments, n_items, lengths)
         with torch.no_grad(), torch.autocast(ids.device.type, dtype=self.autocast_dtype or torch.float32,
                                              enabled=self.autocast_dtype is not None, cache_enabled=False):
-            return self.model(**kw).loss.detach()
+            return self._loss(ids, positions, labels, segments, n_items, lengths).detach()
 
     def probe(self, rows: list[tuple], n_items, total) -> None:
         """A probe set's token-weighted mean loss added into `total` (a 1-element device tensor), no host sync:

@@ -37,6 +37,7 @@ class FastStats:
     peak_reserved_bytes: int = 0
     optimizer: str = "torch AdamW (fused)"
     probes: str = ""  # how the probes ran: "graphs", "eager", or "eager (<why a capture failed>)"
+    loss: str = ""  # "chunked" (harness.train.chunked_loss) or "model (<why not chunked>)"
 
 
 class FastRun:
@@ -167,7 +168,8 @@ class FastRun:
                          optimizer="torch AdamW (fused" + (", capturable)" if e.mode == "graphs" else ")")
                          if e.cuda else "torch AdamW",
                          probes=f"eager ({e.probe_eager})" if e.probe_eager
-                         else "graphs" if e.probe_graphs else "eager")
+                         else "graphs" if e.probe_graphs else "eager",
+                         loss=e.loss if e.loss == "chunked" else f"model ({e.loss_note})")
 
     def pause(self) -> None:
         """This variant's training is over: its device rows freed (their lengths kept for stats), Unsloth's
