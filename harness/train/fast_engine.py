@@ -25,9 +25,7 @@ lengths per step, so eager only).
 from __future__ import annotations
 
 import gc
-import os
 import re
-import sys
 
 from harness.train import chunked_loss
 from harness.train.fast_math import (
@@ -37,13 +35,18 @@ from harness.train.fast_math import (
     NO_DECAY,
     block_causal_mask,
 )
-
-BUCKET = 256  # tokens a graphed row is padded to a multiple of: micro_tokens / BUCKET graphs serve every row
-# Tokens per micro-batch on a GPU, per backend: a row's activations without checkpointing are ~2.8 MB per
-# token on Llama-3.2-3B through Unsloth and ~4 MB through PEFT (H200, reports/gpu-bench/README.md), so these
-# keep a step's peak near the seed plan's + 50% (6.4 GB of bf16 weights + one row). A sequence longer than
-# the cap is a row of its own and runs with each decoder layer checkpointed. On the CPU: no cap.
-MICRO_TOKENS = {"unsloth": 768, "peft": 512}
+from harness.train.fast_parts import (  # noqa: F401  (BUCKET, MICRO_TOKENS, backend_of: re-exported)
+    BUCKET,
+    MICRO_TOKENS,
+    UnslothFlags,
+    autocast_dtype,
+    backend_of,
+    checkpoint_layers,
+    loss_mode,
+    record_graphs,
+    replay,
+    uncheckpoint_layers,
+)
 
 
 def make_optimizer(model, cfg, capturable: bool):
@@ -80,11 +83,6 @@ def set_lr(opt, value: float) -> None:
             g["lr"] = value
 
 
-def backend_of(model) -> str:
-    """The backend in use: one per process (Unsloth patches transformers globally), so imported means in use."""
-    return "unsloth" if "unsloth" in sys.modules else "peft"
-
-
 class Engine:
     """One process's fast-plan machinery for one model: AdamW, the graphs, and LoRA's starting values."""
 
@@ -98,10 +96,7 @@ class Engine:
 
         self.model, self.cuda = model, next(model.parameters()).is_cuda
         self.backend = backend_of(model)
-        self.loss_note = chunked_loss.supported(model) if loss != "model" else "asked for"
-        if loss == "chunked" and self.loss_note:
-            raise ValueError(f"loss='chunked' cannot serve this model: {self.loss_note}")
-        self.loss = "model" if self.loss_note else "chunked"
+        self.loss, self.loss_note = loss_mode(model, loss)
         self.mode = ("graphs" if self.cuda else "eager") if mode == "auto" else mode
         if self.mode == "graphs" and not self.cuda:
             raise ValueError("mode='graphs' needs a CUDA device")
@@ -112,9 +107,7 @@ class Engine:
         self.bucket = bucket if self.mode == "graphs" else 0
         default = MICRO_TOKENS.get(self.backend, 1024) if self.cuda else 0
         self.micro_tokens = default if micro_tokens is None else micro_tokens
-        frozen = next((p.dtype for p in model.parameters() if not p.requires_grad and p.is_floating_point()),
-                      torch.float32)
-        self.autocast_dtype = frozen if self.cuda and frozen in (torch.bfloat16, torch.float16) else None
+        self.autocast_dtype = autocast_dtype(model)
         self.opt = make_optimizer(model, cfg, capturable=(self.mode == "graphs"))
         self.params = [p for g in self.opt.param_groups for p in g["params"]]
         self.start = [p.detach().clone() for p in self.params]  # LoRA as loaded: every variant starts here
@@ -129,10 +122,9 @@ class Engine:
         # A row is long when even padded it is over the cap padded to the bucket: one sequence longer than the cap.
         self.long_over = -(-self.micro_tokens // self.bucket) * self.bucket if self.bucket else self.micro_tokens
         self._checkpointing = False  # read by the wrapped decoder layers while a long row runs (or is captured)
-        self._wrapped = self._wrap_layers() if self.checkpoint_long else []
-        self._restore: list[tuple[object, str, object]] = []  # Unsloth flags set by _keep_masks, with their old values
-        self._kept = False
-        self._env = os.environ.get("UNSLOTH_RETURN_LOGITS")
+        self._wrapped = checkpoint_layers(model, lambda: self._checkpointing) if self.checkpoint_long else []
+        self._flags = UnslothFlags(model, return_logits=self.mode == "graphs" and self.loss == "model") \
+            if self.backend == "unsloth" and self.attention == "mask" else None
 
     def begin(self, cfg) -> None:
         """Start a variant: LoRA weights back at their start, AdamW state and grads zero, in place."""
@@ -149,23 +141,8 @@ class Engine:
                 g["weight_decay"] = cfg.weight_decay if g["decay"] else 0.0
             self.weight_decay, self.end_graph = cfg.weight_decay, None
         self.variants += 1
-        self._keep_masks()
-
-    def _wrap_layers(self) -> list:
-        """Give each decoder layer a forward that, while a long row runs, goes through torch's non-reentrant
-        checkpoint: only the layer's input is kept, the rest is recomputed in backward (also under capture)."""
-        from torch.utils.checkpoint import checkpoint
-
-        layers = [layer for m in self.model.modules() if hasattr(m, "layers") and hasattr(m, "embed_tokens")
-                  for layer in m.layers]
-        for layer in layers:
-            def forward(*args, _inner=layer.forward, **kwargs):
-                if self._checkpointing:
-                    return checkpoint(_inner, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
-                return _inner(*args, **kwargs)
-
-            layer.forward = forward
-        return layers
+        if self._flags:  # Unsloth keeps the block-diagonal masks while training; pause() gives its settings back
+            self._flags.keep()
 
     def zero_grads(self) -> None:
         """Grads to zero in place (graphs accumulate into them where they are)."""
@@ -175,36 +152,10 @@ class Engine:
         if grads:
             torch._foreach_zero_(grads)
 
-    def _keep_masks(self) -> None:
-        """Unsloth drops attention masks in training (it assumes right padding) unless told to keep them; a
-        block-diagonal mask is what keeps packed sequences apart. pause() undoes this before sampling."""
-        if self.backend != "unsloth" or self.attention != "mask" or self._kept:
-            return
-        self._kept = True
-        for m in self.model.modules():
-            if hasattr(m, "layers") and hasattr(m, "embed_tokens"):
-                for name in ("_unsloth_keep_padding_mask", "_unsloth_allow_packed_overlength"):
-                    self._restore.append((m, name, getattr(m, name, None)))
-                    setattr(m, name, True)  # the second: else rows over max_seq_length are cut
-        if self.mode == "graphs" and self.loss == "model":
-            os.environ["UNSLOTH_RETURN_LOGITS"] = "1"  # plain Triton CE instead of the chunked compiled one
-
     def pause(self) -> None:
         """Training is over for now (probes and sampling next): Unsloth's own settings back."""
-        if not self._kept:
-            return
-        self._kept = False
-        for m, name, previous in self._restore:
-            if previous is None:
-                m.__dict__.pop(name, None)
-            else:
-                setattr(m, name, previous)
-        self._restore.clear()
-        if self.mode == "graphs" and self.loss == "model":
-            if self._env is None:
-                os.environ.pop("UNSLOTH_RETURN_LOGITS", None)
-            else:
-                os.environ["UNSLOTH_RETURN_LOGITS"] = self._env
+        if self._flags:
+            self._flags.restore()
 
     def forward_backward(self, ids, positions, labels, segments, n_items, lengths=None):
         """One row's loss (divided by the step's target count) backward into .grad; returns the loss."""
@@ -261,16 +212,13 @@ class Engine:
             t = inputs[0].shape[-1]
             if self.mode == "graphs" and not self.probe_eager and t not in self.probe_graphs:
                 try:
-                    self.probe_graphs.update(self._record(self.forward_loss, {t: (*inputs[:4], n_items)}))
+                    self.probe_graphs.update(record_graphs(self.forward_loss, {t: (*inputs[:4], n_items)},
+                                                           self.pool))
                 except Exception as exc:  # noqa: BLE001  (the rows still get measured, eagerly; plan_reason says why)
                     self.probe_eager = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                     torch.cuda.synchronize()
             if t in self.probe_graphs:
-                g, static, out = self.probe_graphs[t]
-                for dst, src in zip(static, (*inputs[:4], n_items)):
-                    dst.copy_(src, non_blocking=True)
-                g.replay()
-                total.add_(out)
+                total.add_(replay(self.probe_graphs[t], (*inputs[:4], n_items)))
             else:
                 total.add_(self.forward_loss(*inputs[:4], n_items, *inputs[4:]))
 
@@ -290,35 +238,13 @@ class Engine:
         if self.mode != "graphs" or (not todo and self.end_graph is not None):
             return 0
         # The warm-up forward/backward also makes every .grad, so captures accumulate in place.
-        self.graphs.update(self._record(self.forward_backward, {t: x[:5] for t, x in todo.items()}))
+        self.graphs.update(record_graphs(self.forward_backward, {t: x[:5] for t, x in todo.items()}, self.pool))
         if self.end_graph is None:
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g, pool=self.pool):
                 self.end_step()
             self.end_graph = g
         return len(todo)
-
-    def _record(self, fn, examples: dict[int, tuple]) -> dict[int, tuple]:
-        """One graph of fn per row length (examples: length -> one row's inputs), in the shared pool, after one
-        eager call each on a side stream; length -> (graph, static inputs, output)."""
-        import torch
-
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # kernels' first calls and autotuning, outside any capture
-            for inputs in examples.values():
-                fn(*inputs)
-        torch.cuda.current_stream().wait_stream(side)
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()  # the eager warm-up's blocks: else they stay reserved beside the graph pool
-        out = {}
-        for t, inputs in sorted(examples.items(), reverse=True):  # longest first: shorter ones reuse its blocks
-            static = tuple(x.clone() for x in inputs)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g, pool=self.pool):
-                result = fn(*static)
-            out[t] = (g, static, result)
-        return out
 
     def step(self, rows: list[tuple], n_items, lr: float, loss_out) -> None:
         """One optimizer step over its rows; the loss lands in loss_out (a 1-element device view), no host sync."""
@@ -328,11 +254,7 @@ class Engine:
             if self.mode == "eager":
                 loss_out.add_(self.forward_backward(*inputs[:4], n_items, *inputs[4:]))
                 continue
-            g, static, out = self.graphs[inputs[0].shape[-1]]
-            for dst, src in zip(static, (*inputs[:4], n_items)):
-                dst.copy_(src, non_blocking=True)
-            g.replay()
-            loss_out.add_(out)
+            loss_out.add_(replay(self.graphs[inputs[0].shape[-1]], (*inputs[:4], n_items)))
         if self.mode == "eager":
             self.end_step()
         else:
@@ -346,8 +268,7 @@ class Engine:
         self.graphs.clear()
         self.probe_graphs.clear()
         self.end_graph = None
-        for layer in self._wrapped:  # the class's forward again
-            layer.__dict__.pop("forward", None)
+        uncheckpoint_layers(self._wrapped)
         self._wrapped = []
         gc.collect()
         if self.cuda:
