@@ -127,13 +127,15 @@ def split_step(seqs: list[list[int]], max_tokens: int) -> list[list[int]]:
 
 
 def block_causal_mask(segments, additive_dtype=None):
-    """[1, 1, T, T] mask from segment ids: bool keep-mask, or 0/-inf additive in additive_dtype."""
+    """[R, 1, T, T] mask from segment ids [R, T] (R rows, each packed): bool keep-mask, or 0/-inf additive in
+    additive_dtype."""
     import torch
 
     t = segments.shape[-1]
-    keep = (segments.view(t, 1) == segments.view(1, t)) & torch.ones(t, t, dtype=torch.bool,
-                                                                        device=segments.device).tril_()
-    keep = keep.view(1, 1, t, t)
+    r = segments.numel() // t
+    keep = (segments.view(r, t, 1) == segments.view(r, 1, t)) & torch.ones(t, t, dtype=torch.bool,
+                                                                              device=segments.device).tril_()
+    keep = keep.view(r, 1, t, t)
     if additive_dtype is None:
         return keep
     zero = torch.zeros((), dtype=additive_dtype, device=segments.device)

@@ -1,0 +1,210 @@
+"""K LoRA adapters of one PEFT model, stacked: every target layer computes its base once for all rows and the
+LoRA products per adapter with a batched matmul, row block k belonging to adapter k.
+
+    stack = StackedLora(model, k=8)     # each adapter starts at the PEFT model's current LoRA weights
+    stack.install()                     # the target layers now run base(x) + bmm(bmm(x_k, A_k^T), B_k^T) * scaling
+    ... train (multi_engine) ...; stack.export(3)   # adapter 3 into the PEFT weights, e.g. to save it
+    stack.uninstall()
+
+Storage: one [K, P] buffer for the weights (P = one adapter's LoRA parameters, in PEFT's order), one for
+their gradients; each layer's A ([K, r, in], PEFT's lora_A layout) and B ([K, out, r]) are autograd leaves
+that alias their columns of it, with .grad aliasing the same columns of the gradient buffer. So clipping and
+AdamW per adapter are a handful of ops over [K, P] rows (`clip_per_adapter`, `adamw_rows`), and adapter k's
+row is exactly what a PEFT model with that adapter holds (`export`).
+
+The layers' forward is replaced on the instance (peft's own Linear.forward stays on the class and comes
+back at uninstall). On Unsloth, its fused LoRA kernels read the PEFT weights directly, so while the stack
+is installed the layers are told to use peft's forwards (harness.backends.unsloth_private), which call
+the replaced forward.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+
+from harness.train.fast_math import ADAM_BETAS, ADAM_EPS, MAX_GRAD_NORM
+
+# The leaves alias [K, P] buffers with row stride P, which autograd's layout check flags once per leaf: the
+# gradients still accumulate in place into the aliased columns (tests/test_multi_engine.py).
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+
+
+def lora_layers(model) -> list[tuple[str, object]]:
+    """The PEFT LoRA Linear layers of the model (name, module), in named_modules order."""
+    return [(n, m) for n, m in model.named_modules()
+            if hasattr(m, "lora_A") and hasattr(m, "base_layer") and len(getattr(m, "lora_A", {})) > 0]
+
+
+def refusal(model) -> str:
+    """Why the model's LoRA layers cannot be stacked, or "" when they can (one adapter, plain LoRA, no dropout)."""
+    layers = lora_layers(model)
+    if not layers:
+        return "no LoRA layers"
+    for name, m in layers:
+        adapters = list(m.lora_A.keys())
+        if len(adapters) != 1 or list(m.active_adapters) != adapters:
+            return f"{name} has adapters {adapters}, not one active adapter"
+        a = adapters[0]
+        if type(m.lora_dropout[a]).__name__ != "Identity":
+            return "LoRA dropout is on (each adapter's mask would need its own generator)"
+        if getattr(m.lora_B[a], "bias", None) is not None or getattr(m, "lora_magnitude_vector", None) \
+                and a in m.lora_magnitude_vector or a in getattr(m, "lora_variant", {}):
+            return f"{name} is not plain LoRA (bias, DoRA or another variant)"
+        if type(m.lora_A[a]).__name__ != "Linear" or type(m.lora_B[a]).__name__ != "Linear":
+            return f"{name} is not a Linear LoRA layer"
+    trainable = {id(p) for _, m in layers for p in (m.lora_A[m.active_adapters[0]].weight,
+                                                    m.lora_B[m.active_adapters[0]].weight)}
+    extra = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in trainable]
+    if extra:
+        return f"trainable parameters besides LoRA A/B ({extra[0]})"
+    return ""
+
+
+class StackedLora:
+    """K adapters' LoRA weights for every LoRA layer of a PEFT model, stacked over a leading adapter dimension."""
+
+    def __init__(self, model, k: int):
+        """Each of the k adapters starts at the model's current LoRA weights."""
+        import torch
+
+        if why := refusal(model):
+            raise ValueError(f"cannot stack this model's LoRA: {why}")
+        self.model, self.k = model, k
+        self.layers = [m for _, m in lora_layers(model)]
+        self.adapter = self.layers[0].active_adapters[0]
+        self.peft_params = [p for m in self.layers for p in (m.lora_A[self.adapter].weight,
+                                                             m.lora_B[self.adapter].weight)]
+        dtypes = {p.dtype for p in self.peft_params}
+        if len(dtypes) != 1:
+            raise ValueError(f"LoRA weights of several dtypes {sorted(map(str, dtypes))}")
+        first = self.peft_params[0]
+        self.sizes = [p.numel() for p in self.peft_params]
+        p_total = sum(self.sizes)
+        self.weights = torch.empty(k, p_total, dtype=first.dtype, device=first.device)
+        self.grads = torch.zeros_like(self.weights)
+        self.leaves = []  # per PEFT parameter: the [K, *shape] leaf over its columns
+        at = 0
+        for p, n in zip(self.peft_params, self.sizes):
+            leaf = self.weights[:, at:at + n].view(k, *p.shape).detach().requires_grad_()
+            leaf.grad = self.grads[:, at:at + n].view(k, *p.shape)
+            self.leaves.append(leaf)
+            at += n
+        self.scaling = [float(m.scaling[self.adapter]) for m in self.layers]
+        self.start = torch.cat([p.detach().reshape(-1) for p in self.peft_params])  # LoRA as loaded
+        self.reset()
+        self.window: tuple[int, int] = (0, k)  # the adapters whose rows a forward's input holds, in order
+        self._installed = False
+        self._unsloth = None
+
+    def reset(self, adapters=None) -> None:
+        """The given adapters (default all) back at the LoRA weights the stack started from, grads zero."""
+        import torch
+
+        with torch.no_grad():
+            rows = range(self.k) if adapters is None else adapters
+            for r in rows:
+                self.weights[r].copy_(self.start)
+                self.grads[r].zero_()
+
+    def export(self, adapter: int) -> None:
+        """Copy one adapter's weights into the PEFT model's own LoRA parameters (to save it or sample with it)."""
+        import torch
+
+        with torch.no_grad():
+            at = 0
+            for p, n in zip(self.peft_params, self.sizes):
+                p.copy_(self.weights[adapter, at:at + n].view(p.shape))
+                at += n
+
+    def row(self, adapter: int):
+        """One adapter's weights as a flat vector (a view)."""
+        return self.weights[adapter]
+
+    def install(self) -> None:
+        """Replace the LoRA layers' forward with the stacked one (and, on Unsloth, send its fused paths through it)."""
+        if self._installed:
+            return
+        if "unsloth" in sys.modules:  # first: its undo must not see the forwards set below
+            from harness.backends import unsloth_private
+
+            self._unsloth = unsloth_private.plain_lora_forwards(self.model, self.layers)
+        for i, m in enumerate(self.layers):
+            m.forward = self._forward_of(i, m)
+        self._installed = True
+
+    def uninstall(self) -> None:
+        """peft's own forward (and Unsloth's fused paths) back; the PEFT weights are whatever export() left."""
+        if not self._installed:
+            return
+        for m in self.layers:
+            m.__dict__.pop("forward", None)
+        if self._unsloth is not None:
+            self._unsloth()
+            self._unsloth = None
+        self._installed = False
+
+    def _forward_of(self, i: int, module):
+        """The stacked forward of layer i: base for all rows, then the LoRA product of each adapter's rows."""
+        import torch
+
+        base, a_leaf, b_leaf, scaling = module.base_layer, self.leaves[2 * i], self.leaves[2 * i + 1], self.scaling[i]
+
+        def forward(x, *args, **kwargs):
+            result = base(x, *args, **kwargs)
+            lo, hi = self.window
+            a, b = (a_leaf, b_leaf) if (lo, hi) == (0, self.k) else (a_leaf[lo:hi], b_leaf[lo:hi])
+            n = hi - lo
+            if x.shape[0] % n:
+                raise ValueError(f"{x.shape[0]} rows do not split over {n} adapters")
+            # As peft's Linear.forward: the input in the LoRA weights' dtype, the delta scaled, the sum in the
+            # base output's dtype (under autocast the matmuls run in bf16 as peft's would).
+            xs = x.to(a.dtype).reshape(n, -1, x.shape[-1])
+            delta = torch.bmm(torch.bmm(xs, a.transpose(1, 2)), b.transpose(1, 2)) * scaling
+            return (result + delta.reshape(result.shape)).to(result.dtype)
+
+        return forward
+
+
+def clip_per_adapter(grads, max_norm: float | None = None) -> None:
+    """Each adapter's gradient (a row of grads [K, P]) clipped to max_norm (default MAX_GRAD_NORM) as torch's
+    clip_grad_norm_ clips it."""
+    import torch
+
+    max_norm = MAX_GRAD_NORM if max_norm is None else max_norm
+    norms = torch.linalg.vector_norm(grads.float(), dim=1)
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    grads.mul_(coef.to(grads.dtype).unsqueeze(1))
+
+
+COEFFS = 6  # per adapter and step: decay, 1 - beta1, beta2, 1 - beta2, -step size, sqrt(bias correction 2)
+
+
+def adamw_coefficients(lr: float, weight_decay: float, step: int | None) -> list[float]:
+    """One adapter's AdamW factors for one step (its own step count, 1-based), computed in double as torch's
+    single-tensor AdamW computes them; step None: the adapter does not step (every update is an exact no-op)."""
+    if step is None:
+        return [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+    b1, b2 = ADAM_BETAS
+    return [1 - lr * weight_decay, 1 - b1, b2, 1 - b2, -lr / (1 - b1 ** step), math.sqrt(1 - b2 ** step)]
+
+
+def adamw_rows(weights, grads, exp_avg, exp_avg_sq, coeffs) -> None:
+    """AdamW over rows [K, P], each row with its own coefficients (coeffs [K, COEFFS] on the device), in place:
+    torch.optim.AdamW's update (decoupled weight decay, bias corrections) per adapter, with no host sync.
+    The arithmetic is fp32 (as torch's fused AdamW computes for 16-bit weights), the state in the weights' dtype."""
+    import torch
+
+    c = coeffs.float().unsqueeze(2)  # [K, COEFFS, 1]: each column broadcasts over a row
+    decay, b1w, b2, b2w, neg_step, bc2 = (c[:, i] for i in range(COEFFS))
+    fp32 = weights.dtype == torch.float32
+    w, g = (weights, grads) if fp32 else (weights.float(), grads.float())
+    m, v = (exp_avg, exp_avg_sq) if fp32 else (exp_avg.float(), exp_avg_sq.float())
+    w.mul_(decay)
+    m.lerp_(g, b1w)
+    v.mul_(b2).addcmul_(g, g * b2w)
+    denom = (v.sqrt() / bc2).add_(ADAM_EPS)
+    w.addcdiv_(m * neg_step, denom)
+    if not fp32:
+        for dst, src in ((weights, w), (exp_avg, m), (exp_avg_sq, v)):
+            dst.copy_(src)
