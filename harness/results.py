@@ -174,6 +174,9 @@ class TrainStats:
     plan: str = "seed"  # train.plan that ran: "seed" (TRL SFTTrainer) or "fast" (harness.train.fast)
     plan_reason: str = ""  # how the plan executed and why, e.g. "CUDA graphs over 512-token buckets; ..."
     warmup_seconds: float = 0.0  # the fast plan's warm-up and graph captures (inside seconds, before the steps)
+    # The fast plan's engine: "solo" (harness.train.fast) or "multi-adapter, K=8" (harness.train.multi: this
+    # variant trained with 7 others in the same kernels, seconds and peak memory shared); "" for the seed plan.
+    engine: str = ""
 
 
 @dataclass
@@ -189,6 +192,7 @@ class GenerationStats:
     dtype: str = ""
     sampler: str = ""  # for llama.cpp (GGUF) sampling, which draws sample i with seed + i
     decode: str = ""  # how each token's step ran, e.g. "CUDA graphs (Unsloth): ..." or "eager" (backend.decode_mode)
+    shared_with: int = 1  # variants sampled in the same generate calls (harness.train.multi): seconds are shared
 
 
 @dataclass
@@ -272,6 +276,9 @@ class Timing:
     # load (backend import and model load; 0 when the model was kept from the variant before), train (warm-up,
     # probes, steps), save, generate, judge.
     phases: dict[str, float] = field(default_factory=dict)
+    # Phases spent once for several variants together (the multi-adapter engine's train and generate): each
+    # of them shows the same seconds, so summing them over variants counts that time more than once.
+    shared: list[str] = field(default_factory=list)
 
 
 @dataclass

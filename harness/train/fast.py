@@ -175,7 +175,8 @@ def run_fast_variant(model, tokenizer, ds: Dataset, cfg: RunConfig,
                        tokens_per_s=round(tokens / max(seconds - eval_s[0], 1e-9), 2), peak_memory_bytes=peak,
                        peak_memory_kind=kind, eval_seconds=round(eval_s[0], 3),
                        trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
-                       plan="fast", plan_reason=plan_reason(fast, cfg), warmup_seconds=fast.warmup_seconds)
+                       plan="fast", plan_reason=plan_reason(fast, cfg), warmup_seconds=fast.warmup_seconds,
+                       engine="solo")
     return curves, stats, fast
 
 

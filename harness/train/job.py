@@ -6,10 +6,14 @@ A process can hold only one backend (Unsloth patches transformers globally) and 
 costs its variants, not the run. The runner writes a job file per variant (its config, the run's
 dataset and human reference, computed once per run) and starts this module on one or more of them;
 each variant's result lands in `<run-dir>/variants/<name>.json` as it finishes, and the runner merges
-it. Fast-plan variants over the same base (`share_key`) run one after another over one loaded model:
-the model loads once and the CUDA graphs captured for the first are replayed by the rest (each starts
-from the same LoRA weights and a zeroed optimizer: harness.train.fast_engine.Engine.begin). A variant
-that fails is recorded and the next one starts over a freshly loaded model.
+it. Fast-plan variants over the same base (`share_key`) share one loaded model. With `multi_adapter` (the
+runner's default, `asciitune run --no-multi-adapter` turns it off) up to 32 of them train together in the
+multi-adapter engine (`run_group`, harness.train.multi: one forward/backward for all per micro-batch, each
+adapter with its own step math), then are saved, sampled and judged one by one. Otherwise they run one after
+another: the CUDA graphs captured for the first are replayed by the rest (each starts from the same LoRA
+weights and a zeroed optimizer: harness.train.fast_engine.Engine.begin). A variant that fails is recorded
+and the next one starts over a freshly loaded model; a multi-adapter group whose engine fails is trained
+again one variant at a time.
 """
 from __future__ import annotations
 
@@ -48,12 +52,13 @@ class Job:
     dataset: Dataset
     human_reference: Scores
     resume_from: str | None = None
+    multi_adapter: bool = False  # may train in one engine with the fast-plan variants over its base (train.multi)
 
     def write(self) -> Path:
         """The job file the child process reads."""
         data = {"name": self.name, "config": self.config.to_dict(), "run_dir": str(self.run_dir),
                 "dataset": self.dataset.to_dict(), "human_reference": to_jsonable(self.human_reference),
-                "resume_from": self.resume_from}
+                "resume_from": self.resume_from, "multi_adapter": self.multi_adapter}
         return atomic_write_json(Path(self.run_dir) / JOBS_DIR / f"{self.name}.json", data)
 
     @classmethod
@@ -61,7 +66,8 @@ class Job:
         """Load a job file written by `write`."""
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         return cls(data["name"], RunConfig.from_dict(data["config"]), Path(data["run_dir"]),
-                   Dataset.from_dict(data["dataset"]), build(Scores, data["human_reference"]), data.get("resume_from"))
+                   Dataset.from_dict(data["dataset"]), build(Scores, data["human_reference"]), data.get("resume_from"),
+                   bool(data.get("multi_adapter", False)))
 
 
 def variant_file(run_dir: Path, name: str) -> Path:
@@ -81,6 +87,31 @@ def share_key(job: Job) -> str | None:
         return None
     d = cfg.to_dict()
     return json.dumps([d["model"], d["lora"]], sort_keys=True)
+
+
+def groups(jobs: list[Job]) -> list[list[Job]]:
+    """The jobs in the order a process runs them: fast-plan variants over one base that may share the multi-adapter
+    engine as one group (at most harness.train.multi.MAX_ADAPTERS, placed where the first of them was), every
+    other job alone (those over one base still share the loaded model, one after another)."""
+    from harness.train import fast, multi
+
+    out: list[list[Job]] = []
+    open_group: dict[str, list[Job]] = {}
+    for job in jobs:
+        key = share_key(job) if job.multi_adapter and not fast.refusal(job.config) else None
+        if key is None:
+            out.append([job])
+            continue
+        group = open_group.get(key)
+        if group is None or len(group) >= multi.MAX_ADAPTERS:
+            group = open_group[key] = []
+            out.append(group)
+        group.append(job)
+    final: list[list[Job]] = []
+    for group in out:  # a group the engine refuses (LoRA dropout, trained biases) runs one variant at a time
+        final += [group] if len(group) > 1 and multi.refusal([j.config for j in group]) is None \
+            else [[j] for j in group]
+    return final
 
 
 class Clock:
@@ -137,11 +168,9 @@ def run_job(job: Job, session: Session | None = None) -> VariantResult:
     clock = Clock()
     cfg, name, run_dir, ds = job.config, job.name, Path(job.run_dir), job.dataset
     backend = backends.get(cfg.model.backend)
-    from harness.judge.samples import judge_samples
-    from harness.judge.verdict import analyse
     from harness.models import resolve
     from harness.train.generate import generate_samples
-    from harness.train.sft import log_scores, train_variant
+    from harness.train.sft import train_variant
 
     train = train_variant
     load_cfg = cfg
@@ -185,12 +214,7 @@ def run_job(job: Job, session: Session | None = None) -> VariantResult:
     result.curves, result.train = train(model, tok, ds, cfg, run_dir / "checkpoints" / name, on_eval=report,
                                         on_step=lambda d, t: progress("train", d, t), **extra)
     clock.mark("train")
-    adapter_dir = run_dir / "adapters" / name
-    model.save_pretrained(str(adapter_dir))
-    tok.save_pretrained(str(adapter_dir))
-    atomic_write_json(adapter_dir / "asciitune-config.json", {"variant": name, "config": cfg.to_dict()})
-    result.adapter_dir = str(adapter_dir.relative_to(run_dir))
-    result.loss_analysis = analyse(result.curves.steps, result.curves.train_loss, result.curves.heldout_loss)
+    save_adapter(job, result, model, tok)
     clock.mark("save")
 
     backend.for_inference(model)
@@ -200,16 +224,39 @@ def run_job(job: Job, session: Session | None = None) -> VariantResult:
                                                   progress=lambda d: progress("generate", d, cfg.generate.n_samples))
     result.generation.decode = backend.decode_mode(model, counts)
     clock.mark("generate")
-    judged = judge_samples([asdict(s) for s in samples], ds, job.human_reference, result.loss_analysis.verdict)
-    result.scores, result.copy_analysis, result.verdict = judged.scores, judged.copy, judged.verdict
-    log_scores(cfg, run_dir / "checkpoints" / name, result)  # beside the curves, when train.report_to asks
-    result.samples_file = f"samples-{name}.jsonl"
-    write_jsonl(run_dir / result.samples_file, judged.rows)
-    result.status = "done"
+    judge_and_write(job, result, samples)
     clock.mark("judge")
     result.timing = clock.timing
     atomic_write_json(variant_file(run_dir, name), to_jsonable(result))
     return result
+
+
+def save_adapter(job: Job, result: VariantResult, model, tok) -> None:
+    """The trained adapter as a PEFT folder under the run, and the loss analysis of its curves."""
+    from harness.judge.verdict import analyse
+
+    run_dir = Path(job.run_dir)
+    adapter_dir = run_dir / "adapters" / job.name
+    model.save_pretrained(str(adapter_dir))
+    tok.save_pretrained(str(adapter_dir))
+    atomic_write_json(adapter_dir / "asciitune-config.json", {"variant": job.name, "config": job.config.to_dict()})
+    result.adapter_dir = str(adapter_dir.relative_to(run_dir))
+    result.loss_analysis = analyse(result.curves.steps, result.curves.train_loss, result.curves.heldout_loss)
+
+
+def judge_and_write(job: Job, result: VariantResult, samples: list) -> None:
+    """Judge the samples, write them beside the run, and mark the variant done (its result file is the caller's)."""
+    from harness.judge.samples import judge_samples
+    from harness.train.sft import log_scores
+
+    run_dir = Path(job.run_dir)
+    judged = judge_samples([asdict(s) for s in samples], job.dataset, job.human_reference,
+                           result.loss_analysis.verdict)
+    result.scores, result.copy_analysis, result.verdict = judged.scores, judged.copy, judged.verdict
+    log_scores(job.config, run_dir / "checkpoints" / job.name, result)  # beside the curves, when report_to asks
+    result.samples_file = f"samples-{job.name}.jsonl"
+    write_jsonl(run_dir / result.samples_file, judged.rows)
+    result.status = "done"
 
 
 def _loaded_cuda():
@@ -222,9 +269,112 @@ def _loaded_cuda():
     return None
 
 
+def run_group(jobs: list[Job], session: Session) -> int | None:
+    """Fast-plan variants over one base through the multi-adapter engine (harness.train.multi): loaded once,
+    trained, probed and sampled together, each variant saved, judged and written on its own (a failure there is
+    its own). Returns 0, or 1 when a variant failed; None when the engine declines the loaded model before any
+    step (the caller then trains the variants solo)."""
+    from harness import backends
+    from harness.models import resolve
+    from harness.train import fast, multi
+    from harness.train.multi_engine import MultiEngine
+
+    for job in jobs:
+        print(f"{VARIANT_MARK} {job.name}", file=sys.stderr, flush=True)
+    clock, cfg, key = Clock(), jobs[0].config, share_key(jobs[0])
+    backend = backends.get(cfg.model.backend)
+    if session.key != key:
+        session.drop()
+        session.model, session.tok, session.info = backend.load(resolve(cfg.model.name), fast.load_config(cfg))
+        session.key = key
+    model, tok, info = session.model, session.tok, session.info
+    clock.mark("load")
+    if cuda := _loaded_cuda():
+        cuda.reset_peak_memory_stats()
+    backend.for_training(model)
+    try:
+        engine = MultiEngine(model, len(jobs))
+    except ValueError as exc:  # the loaded model's LoRA or head: nothing trained yet
+        print(f"[multi] the multi-adapter engine declined ({exc}): training the {len(jobs)} variants one at a time",
+              file=sys.stderr, flush=True)
+        return None
+    note = f"trained with {len(jobs) - 1} other variant(s) over one load in the multi-adapter engine"
+    results = [VariantResult(name=j.name, config=j.config.to_dict(), config_hash=j.config.hash(),
+                             backend=j.config.model.backend, device=info["device"],
+                             backend_note=f"{info['backend_note']}; {note}") for j in jobs]
+    print(f"[multi] {len(jobs)} variants on {info['backend_note']} on {info['device']} ({info['dtype']})",
+          file=sys.stderr, flush=True)
+
+    def report(k: int, step: int, tr: float, ho: float) -> None:
+        print(f"[{jobs[k].name}] step {step}: train loss {tr:.4f}, held-out loss {ho:.4f}", file=sys.stderr,
+              flush=True)
+
+    save_s = []
+    try:
+        trained, _ = multi.train_variants(model, tok, [j.dataset for j in jobs], [j.config for j in jobs], engine,
+                                          on_eval=report, on_step=lambda d, t: progress("train", d, t))
+        clock.mark("train")
+        engine.stack.uninstall()  # saving reads the PEFT weights, one adapter exported at a time
+        for k, (job, r, (curves, stats)) in enumerate(zip(jobs, results, trained)):
+            t0 = time.perf_counter()
+            r.curves, r.train = curves, stats
+            engine.stack.export(k)
+            save_adapter(job, r, model, tok)
+            save_s.append(round(time.perf_counter() - t0, 3))
+        clock.mark("save")
+        backend.for_inference(model)
+        counts = backend.decode_counts(model)
+        n = cfg.generate.n_samples
+        sampled, how = multi.sample_variants(model, tok, engine, [j.config.generate for j in jobs],
+                                             progress=lambda d: progress("generate", d, n))
+        decode = f"{backend.decode_mode(model, counts)}; {how}"
+        clock.mark("generate")
+    finally:
+        engine.close()
+    group, code = clock.timing.phases, 0
+    for k, (job, r) in enumerate(zip(jobs, results)):
+        t0 = time.perf_counter()
+        try:
+            if isinstance(sampled[k], Exception):
+                raise sampled[k]
+            samples, r.generation = sampled[k]
+            r.generation.decode = decode
+            judge_and_write(job, r, samples)
+        except Exception as exc:  # noqa: BLE001  (this variant's failure; the others are judged)
+            traceback.print_exc()
+            r, code = failed_result(job, f"{type(exc).__name__}: {exc}"), 1
+        phases = {p: group[p] for p in ("start", "load", "train") if p in group}
+        phases |= {"save": save_s[k], "generate": group["generate"], "judge": round(time.perf_counter() - t0, 3)}
+        r.timing = Timing(pid=clock.timing.pid, spawned_at=clock.timing.spawned_at, phases=phases,
+                          shared=[p for p in phases if p not in ("save", "judge")])
+        atomic_write_json(variant_file(job.run_dir, job.name), to_jsonable(r))
+        print(f"{DONE_MARK} {job.name}", file=sys.stderr, flush=True)
+    return code
+
+
 def run_jobs(jobs: list[Job]) -> int:
-    """Each job in turn in this process, marked for the runner; a failed one is recorded and the rest go on."""
+    """The jobs in this process, marked for the runner: fast-plan variants over one base together in the
+    multi-adapter engine where they may (`groups`), the rest one at a time; a failed one is recorded and the
+    rest go on (a multi-adapter group that fails as a whole is trained again one variant at a time)."""
     session, code = Session(), 0
+    for group in groups(jobs):
+        done = None
+        if len(group) > 1:
+            try:
+                done = run_group(group, session)
+            except Exception as exc:  # noqa: BLE001  (the group's engine failed: each variant gets its solo run)
+                traceback.print_exc()
+                print(f"[multi] the multi-adapter engine failed ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}): training the variants one at a time",
+                      file=sys.stderr, flush=True)
+                session.drop()
+        code = max(code, done if done is not None else _run_solo(group, session))
+    return code
+
+
+def _run_solo(jobs: list[Job], session: Session) -> int:
+    """Each job in turn over the session; its exit code contribution (2: a user error, 1: another failure)."""
+    code = 0
     for job in jobs:
         print(f"{VARIANT_MARK} {job.name}", file=sys.stderr, flush=True)
         try:

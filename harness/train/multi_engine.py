@@ -195,7 +195,8 @@ class MultiEngine:
         return len(todo)
 
     def close(self) -> None:
-        """Free graphs and pool, uninstall the stack (peft's forwards back), undo the Unsloth settings."""
+        """Free graphs and pool, uninstall the stack (peft's forwards back, the PEFT weights at their start), undo
+        the Unsloth settings: the model is as loaded, for whatever the process trains next."""
         import torch
 
         self.pause()
@@ -203,6 +204,7 @@ class MultiEngine:
         self.probe_graphs.clear()
         self.end_graph = None
         self.stack.uninstall()
+        self.stack.restore_peft()
         uncheckpoint_layers(self._wrapped)
         self._wrapped = []
         gc.collect()

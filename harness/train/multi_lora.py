@@ -117,6 +117,16 @@ class StackedLora:
                 p.copy_(self.weights[adapter, at:at + n].view(p.shape))
                 at += n
 
+    def restore_peft(self) -> None:
+        """The PEFT model's own LoRA parameters back at the weights the stack started from."""
+        import torch
+
+        with torch.no_grad():
+            at = 0
+            for p, n in zip(self.peft_params, self.sizes):
+                p.copy_(self.start[at:at + n].view(p.shape))
+                at += n
+
     def row(self, adapter: int):
         """One adapter's weights as a flat vector (a view)."""
         return self.weights[adapter]

@@ -1,0 +1,197 @@
+"""K fast-plan variants over one base, trained, probed and sampled together: the variant-level face of the
+multi-adapter engine (issue 20), as harness.train.fast is the solo plan's.
+
+    engine = MultiEngine(model, k)                                           # harness.train.multi_engine
+    trained = train_variants(model, tok, datasets, cfgs, engine)             # [(LossCurves, TrainStats)]
+    engine.stack.uninstall(); engine.stack.export(k); model.save_pretrained(...)   # each adapter, as PEFT saves it
+    sampled, how = sample_variants(model, tok, engine, [c.generate for c in cfgs])  # [(samples, GenerationStats)]
+    engine.close()
+
+Each variant's curves and stats are what train_variant_fast would give it alone (tests/test_multi_engine.py):
+its own eval steps (variants with different step counts probe at different global steps; a probe pass runs
+the K adapters' probe rows together and keeps the rows of the variants due), its own per-step losses. What
+the K variants share, seconds and peak memory, is stated as shared (TrainStats.engine, Timing.shared).
+
+Sampling: when every variant samples with the same settings, one generate call serves up to GENERATE_ROWS
+rows, block k of the rows running adapter k (harness.train.generate.generate_copies); otherwise, or with
+ASCIITUNE_MULTI_SAMPLING=per-variant, each adapter is exported into the PEFT weights and sampled alone as
+today. On Unsloth the batched call runs Unsloth's generate with every LoRA fast path sent through the
+stacked layers (harness.backends.unsloth_private.plain_lora_forwards), which also means its CUDA-graph
+decode declines and the decode steps run eager; per-variant sampling keeps Unsloth's graphs. Which is faster
+depends on K, rows and the card: `asciitune bench --workload seed` records both where it runs both.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+
+from harness.config import RunConfig
+from harness.data import Dataset, check_lengths, format_example, token_lengths
+from harness.results import LossCurves, TrainStats
+from harness.train import fast
+from harness.train.fast_run import FastStats
+from harness.train.generate import generate_copies, generate_samples
+from harness.train.multi_engine import MultiEngine
+from harness.train.multi_run import MultiRun
+from harness.train.sft import _peak_memory, eval_steps, make_probes, total_steps
+
+# Adapters per engine: each holds its LoRA weights, grads and AdamW state in fp32 (16 bytes per LoRA parameter,
+# ~0.4 GB for Llama-3.2-3B at r=16), and a micro-batch's rows grow with K down to the row cap's floor.
+MAX_ADAPTERS = 32
+GENERATE_ROWS = 256  # rows per batched generate call: the KV cache grows with rows x length
+SAMPLING_ENV = "ASCIITUNE_MULTI_SAMPLING"  # "per-variant": each adapter sampled alone even when settings match
+
+
+def refusal(cfgs: list[RunConfig]) -> str | None:
+    """Why these variants cannot train in one multi-adapter engine (one sentence), or None when they can."""
+    if len(cfgs) < 2:
+        return "a single variant trains solo"
+    if len(cfgs) > MAX_ADAPTERS:
+        return f"{len(cfgs)} variants are more than one engine's {MAX_ADAPTERS} adapters"
+    if any(c.train.plan != "fast" for c in cfgs):
+        return "only fast-plan variants share the engine"
+    first = cfgs[0].to_dict()
+    if any(json.dumps([c.to_dict()["model"], c.to_dict()["lora"]], sort_keys=True)
+           != json.dumps([first["model"], first["lora"]], sort_keys=True) for c in cfgs):
+        return "the variants differ in their model or lora settings (base, rank, alpha, targets)"
+    lora = cfgs[0].lora
+    if lora.dropout > 0:
+        return f"lora.dropout={lora.dropout:g} (each adapter's dropout mask would need its own random stream)"
+    if lora.bias != "none":
+        return f"lora.bias={lora.bias} trains the base's biases, which one base cannot hold K of"
+    for c in cfgs:
+        if why := fast.refusal(c):
+            return why
+    return None
+
+
+def plan_reason(k: int, stats: FastStats) -> str:
+    """How the multi-adapter engine executed, for TrainStats.plan_reason."""
+    how = ("CUDA graphs per row length" if stats.mode == "graphs" else
+           "eager on CPU (CUDA graphs need a GPU)" if stats.device == "cpu" else "eager")
+    rows = (f"each variant's steps in packed rows of <= {stats.micro_tokens} tokens, batched [{k}, T]"
+            if stats.micro_tokens else f"each variant's step in one packed row, batched [{k}, T]")
+    ckpt = (f"checkpointing only in the {stats.checkpointed_rows} micro-batches of a sequence longer than the cap"
+            if stats.checkpointed_rows else "checkpointing off")
+    probes = "probes as forward-only CUDA graphs" if stats.probes == "graphs" else f"probes {stats.probes}"
+    return (f"multi-adapter engine, K={k}: one forward/backward per micro-batch for all {k} variants (seconds and "
+            f"memory shared); {how}; {rows}; per-adapter clipping and AdamW; {ckpt}; {probes}; loss chunked over "
+            "the final hidden states, each row over its own variant's target count")
+
+
+def train_variants(model, tokenizer, datasets: list[Dataset], cfgs: list[RunConfig], engine: MultiEngine, *,
+                   on_eval: Callable[[int, int, float, float], None] | None = None,
+                   on_step: Callable[[int, int], None] | None = None,
+                   limit: int = 0) -> tuple[list[tuple[LossCurves, TrainStats]], MultiRun]:
+    """Train the K variants together; per variant its curves and stats as train_variant_fast reports them, and
+    the MultiRun (for its engine-level stats). on_eval(k, step, train loss, held-out loss) as each lands."""
+    import torch
+
+    if why := refusal(cfgs):
+        raise ValueError(why)
+    k = len(cfgs)
+    probes, texts = [], []
+    for ds, cfg in zip(datasets, cfgs):
+        check_lengths(ds.train, token_lengths(ds.train, tokenizer), cfg.model.max_seq_length)
+        probes.append(make_probes(ds, cfg, tokenizer.eos_token))
+        texts.append([format_example(p.text, tokenizer.eos_token) for p in ds.train])
+    t_start = time.perf_counter()
+    run = MultiRun(engine, tokenizer, [(t, c.train) for t, c in zip(texts, cfgs)],
+                   max_length=cfgs[0].model.max_seq_length, limit=limit)
+    totals = [total_steps(len(t), c) for t, c in zip(texts, cfgs)]
+    points = [[s for s in eval_steps(tot, c.train.eval_points) if s <= (limit or tot)] + [run.totals[j]]
+              for j, (tot, c) in enumerate(zip(totals, cfgs))]
+    per_epoch = [-(-len(t) // c.train.batch_size) for t, c in zip(texts, cfgs)]
+    micro = []
+    for plan in run.plans:
+        m = [0]
+        for step in plan:
+            m.append(m[-1] + len(step))
+        micro.append(m)
+    sets = [run.probe_set(tokenizer, [p.train for p in probes]), run.probe_set(tokenizer, [p.heldout for p in probes])]
+    curves = [LossCurves() for _ in range(k)]
+    eval_s = [0.0]
+
+    def measure(step: int) -> None:
+        due = [j for j in range(k) if step in points[j] and step <= run.totals[j] and step not in curves[j].steps]
+        if not due:
+            return
+        t0 = time.perf_counter()
+        sums = torch.zeros(2, k, dtype=torch.float32, device=run.device)
+        for i, batches in enumerate(sets):
+            engine.probe(batches, sums[i])
+        tr, ho = sums.tolist()
+        eval_s[0] += time.perf_counter() - t0
+        for j in due:
+            c = curves[j]
+            c.steps.append(step)
+            c.epochs.append(round(micro[j][step] / per_epoch[j], 4))
+            c.train_loss.append(tr[j])
+            c.heldout_loss.append(ho[j])
+            if on_eval:
+                on_eval(j, step, tr[j], ho[j])
+
+    try:
+        measure(0)
+        run.warm_up()
+        for point in sorted({p for pts in points for p in pts if p > 0}):
+            run.run(point, on_step)
+            measure(point)
+        losses = [run.losses(j) for j in range(k)]
+        stats = [run.stats(j) for j in range(k)]
+    finally:
+        run.pause()
+    seconds = time.perf_counter() - t_start
+    peak, kind = _peak_memory()
+    out = []
+    for j in range(k):
+        fs, c = stats[j], curves[j]
+        c.running_train_loss = [[i + 1, loss] for i, loss in enumerate(losses[j])]
+        out.append((c, TrainStats(seconds=round(seconds, 3), steps=fs.steps, epochs=c.epochs[-1],
+                                  tokens=fs.real_tokens, tokens_per_s=round(fs.real_tokens / max(seconds - eval_s[0],
+                                                                                                 1e-9), 2),
+                                  peak_memory_bytes=peak, peak_memory_kind=kind, eval_seconds=round(eval_s[0], 3),
+                                  trainable_parameters=engine.stack.weights.shape[1], plan="fast",
+                                  plan_reason=plan_reason(k, fs), warmup_seconds=fs.warmup_seconds,
+                                  engine=f"multi-adapter, K={k}")))
+    return out, run
+
+
+def sample_variants(model, tokenizer, engine: MultiEngine, gcfgs: list,
+                    progress: Callable[[int], None] | None = None) -> tuple[list[tuple], str]:
+    """Each adapter's (samples, GenerationStats), or the exception its own sampling raised, and how they were drawn
+    (batched across adapters when every variant samples alike, else per variant; a batched call that fails falls
+    back to per variant, and says so)."""
+    k = engine.k
+    why = ""
+    if any(g != gcfgs[0] for g in gcfgs):
+        why = "generation settings differ between variants"
+    elif os.environ.get(SAMPLING_ENV, "") == "per-variant":
+        why = f"{SAMPLING_ENV}=per-variant"
+    if not why:
+        group = max(1, GENERATE_ROWS // max(1, min(gcfgs[0].batch_size, gcfgs[0].n_samples)))
+        try:
+            out: list[tuple] = []
+            engine.stack.install()
+            for lo in range(0, k, group):
+                hi = min(k, lo + group)
+                engine.stack.window = (lo, hi)
+                out += generate_copies(model, tokenizer, gcfgs[0], hi - lo, progress)
+            return out, f"batched: {k} adapters in generate calls of up to {group} adapters"
+        except Exception as exc:  # noqa: BLE001  (sampled per variant instead, and the result says why)
+            why = f"batched sampling failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            print(f"[multi] {why}; sampling each variant alone", file=sys.stderr, flush=True)
+        finally:
+            engine.stack.window = (0, k)
+            engine.stack.uninstall()
+    out = []
+    for j in range(k):  # a variant whose sampling fails gets its exception in its place; the others go on
+        engine.stack.export(j)
+        try:
+            out.append(generate_samples(model, tokenizer, gcfgs[j], progress))
+        except Exception as exc:  # noqa: BLE001
+            out.append(exc)
+    return out, f"per variant ({why})"
