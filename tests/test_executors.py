@@ -61,7 +61,9 @@ max_new_tokens = 16
 "train.plan" = "fast"
 "generate.prompt" = ""
 """
-# Children on another thread count sum in another order: float32 losses agree to ~1e-6 relative, not bit for bit.
+# Children on another thread count sum in another order: float32 losses agree to ~1e-6 relative, not bit for bit;
+# a variant trained in the multi-adapter engine beside others differs from its solo run by summation order only
+# (tests/test_multi_engine.py).
 LOSS_RTOL = 1e-4
 
 
@@ -119,14 +121,39 @@ def test_jobs_2_matches_jobs_1_and_a_failure_stays_alone(tmp_path, reference):
         assert "(x86_64, 1 threads)" in (run_dir / "logs" / f"{name}.log").read_text()
 
 
-def test_fast_variants_share_a_process_and_match_their_own_runs(tmp_path):
-    proc, run_dir, results = _run(tmp_path, "--variants", "fast1,fast2,fastbad", "--jobs", "1")
+def test_fast_variants_train_together_in_the_multi_adapter_engine_and_match_their_own_runs(tmp_path):
+    proc, run_dir, results = _run(tmp_path, "--variants", "fast1,fast2,fastbad", "--jobs", "2")
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # fastbad failed
+    assert "3 fast-plan variants train together in 1 multi-adapter engine(s)" in proc.stdout
+    v = results["variants"]
+    assert v["fast1"]["status"] == v["fast2"]["status"] == "done"
+    assert v["fastbad"]["status"] == "failed" and "zero tokens" in v["fastbad"]["error"], v["fastbad"]["error"]
+    assert v["fast2"]["train"]["engine"] == "multi-adapter, K=3"
+    assert "multi-adapter engine" in v["fast2"]["backend_note"]
+    assert "[fast2] step 2: train loss" in (run_dir / "logs" / "fast1.log").read_text()  # one child, one log
+    t1, t2 = v["fast1"]["timing"], v["fast2"]["timing"]
+    assert t1["pid"] == t2["pid"] > 0 and list(t1["phases"]) == ["start", "load", "train", "save", "generate", "judge"]
+    assert t1["phases"]["train"] == t2["phases"]["train"] and "train" in t1["shared"]  # trained once, for both
+    (tmp_path / "alone").mkdir()
+    _, _, alone = _run(tmp_path / "alone", "--variants", "fast2", "--jobs", "1")
+    a, b = alone["variants"]["fast2"], v["fast2"]
+    assert a["status"] == "done" and a["train"]["engine"] == "solo"
+    for key in ("train_loss", "heldout_loss"):  # trained beside two others = trained alone
+        assert b["curves"][key] == pytest.approx(a["curves"][key], rel=LOSS_RTOL), key
+    running = [[x[1] for x in r["curves"]["running_train_loss"]] for r in (a, b)]
+    assert len(running[0]) == 2 and running[1] == pytest.approx(running[0], rel=LOSS_RTOL)
+
+
+@pytest.mark.slow
+def test_fast_variants_share_a_process_one_after_another_without_the_multi_adapter_engine(tmp_path):
+    proc, run_dir, results = _run(tmp_path, "--variants", "fast1,fast2,fastbad", "--jobs", "1", "--no-multi-adapter")
     assert proc.returncode == 1, proc.stdout + proc.stderr  # fastbad failed
     assert "3 fast-plan variants share 1 process(es)" in proc.stdout
     v = results["variants"]
     assert v["fast1"]["status"] == v["fast2"]["status"] == "done"
     assert v["fastbad"]["status"] == "failed" and "zero tokens" in v["fastbad"]["error"], v["fastbad"]["error"]
     assert "model shared with the variant before it" in v["fast2"]["backend_note"]
+    assert v["fast2"]["train"]["engine"] == "solo"
     assert "[fast2] step 2: train loss" in (run_dir / "logs" / "fast1.log").read_text()  # one child, one log
     t1, t2 = v["fast1"]["timing"], v["fast2"]["timing"]  # where the time went, per variant, in one process
     assert t1["pid"] == t2["pid"] > 0 and t1["spawned_at"] == t2["spawned_at"] > 0

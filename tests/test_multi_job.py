@@ -94,6 +94,16 @@ def test_groups_put_shareable_fast_variants_together(tmp_path):
     assert [[j.name for j in g] for g in groups(_jobs(tmp_path, False))] == [["a"], ["b"], ["bad"]]
 
 
+def test_units_give_a_multi_adapter_group_one_process(tmp_path):
+    from harness.train.executors import multi_units, units
+
+    jobs = _jobs(tmp_path, True)
+    got = units(jobs, 3)
+    assert [[j.name for j in u] for u in got] == [["a", "b", "bad"]] and multi_units(got) == got
+    solo = units(_jobs(tmp_path, False), 2)  # without the engine: round-robin over the slots, as before
+    assert [[j.name for j in u] for u in solo] == [["a", "bad"], ["b"]] and multi_units(solo) == []
+
+
 def _jobs(tmp_path, multi: bool):
     from harness.data import build_dataset
     from harness.judge.samples import human_reference

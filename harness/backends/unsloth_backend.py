@@ -18,6 +18,7 @@ os.environ.setdefault("UNSLOTH_DECODE_CUDA_GRAPHS", "1")
 import unsloth  # noqa: E402,F401  (must precede transformers)
 from unsloth import FastLanguageModel  # noqa: E402
 
+from harness.backends import unsloth_private  # noqa: E402
 from harness.backends.common import (  # noqa: E402
     device_name,
     gradient_checkpointing_flag,
@@ -41,6 +42,8 @@ def _note() -> str:
 
 def _from_pretrained(folder, cfg: RunConfig):
     require_4bit_device(cfg)  # Unsloth's CPU fallback would otherwise fail deep inside bitsandbytes or transformers
+    # The private names the fast plan and the multi-adapter engine use: one sentence now, not a silent mis-step later.
+    unsloth_private.check(getattr(unsloth, "__version__", "?"))
     dtype = None if cfg.model.dtype == "auto" else torch_dtype(cfg)
     model, tok = FastLanguageModel.from_pretrained(
         str(folder), max_seq_length=cfg.model.max_seq_length, dtype=dtype, load_in_4bit=cfg.model.load_in_4bit,

@@ -49,6 +49,8 @@ PRIVATE = (
             "frees an earlier sampling's decode graphs before training", False),
     Private("function", "unsloth.models._decode_graphs", "stats",
             "counts decode-graph replays, for GenerationStats.decode", False),
+    Private("attribute", "unsloth.models._decode_graphs", "_unsloth_decode_graphs",
+            "marks the modules whose decode-graph stats are read", False),
     Private("function", "unsloth.models.llama", "_fused_lora_modules",
             "the modules whose fused LoRA forwards the multi-adapter engine sets aside and later restores"),
     Private("function", "unsloth.models.llama", "_decline_fused_lora_for_fsdp",
@@ -86,8 +88,8 @@ def missing(entries=PRIVATE, load: Callable[[str], object] = importlib.import_mo
 def message(version: str, gone: list[Private]) -> str:
     """The one sentence a missing required entry ends in."""
     names = ", ".join(f"{e.module}.{e.name}" if e.kind == "function" else e.name for e in gone)
-    return (f"Unsloth {version} lacks {names}, which asciitune's fast plan uses and which were written for Unsloth "
-            f"{WRITTEN_FOR}: install unsloth=={WRITTEN_FOR} (and unsloth_zoo of the same version), or use "
+    return (f"Unsloth {version} lacks {names}, private to Unsloth and relied on by asciitune's fast plan as written "
+            f"for Unsloth {WRITTEN_FOR}: install unsloth=={WRITTEN_FOR} (and unsloth_zoo of the same version), or use "
             "--backend peft.")
 
 

@@ -23,7 +23,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = console()
     try:
         run_dir, run = run_plan(plan, args.reports_dir, resume=args.resume, command=" ".join(sys.argv), console=out,
-                                executor=executor)
+                                executor=executor, multi_adapter=args.multi_adapter)
     except KeyboardInterrupt:
         out.print("Interrupted: finished variants are kept; rerun with --resume to skip them.")
         return 130
@@ -133,6 +133,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "one base share the N processes (each loads the model and captures its CUDA graphs "
                         "once), every other variant gets its own; default 1. With --executor ray: the most "
                         "tasks in flight (default: all)")
+    g.add_argument("--multi-adapter", action=argparse.BooleanOptionalAction, default=True,
+                   help="fast-plan variants over one base (same model and lora sections, no LoRA dropout) train "
+                        "together in one process, in the same kernels: one forward/backward per micro-batch for "
+                        "up to 32 adapters, each with its own steps, lr, clipping and AdamW (their losses are "
+                        "their solo runs'); default on, --no-multi-adapter trains them one after another "
+                        "(local executor only)")
     g.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: child processes on this machine (default); ray: one Ray task per variant "
                         "(needs pip install -e '.[ray]')")

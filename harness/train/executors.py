@@ -6,8 +6,9 @@ An executor takes the run's jobs and yields `(job, result, seconds)` as each var
 order they finish; the runner merges each into results.json at once, so an interrupt keeps what
 finished and `--resume` (with either executor) trains the rest. Variants run in fresh processes:
 Unsloth must be imported before transformers, and a process holds one backend. Fast-plan variants
-over one base share a process (`units`): the model loads once and the CUDA graphs are captured once
-(harness.train.job); every other variant gets a process of its own.
+over one base share a process (`units`): by default up to 32 of them train together in that process's
+multi-adapter engine (harness.train.multi), else they run one after another there, the model loaded once
+and the CUDA graphs captured once (harness.train.job); every other variant gets a process of its own.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from harness.train.job import (
     VARIANT_MARK,
     Job,
     failed_result,
+    groups,
     share_key,
     variant_file,
 )
@@ -115,20 +117,33 @@ class Children:
 
 
 def units(jobs: list[Job], n: int) -> list[list[Job]]:
-    """Jobs per child process: fast-plan variants over one base share a process (the model loads once, its
-    CUDA graphs are captured once), spread round-robin over the n slots; every other variant runs alone."""
+    """Jobs per child process: fast-plan variants over one base that may share the multi-adapter engine are one
+    unit per engine (K adapters in one process's kernels beat K processes time-sharing a card); the other
+    fast-plan variants over one base share a process (the model loads once, its CUDA graphs are captured
+    once), spread round-robin over the n slots; every other variant runs alone."""
     out: list[list[Job]] = []
-    groups: dict[str, list[Job]] = {}
+    by_key: dict[str, list[Job]] = {}
     for job in jobs:
         key = share_key(job)
         if key is None:
             out.append([job])
         else:
-            groups.setdefault(key, []).append(job)
-    for members in groups.values():
-        m = max(1, min(n, len(members)))
-        out += [members[i::m] for i in range(m)]
+            by_key.setdefault(key, []).append(job)
+    for members in by_key.values():
+        alone = []
+        for group in groups(members):
+            if len(group) > 1:
+                out.append(group)
+            else:
+                alone += group
+        m = max(1, min(n, len(alone)))
+        out += [alone[i::m] for i in range(m) if alone[i::m]]
     return out
+
+
+def multi_units(work_units: list[list[Job]]) -> list[list[Job]]:
+    """The units that will train in the multi-adapter engine (their child groups them the same way)."""
+    return [u for u in work_units if len(u) > 1 and len(groups(u)) == 1]
 
 
 class _Child:
@@ -207,8 +222,11 @@ def run_unit(unit: list[Job], children: Children, bar, env: dict[str, str],
         emit(job, collect(job, -signal.SIGINT, Path(job.run_dir) / "logs" / f"{job.name}.log"), 0.0)
 
 
-def run_local(jobs: list[Job], say: Say, n: int = 1) -> Finished:
-    """The jobs in child processes, n at once, spread over the visible GPUs; yields each variant as it ends."""
+def run_local(jobs: list[Job], say: Say, n: int = 1, children: Children | None = None) -> Finished:
+    """The jobs in child processes, n at once, spread over the visible GPUs; yields each variant as it ends.
+
+    children: the caller's Children, whose stop() (from any thread, e.g. a time cap) stops every child as Ctrl-C
+    would; the variants it stops are yielded as failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     if not jobs:
@@ -219,7 +237,7 @@ def run_local(jobs: list[Job], say: Say, n: int = 1) -> Finished:
     load = dict.fromkeys(gpus, 0)
     # On CPU, n children share the cores; one child keeps torch's own default (all of them).
     threads = max(1, (os.cpu_count() or 1) // n) if not gpus and n > 1 else None
-    children, lock, started = Children(), threading.Lock(), iter(range(1, len(jobs) + 1))
+    children, lock, started = children or Children(), threading.Lock(), iter(range(1, len(jobs) + 1))
     finished: queue.Queue = queue.Queue()
     bar = Progress(TextColumn("   {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    transient=True)
@@ -244,11 +262,16 @@ def run_local(jobs: list[Job], say: Say, n: int = 1) -> Finished:
                 with lock:
                     load[gpu] -= 1
 
-    shared = sum(len(u) for u in work_units if len(u) > 1)
+    multi = multi_units(work_units)
+    shared = [u for u in work_units if len(u) > 1 and u not in multi]
     if n > 1:
         say(f"{n} variants at once" + (f" over GPUs {', '.join(gpus)}" if gpus else f", {threads} CPU thread(s) each"))
+    if multi:
+        say(f"{sum(map(len, multi))} fast-plan variants train together in {len(multi)} multi-adapter engine(s), one "
+            "process each: one forward/backward per micro-batch for all of an engine's variants "
+            "(--no-multi-adapter: one after another)")
     if shared:
-        say(f"{shared} fast-plan variants share {sum(len(u) > 1 for u in work_units)} process(es): "
+        say(f"{sum(map(len, shared))} fast-plan variants share {len(shared)} process(es): "
             "each loads the model and captures its CUDA graphs once")
     with bar, ThreadPoolExecutor(n, thread_name_prefix="variant") as pool:
         futures = [pool.submit(work, unit) for unit in work_units]
@@ -270,6 +293,6 @@ def run_local(jobs: list[Job], say: Say, n: int = 1) -> Finished:
             raise
 
 
-def local_executor(n: int = 1) -> Executor:
-    """The local executor running n variants at once."""
-    return lambda jobs, say: run_local(jobs, say, n)
+def local_executor(n: int = 1, children: Children | None = None) -> Executor:
+    """The local executor running n variants at once (children: see run_local)."""
+    return lambda jobs, say: run_local(jobs, say, n, children)

@@ -95,8 +95,11 @@ def _run_dir(plan: Plan, reports_dir: Path, resume: str | None) -> Path:
 
 def run_plan(plan: Plan, reports_dir: Path, resume: str | None = None, command: str = "",
              console=None, resume_from: str | None = None,
-             executor: Executor | None = None) -> tuple[Path, RunResult]:
-    """Train every variant not yet done, each in a fresh process; returns the run folder and results."""
+             executor: Executor | None = None, multi_adapter: bool = True) -> tuple[Path, RunResult]:
+    """Train every variant not yet done, each in a fresh process; returns the run folder and results.
+
+    multi_adapter: fast-plan variants over one base may train together in one process's multi-adapter engine
+    (harness.train.multi); False trains them one after another."""
     say: Say = console.print if console else print
     reports_dir = Path(reports_dir)
     run_dir = _run_dir(plan, reports_dir, resume)
@@ -114,7 +117,7 @@ def run_plan(plan: Plan, reports_dir: Path, resume: str | None = None, command: 
             say(f"[{i}/{len(plan.variants)}] {name}: done earlier, skipped (--resume)")
             continue
         d, h = inputs[data_key(cfg)]
-        jobs.append(Job(name, cfg, run_dir, d, h, resume_from))
+        jobs.append(Job(name, cfg, run_dir, d, h, resume_from, multi_adapter=multi_adapter))
     order = {name: i for i, name in enumerate(plan.variants)}
     # closing(): if anything stops this loop (Ctrl-C, an error), the executor stops its children or tasks at once.
     with closing((executor or local_executor())(jobs, say)) as finished:

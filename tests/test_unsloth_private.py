@@ -1,0 +1,71 @@
+"""The private Unsloth names the fast plan and the multi-adapter engine rely on are checked in one place: a name
+the installed Unsloth lacks ends in one sentence naming the version they were written for.
+
+    pytest tests/test_unsloth_private.py            # the check's logic (no Unsloth import)
+    pytest tests/test_unsloth_private.py -m slow    # against the installed Unsloth, in a child process (~20 s)
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+from conftest import REPO
+
+from harness.backends import unsloth_private
+from harness.backends.unsloth_private import PRIVATE, WRITTEN_FOR
+from harness.errors import UserError
+
+
+def _fake_unsloth():
+    """Modules holding every listed function, sources reading every listed attribute and variable."""
+    modules = {}
+    for e in PRIVATE:
+        modules.setdefault(e.module, SimpleNamespace())
+        if e.kind == "function":
+            setattr(modules[e.module], e.name, lambda *a, **k: None)
+    sources = {m: " ".join(e.name for e in PRIVATE if e.module == m) for m in modules}
+    return modules, sources
+
+
+def test_a_missing_private_name_is_one_sentence_naming_the_version(monkeypatch):
+    modules, sources = _fake_unsloth()
+    lookups = dict(load=modules.__getitem__, source=sources.__getitem__)
+    unsloth_private.check("2026.10.9", **lookups)  # everything there: no error
+    monkeypatch.delattr(modules["unsloth.models.llama"], "_decline_fused_lora_for_fsdp")
+    with pytest.raises(UserError) as exc:
+        unsloth_private.check("2027.1.1", **lookups)
+    text = str(exc.value)
+    assert text.count(". ") == 0 and text.endswith(".") and "\n" not in text  # one sentence
+    assert "Unsloth 2027.1.1 lacks unsloth.models.llama._decline_fused_lora_for_fsdp" in text
+    assert f"written for Unsloth {WRITTEN_FOR}" in text and f"unsloth=={WRITTEN_FOR}" in text
+
+
+def test_an_attribute_unsloth_no_longer_reads_is_missing_too():
+    modules, sources = _fake_unsloth()
+    sources["unsloth.models.llama"] = sources["unsloth.models.llama"].replace("_unsloth_keep_padding_mask", "")
+    gone = unsloth_private.missing(load=modules.__getitem__, source=sources.__getitem__)
+    assert [e.name for e in gone] == ["_unsloth_keep_padding_mask"]
+    with pytest.raises(UserError, match="lacks _unsloth_keep_padding_mask"):
+        unsloth_private.check("x", load=modules.__getitem__, source=sources.__getitem__)
+
+
+def test_optional_names_cost_no_error():
+    modules, sources = _fake_unsloth()
+    optional = next(e for e in PRIVATE if not e.required and e.kind == "function")
+    delattr(modules[optional.module], optional.name)
+    unsloth_private.check("x", load=modules.__getitem__, source=sources.__getitem__)
+
+
+@pytest.mark.slow
+def test_the_installed_unsloth_has_them_and_loses_one_when_monkeypatched():
+    code = ("import unsloth, unsloth.models.llama as L\n"
+            "from harness.backends import unsloth_private as P\n"
+            "P.check(); print('CHECK OK', unsloth.__version__, flush=True)\n"
+            "del L._decline_fused_lora_for_fsdp\n"
+            "try:\n    P.check()\nexcept Exception as e:\n    print('ERROR', e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
+    out = proc.stdout
+    assert f"CHECK OK {WRITTEN_FOR}" in out, proc.stdout + proc.stderr[-3000:]
+    assert f"ERROR Unsloth {WRITTEN_FOR} lacks unsloth.models.llama._decline_fused_lora_for_fsdp" in out
