@@ -99,20 +99,42 @@ def test_bench_seed_workload_on_cpu(tmp_path):
     """The real CLI on the tiny model: two arms and a two-variant sweep, each in its own process."""
     out = tmp_path / "seed-workload.json"
     proc = asciitune("--reports-dir", str(tmp_path / "reports"), "bench", "--workload", "seed", "--config", "tiny",
-                     "--arms", "fast-peft,seed-peft,qlora-fast-peft,sweep", "--variants", "2", "--jobs", "2",
-                     "--budget-s", "600", "--out", str(out), 'model.dtype="float32"')
+                     "--arms", "fast-peft,seed-peft,qlora-fast-peft,sweep,sweep-solo", "--variants", "2", "--jobs",
+                     "2", "--budget-s", "900", "--out", str(out), 'model.dtype="float32"', timeout=1200)
     doc = json.loads(out.read_text())
     rows = {r["name"]: r for r in doc["arms"]}
     assert rows["fast-peft"]["status"] == "ok" and rows["seed-peft"]["status"] == "ok", proc.stdout[-2000:]
     assert rows["qlora-fast-peft"]["status"].startswith("refused: model.load_in_4bit needs an NVIDIA GPU")
     assert rows["fast-peft"]["steps"] == rows["seed-peft"]["steps"] == 8  # tiny.toml: max_steps = 8
-    assert doc["sweep"]["done"] == 2 and doc["sweep"]["jobs"] == 2 and doc["sweep"]["sequential_seconds"]
+    sweep = doc["sweep"]
+    assert sweep["done"] == 2 and sweep["engine"] == "multi-adapter" and len(sweep["processes"]) == 1, sweep
+    assert all(r["engine"] == "multi-adapter, K=2" and "train" in r["shared_phases"] for r in sweep["per_variant"])
+    # Each variant trained beside the other against the same lr trained alone (fp32: summation order only).
+    assert sweep["parity_ok"] and len(sweep["parity"]) == 2 and sweep["parity_max_rel_diff"] < 1e-4, sweep["parity"]
+    assert doc["targets"]["sweep_parity_max_rel_diff"]["met"] is True
     raw = json.loads((tmp_path / "seed-workload-raw.json").read_text())["arms"]
     fast, seed = raw["fast-peft"]["losses"], raw["seed-peft"]["losses"]
     assert len(fast) == len(seed) == 8
     # fp32 on the CPU, same optimizer (adamw_torch): only summation order differs (tests/test_fast_plan.py).
     assert fast == pytest.approx(seed, rel=1e-4)
     assert proc.returncode == 1  # the refused 4-bit arm is not "ok"
+
+
+def test_sweep_parity_and_processes_from_results():
+    from harness.gpu.seed_sweep import processes, sweep_parity
+
+    losses = {"a": {"lr": 1e-4, "losses": [2.0, 1.5, 1.0]}, "b": {"lr": 2e-4, "losses": [2.0, 1.4, 1.02]}}
+    solo = {repr(1e-4): [2.0, 1.5, 1.0], repr(2e-4): [2.0, 1.4, 1.0]}
+    par = sweep_parity(losses, solo, PARITY_RTOL)
+    assert par["parity"]["a"]["max_rel_diff"] == 0.0 and par["parity_max_rel_diff"] == pytest.approx(0.02)
+    assert par["parity"]["b"]["worst_step"] == 3 and not par["parity_ok"]
+    assert not sweep_parity(losses, {repr(1e-4): [2.0, 1.5, 1.0]}, PARITY_RTOL)["parity_ok"]  # b has no reference
+    rows = [{"name": n, "pid": 7, "engine": "multi-adapter, K=2", "shared_phases": ["load", "train", "generate"],
+             "phases": {"load": 30.0, "train": 20.0, "save": s, "generate": 9.0, "judge": 1.0}} for n, s in
+            (("a", 0.5), ("b", 0.7))]
+    (proc,) = processes(rows)  # shared phases once, each variant's own summed: the process's wall time
+    assert proc["phases"] == {"load": 30.0, "train": 20.0, "save": 1.2, "generate": 9.0, "judge": 2.0}
+    assert proc["seconds"] == 62.2 and proc["variants"] == ["a", "b"]
 
 
 @pytest.mark.parametrize("command", ["run", "bench"])

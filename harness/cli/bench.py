@@ -67,16 +67,25 @@ def print_seed_workload(doc: dict) -> None:
         print(f"parity {name} vs {par['reference']}: max {_fmt(v['max_rel_diff'], '.3%')} over {v['steps_compared']} "
               f"steps (tolerance {v['tolerance']:.1%}) {'ok' if v['ok'] else 'OVER'}")
     sweep = doc.get("sweep")
-    if sweep:
-        print(f"sweep: {sweep['done']}/{sweep['variants']} variants, {sweep['jobs']} at once, {sweep['wall_seconds']} "
-              f"s wall ({sweep['status']}); sum of per-variant times {sweep['sequential_seconds']}")
+    for key in ("sweep", "sweep_32"):
+        sw = doc.get(key)
+        if sw:
+            procs = "; ".join(f"process {p['pid']}: {len(p['variants'])} variants, " + ", ".join(
+                f"{k} {v:.1f}" for k, v in p["phases"].items()) + " s" for p in sw.get("processes") or [])
+            print(f"{key}: {sw['done']}/{sw['variants']} variants ({sw.get('engine')}), {sw['wall_seconds']} s wall "
+                  f"({sw['status']}); {procs}")
+    if sweep and sweep.get("parity"):
+        print(f"sweep parity vs each variant alone: max {_fmt(sweep['parity_max_rel_diff'], '.3%')} "
+              f"(tolerance {sweep['tolerance']:.1%}) {'ok' if sweep['parity_ok'] else 'OVER'}")
     for name, t in (doc.get("targets") or {}).items():
         print(f"target {name}: {t['value']} (bound {t['bound']}): {'-' if t['met'] is None else t['met']}")
     print(json.dumps({"card": doc["card"], "arms": [{k: r[k] for k in ("name", "backend", "plan", "train_seconds",
                       "warmup_seconds", "tokens_per_s", "peak_reserved_bytes", "mfu")} for r in doc["arms"]],
                       "parity": {k: par.get(k) for k in ("max_rel_diff", "tolerance")},
-                      "sweep": {k: (sweep or {}).get(k) for k in ("variants", "jobs", "wall_seconds",
-                                                                   "sequential_seconds")}}, default=str))
+                      "sweep": {k: (sweep or {}).get(k) for k in ("variants", "engine", "wall_seconds", "done",
+                                                                   "parity_max_rel_diff")},
+                      "sweep_32": {k: (doc.get("sweep_32") or {}).get(k)
+                                   for k in ("variants", "wall_seconds", "done")}}, default=str))
 
 
 def _keep_other_cards_document(out: Path, explicit: bool) -> None:
@@ -108,7 +117,10 @@ def cmd_seed_workload(args) -> int:
                             variants=args.variants, only=only, command=" ".join(sys.argv))
     print_seed_workload(doc)
     print(f"results: {out}", file=sys.stderr)
-    return 0 if doc["arms"] and all(r["status"] == "ok" for r in doc["arms"]) else 1
+    sweeps = [sw for sw in (doc.get("sweep"), doc.get("sweep_32")) if sw]
+    ran = doc["arms"] or sweeps
+    ok = all(r["status"] == "ok" for r in doc["arms"]) and all(sw["done"] == sw["variants"] for sw in sweeps)
+    return 0 if ran and ok else 1
 
 
 def cmd_bench(args) -> int:

@@ -1,14 +1,15 @@
-"""`asciitune bench --workload seed`: the seed workload's arms and an 8-variant concurrent sweep, in one call.
+"""`asciitune bench --workload seed`: the seed workload's arms and its sweeps, in one call.
 
     asciitune bench --workload seed --config seed --model random:llama-3.2-3b --out reports/gpu-bench/seed-workload.json
 
 Arms, each in its own process (`python -m harness.gpu.seed_arm`): the fast plan on Unsloth and on PEFT,
 the seed plan on Unsloth (the reference for parity and speed-up), then the sweep: 8 variants of the
-workload (train.lr values) through `asciitune run --jobs N train.plan=fast`, N processes at once on
-the visible GPUs, each loading the model once and training, probing and sampling its share of the
-variants one after another over the same CUDA graphs (N: 3, fewer if the fast Unsloth arm's peak memory
-says so: jobs_for); then the fast plan with `model.load_in_4bit=true` (QLoRA) on both backends
-and the seed plan on PEFT, with whatever time is left. Every item has a time cap inside --budget-s and
+workload (train.lr values) run as `asciitune run train.plan=fast` runs them, through the runner's Python
+API (harness.gpu.seed_sweep): all 8 trained, probed and sampled together in one process's multi-adapter
+engine (harness.train.multi); sweep-solo, the same 8 trained alone one after another, the reference for
+each sweep variant's per-step losses (`sweep.parity_max_rel_diff`); sweep-32, 32 variants' wall time;
+then the fast plan with `model.load_in_4bit=true` (QLoRA) on both backends and the seed plan on PEFT,
+with whatever time is left. Every item has a time cap inside --budget-s and
 runs only if the items after it keep their reserve; a seed-plan arm stopped at its cap reports a
 measured partial (its per-step time x the planned steps is given beside it, labelled as an
 extrapolation). The document (issue 12's schema plus context) is rewritten after every item; per-step
@@ -17,7 +18,6 @@ losses and step times go to the `-raw.json` file beside it. Measured: reports/gp
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -27,11 +27,18 @@ from pathlib import Path
 
 from harness.config import Plan, RunConfig
 from harness.fsutil import atomic_write_json
+from harness.gpu.seed_sweep import (  # noqa: F401  (SWEEP_LRS, SWEEP_TARGET_S, toml_text: re-exported)
+    SWEEP_LRS,
+    SWEEP_TARGET_S,
+    run_sweep,
+    sweep_lrs,
+    sweep_parity,
+    toml_text,
+)
 from harness.procs import run_logged
 
-SWEEP_TARGET_S = 180.0
-SWEEP_LRS = (5e-5, 1e-4, 1.5e-4, 2e-4, 3e-4, 4e-4, 6e-4, 8e-4)
 GIB = 1024 ** 3
+SWEEPS = {"sweep": 8, "sweep-32": 32}  # sweep items and their variant counts (sweep: --variants)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,8 @@ SCHEDULE = (
     Item("fast-peft", "peft", "fast", False, 90, 35, 30),
     Item("seed-unsloth", "unsloth", "seed", False, 240, 60, 40),
     Item("sweep", max_s=200, reserve_s=190, min_s=60),
+    Item("sweep-solo", "unsloth", "fast", False, 180, 0, 60),  # the sweep's variants alone: its parity reference
+    Item("sweep-32", max_s=300, reserve_s=0, min_s=90),
     Item("qlora-fast-unsloth", "unsloth", "fast", True, 90, 0, 35),
     Item("qlora-fast-peft", "peft", "fast", True, 80, 0, 30),
     Item("seed-peft", "peft", "seed", False, 240, 0, 25),  # all of it when the budget allows
@@ -76,19 +85,6 @@ def cap_for(schedule: list[Item], i: int, left: float) -> float:
     """Seconds item i may run: its max, less what the later items reserve; 0 when under its minimum."""
     cap = min(schedule[i].max_s, left - sum(x.reserve_s for x in schedule[i + 1:]))
     return cap if cap >= schedule[i].min_s else 0.0
-
-
-def toml_text(cfg: RunConfig, sweep: dict[str, list]) -> str:
-    """A config file for `asciitune run`: every section's values, plus a [sweep] table (JSON scalars are TOML)."""
-    lines = []
-    for section, values in cfg.to_dict().items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-        lines.append("")
-    for key, values in sweep.items():
-        section, name = key.split(".")
-        lines += [f"[sweep.{section}]", f"{name} = {json.dumps(list(values))}", ""]
-    return "\n".join(lines)
 
 
 def run_child(cmd: list[str], log: Path, cap: float) -> tuple[str, float]:
@@ -116,62 +112,12 @@ def jobs_for(peak_bytes: int | None, total_bytes: int | None, variants: int) -> 
     return max(1, min(want, int(0.95 * total_bytes // (peak_bytes + GIB))))
 
 
-def sweep_lrs(variants: int, base_lr: float, jobs: int) -> list[float]:
-    """The sweep's lrs in config order, the base lr placed second in the first process (variants are dealt
-    round-robin to the processes): its losses, against the fast arm's, show that replayed graphs train alike."""
-    lrs = list(SWEEP_LRS[:variants]) if variants <= len(SWEEP_LRS) else [2e-4 * (1 + k / 10) for k in range(variants)]
-    if base_lr in lrs and variants > jobs:
-        lrs.remove(base_lr)
-        lrs.insert(jobs, base_lr)
-    return lrs
-
-
-def run_sweep(base: RunConfig, work: Path, jobs: int, variants: int, cap: float) -> dict:
-    """The sweep through `asciitune run --jobs`; wall time, per-variant times and statuses from its run folder."""
-    cfg = replace(base, model=replace(base.model, backend="unsloth", load_in_4bit=False),
-                  train=replace(base.train, plan="fast"))
-    lrs = sweep_lrs(variants, base.train.lr, jobs)
-    conf = work / "sweep.toml"
-    conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text(toml_text(cfg, {"train.lr": lrs}), encoding="utf-8")
-    reports = work / "sweep-reports"
-    cmd = [sys.executable, "-m", "harness", "--reports-dir", str(reports), "run", "--config", str(conf),
-           "--jobs", str(jobs), "--no-report"]
-    began = time.time()  # the variants' process start times are epoch seconds: their offsets from here
-    status, wall = run_child(cmd, work / "logs" / "sweep.log", cap)
-    text = (work / "logs" / "sweep.log").read_text(encoding="utf-8", errors="replace")
-    seconds = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\S+): .* in (\d+)s\s*$", text, re.M)}
-    results = sorted(reports.glob("runs/*/results.json"))
-    found = json.loads(results[-1].read_text(encoding="utf-8")).get("variants", {}) if results else {}
-    rows = []
-    for name, v in found.items():
-        t, g = v.get("train", {}), v.get("generation", {})
-        rows.append({"name": name, "status": v.get("status"), "seconds": seconds.get(name),
-                     "train_seconds": t.get("seconds"), "warmup_seconds": t.get("warmup_seconds"),
-                     "eval_seconds": t.get("eval_seconds"), "generation_seconds": g.get("seconds"),
-                     "decode": g.get("decode", ""),
-                     "plan_reason": t.get("plan_reason"), "error": (v.get("error") or "")[-300:],
-                     "pid": v.get("timing", {}).get("pid"), "phases": v.get("timing", {}).get("phases", {}),
-                     "spawned_after_s": round(v["timing"]["spawned_at"] - began, 2)
-                     if v.get("timing", {}).get("spawned_at") else None})
-    base_lr = next((v for v in found.values() if v.get("config", {}).get("train", {}).get("lr") == base.train.lr), {})
-    done = [r for r in rows if r["status"] == "done"]
-    per = [r["seconds"] for r in done if r["seconds"] is not None]
-    return {"variants": variants, "jobs": jobs, "wall_seconds": round(wall, 1), "status": status,
-            "done": len(done), "sequential_seconds": round(sum(per), 1) if len(per) == variants else None,
-            "sequential_note": "sum of each variant's own wall time measured inside this concurrent sweep (a "
-                               "process's first variant from process start, the others from their start), so "
-                               "an upper bound on running them one after another",
-            "target_seconds": SWEEP_TARGET_S, "variant_lrs": lrs, "per_variant": rows,
-            "_base_lr_losses": [x[1] for x in base_lr.get("curves", {}).get("running_train_loss", [])]}
-
-
 def read_arm(path: Path, name: str) -> dict:
     """An arm's record, or a stub when it never wrote one."""
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"name": name, "status": "no record"}
 
 
-def run_arm(base: RunConfig, item: Item, work: Path, cap: float, mode: str = "auto") -> dict:
+def run_arm(base: RunConfig, item: Item, work: Path, cap: float, mode: str = "auto", extra: tuple = ()) -> dict:
     """One arm in its own process, stopped at cap; its record with status, wall time and, if it failed, log tail."""
     conf = atomic_write_json(work / "configs" / f"{item.name}.json", arm_config(base, item).to_dict())
     rec_path = work / "arms" / f"{item.name}-{mode}.json"
@@ -180,6 +126,7 @@ def run_arm(base: RunConfig, item: Item, work: Path, cap: float, mode: str = "au
            "--out", str(rec_path), "--mode", mode]
     if item.micro_tokens is not None:
         cmd += ["--micro-tokens", str(item.micro_tokens)]
+    cmd += list(extra)
     log = work / "logs" / f"{item.name}-{mode}.log"
     status, wall = run_child(cmd, log, cap)
     rec = read_arm(rec_path, item.name)
@@ -222,10 +169,11 @@ def run_seed_workload(plan: Plan, out: Path, work: Path, budget_s: float = 560.0
                  "command": command, "model": base.model.name, "model_folder": str(folder), "workload": workload,
                  "card_info": card, "matmul_tflops": round(peak_tflops, 1), "environment": environment.snapshot(),
                  "budget_seconds": budget_s, "setup_seconds": round(time.perf_counter() - start, 1),
-                 "arms": [], "parity": {}, "sweep": None, "targets": {}, "skipped": []}
+                 "arms": [], "parity": {}, "sweep": None, "sweep_solo": None, "sweep_32": None, "targets": {},
+                 "skipped": []}
     raw: dict[str, dict] = {}
     rows: dict[str, dict] = {}
-    sweep_raw: dict | None = None
+    sweeps_raw: dict[str, dict] = {}
     print(f"[bench] seed workload on {doc['card']} ({doc['matmul_tflops']} TFLOP/s bf16), model {folder}", flush=True)
     code = doc["environment"]["python_bytecode"]
     if not all(code["cached"].values()):  # every arm and sweep process would compile its imports again
@@ -236,26 +184,39 @@ def run_seed_workload(plan: Plan, out: Path, work: Path, budget_s: float = 560.0
     for i, item in enumerate(schedule):
         left = budget_s - (time.perf_counter() - start)
         cap = cap_for(schedule, i, left)
-        if item.name == "sweep":
+        if item.name in SWEEPS:
             cap = min(item.max_s, left) if left >= item.min_s else 0.0
         if cap <= 0:
             doc["skipped"].append({"name": item.name, "why": f"{left:.0f} s left of the budget, under its minimum "
                                                              f"{item.min_s:.0f} s plus later items' reserve"})
             print(f"[bench] {item.name}: skipped ({left:.0f} s left)", flush=True)
             continue
-        if item.name == "sweep":
+        if item.name in SWEEPS:
+            k = variants if item.name == "sweep" else SWEEPS[item.name]
+            # Processes for variants that cannot share the multi-adapter engine (none in this sweep): as before.
             n = jobs or jobs_for(rows.get("fast-unsloth", {}).get("peak_reserved_bytes"),
-                                 card.get("total_memory_bytes"), variants)
-            print(f"[bench] sweep: {variants} variants, {n} at once, cap {cap:.0f} s", flush=True)
-            doc["sweep"] = run_sweep(base, work, n, variants, cap)
+                                 card.get("total_memory_bytes"), k)
+            print(f"[bench] {item.name}: {k} variants through the multi-adapter engine, cap {cap:.0f} s", flush=True)
+            rec = run_sweep(base, work, n, k, cap, target=SWEEP_TARGET_S if item.name == "sweep" else None)
             # The base-lr variant is the fast Unsloth arm's config run as `asciitune run` runs it, with probes
-            # between steps and N neighbours on the GPU: its losses should repeat the arm's.
-            again, arm = doc["sweep"].pop("_base_lr_losses"), raw.get("fast-unsloth", {}).get("losses")
-            sweep_raw = {**doc["sweep"], "base_lr_losses": again}  # for a later merge with another call's arm
+            # between steps and K-1 other adapters in the same kernels: its losses should repeat the arm's.
+            losses, again = rec.pop("_losses"), rec.pop("_base_lr_losses")
+            arm = raw.get("fast-unsloth", {}).get("losses")
             if again and arm:
-                doc["sweep"]["base_lr_vs_fast_unsloth_arm"] = compare_losses(again, arm, None, PARITY_RTOL)
-            print(f"[bench] sweep: {doc['sweep']['done']}/{variants} done in {doc['sweep']['wall_seconds']} s "
-                  f"({doc['sweep']['status']})", flush=True)
+                rec["base_lr_vs_fast_unsloth_arm"] = compare_losses(again, arm, None, PARITY_RTOL)
+            doc["sweep" if item.name == "sweep" else "sweep_32"] = rec
+            # for a later merge with another call's arm, and for the parity against sweep-solo
+            sweeps_raw[item.name] = {**rec, "base_lr_losses": again, "losses": losses}
+            print(f"[bench] {item.name}: {rec['done']}/{k} done in {rec['wall_seconds']} s ({rec['status']})",
+                  flush=True)
+        elif item.name == "sweep-solo":
+            lrs = sweep_lrs(variants, base.train.lr, 1)
+            rec = run_arm(base, item, work, cap, extra=("--sweep-lrs", ",".join(repr(x) for x in lrs)))
+            raw[item.name] = rec
+            doc["sweep_solo"] = {k: rec.get(k) for k in ("status", "wall_seconds", "load_s", "sweep_train_seconds",
+                                                         "sweep_warmup_seconds", "peak_reserved_bytes", "plan_reason")}
+            print(f"[bench] sweep-solo: {rec['status']} in {rec['wall_seconds']:.0f} s, "
+                  f"{len(rec.get('sweep_losses') or {})}/{len(lrs)} variants", flush=True)
         else:
             rec = run_arm(base, item, work, cap)
             if item.load_in_4bit and item.plan == "fast" and rec["status"] != "ok" and card.get("cuda") \
@@ -272,9 +233,13 @@ def run_seed_workload(plan: Plan, out: Path, work: Path, budget_s: float = 560.0
             print(f"[bench] {item.name}: {rec['status']} in {rec['wall_seconds']:.0f} s: {r['steps']}/"
                   f"{r['steps_planned']} steps, train {r['train_seconds']} s, warm-up {r['warmup_seconds']} s",
                   flush=True)
+        solo = raw.get("sweep-solo", {}).get("sweep_losses")
+        if doc["sweep"] and solo and "sweep" in sweeps_raw:  # each sweep variant against its lr trained alone
+            doc["sweep"].update(sweep_parity(sweeps_raw["sweep"]["losses"], solo, PARITY_RTOL))
         doc["arms"] = list(rows.values())
         doc["parity"] = parity(raw)
-        doc["targets"] = targets(rows, doc["parity"], doc["sweep"])
+        doc["targets"] = targets(rows, doc["parity"], doc["sweep"], doc.get("sweep_32"))
         doc["wall_seconds"] = round(time.perf_counter() - start, 1)
-        _write(out, doc, {"arms": raw, "sweep": sweep_raw or doc["sweep"]})
+        _write(out, doc, {"arms": raw, "sweep": sweeps_raw.get("sweep") or doc["sweep"],
+                          "sweep_32": sweeps_raw.get("sweep-32")})
     return doc

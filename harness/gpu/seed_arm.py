@@ -149,6 +149,41 @@ def run_fast(cfg: RunConfig, rec: dict, out: Path, mode: str = "auto", micro_tok
     atomic_write_json(out, rec)
 
 
+def run_solo_sweep(cfg: RunConfig, rec: dict, out: Path, lrs: list[float], mode: str = "auto") -> None:
+    """The sweep's variants (cfg at each lr) trained alone on the fast plan, one after another over one Engine
+    (its graphs captured once, LoRA and AdamW reset per variant): each lr's per-step losses, the reference for
+    the multi-adapter sweep's parity. No probes: they never change training."""
+    from dataclasses import replace
+
+    model, tok, _ = _load(cfg, rec, out)
+    from harness.data import build_dataset, format_example
+    from harness.train.fast import plan_reason
+    from harness.train.fast_engine import Engine
+    from harness.train.fast_run import FastRun
+
+    ds = build_dataset(cfg.data)
+    texts = [format_example(p.text, tok.eos_token) for p in ds.train]
+    engine = Engine(model, cfg.train, mode=mode)
+    rec.update(sweep_losses={}, sweep_train_seconds={}, sweep_warmup_seconds={}, status="training")
+    try:
+        for lr in lrs:
+            train = replace(cfg.train, lr=lr)
+            run = FastRun(engine, tok, texts, train, max_length=cfg.model.max_seq_length)
+            run.warm_up()
+            run.run(run.total)
+            run.pause()
+            fs = run.stats()
+            rec["sweep_losses"][repr(lr)] = run.losses()
+            rec["sweep_train_seconds"][repr(lr)] = fs.train_seconds
+            rec["sweep_warmup_seconds"][repr(lr)] = fs.warmup_seconds
+            rec.update(plan_reason=plan_reason(fs, cfg), **_peak())
+            atomic_write_json(out, rec)
+    finally:
+        engine.close()
+    rec.update(status="ok", steps=fs.steps, train_seconds=round(sum(rec["sweep_train_seconds"].values()), 4))
+    atomic_write_json(out, rec)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Child entry point, started by harness.gpu.seed once per arm."""
     from harness.quiet import quiet_third_party
@@ -162,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", default="auto", choices=["auto", "eager", "graphs"], help="fast plan: how steps run")
     p.add_argument("--micro-tokens", type=int, default=None,
                    help="fast plan: the cap on a packed row's tokens (default: the backend's, 0: one row per step)")
+    p.add_argument("--sweep-lrs", default=None, metavar="LR,LR,...",
+                   help="fast plan: train the config at each of these lrs alone, one after another (the sweep's "
+                        "solo reference); records per-lr losses")
     args = p.parse_args(argv)
     cfg = RunConfig.from_dict(json.loads(args.config.read_text(encoding="utf-8")))
     rec = {"name": args.name, "backend": cfg.model.backend, "plan": cfg.train.plan,
@@ -170,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     from harness.errors import UserError
 
     try:
-        if cfg.train.plan == "fast":
+        if args.sweep_lrs:
+            run_solo_sweep(cfg, rec, args.out, [float(x) for x in args.sweep_lrs.split(",")], args.mode)
+        elif cfg.train.plan == "fast":
             run_fast(cfg, rec, args.out, args.mode, args.micro_tokens)
         else:
             run_seed(cfg, rec, args.out)

@@ -96,8 +96,8 @@ def parity(raw: dict[str, dict]) -> dict:
                              "vs the bf16 base, NF4 rounding makes a nearby model, hence 5%"}}
 
 
-def targets(rows: dict[str, dict], par: dict, sweep: dict | None) -> dict:
-    """Issue 12's targets, each with its value, bound and whether it was met (None when not measured)."""
+def targets(rows: dict[str, dict], par: dict, sweep: dict | None, sweep_32: dict | None = None) -> dict:
+    """Issues 12's and 20's targets, each with its value, bound and whether it was met (None when not measured)."""
     fast, seed = rows.get("fast-unsloth", {}), rows.get(REFERENCE, {})
     fast_s, seed_s = fast.get("train_seconds"), full_seconds(seed)
     speed = seed_s / fast_s if fast_s and seed_s else None
@@ -123,4 +123,11 @@ def targets(rows: dict[str, dict], par: dict, sweep: dict | None) -> dict:
                                 wall <= sweep["target_seconds"] if wall is not None else
                                 (False if sweep and sweep.get("done") is not None else None),
                                 "" if wall is not None else "not every variant finished within the cap"),
+        # issue 20: every sweep variant's per-step losses within 0.5% of the same variant trained alone
+        "sweep_parity_max_rel_diff": t((sweep or {}).get("parity_max_rel_diff"), PARITY_RTOL,
+                                       (sweep or {}).get("parity_ok") if (sweep or {}).get("parity") else None,
+                                       "" if (sweep or {}).get("parity") else "no solo reference (sweep-solo) ran"),
+        "sweep_32_wall_seconds": t(s32 if (s32 := (sweep_32 or {}).get("wall_seconds")) is not None
+                                   and sweep_32.get("done") == sweep_32.get("variants") else None, None, None,
+                                   "measured, no bound: how the sweep's wall time grows with K"),
     }
