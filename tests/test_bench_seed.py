@@ -212,3 +212,13 @@ def test_bench_keeps_another_cards_document_at_the_default_out(tmp_path, capsys,
     assert "holds a measurement made on NVIDIA H200" in err and "pass --out" in err
     assert doc.read_text() == before and not (tmp_path / "runs").exists()
     _keep_other_cards_document(doc, explicit=True)  # --out naming this very path replaces it: no refusal
+
+
+def test_unknown_arms_are_one_sentence_before_anything_runs(tmp_path, capsys):
+    from harness.cli.main import main
+
+    code = main(["--reports-dir", str(tmp_path), "bench", "--workload", "seed", "--config", "tiny", "--arms",
+                 "sweep,no-such-arm", "--out", str(tmp_path / "seed-workload.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Unknown --arms item(s) no-such-arm: choose from fast-unsloth," in err, err
+    assert not (tmp_path / "seed-workload.json").exists()

@@ -106,13 +106,16 @@ def _keep_other_cards_document(out: Path, explicit: bool) -> None:
 
 def cmd_seed_workload(args) -> int:
     """`bench --workload seed`: arms and sweep in one call, written to --out."""
-    from harness.gpu.seed import run_seed_workload
+    from harness.gpu.seed import SCHEDULE, run_seed_workload
 
     plan = load_plan(args)
     out = Path(args.out or SEED_OUT)
     _keep_other_cards_document(out, explicit=args.out is not None)
     work = Path(args.reports_dir) / "bench-seed"
-    only = [x.strip() for x in args.arms.split(",")] if args.arms else None
+    only = [x.strip() for x in args.arms.split(",") if x.strip()] if args.arms else None
+    if unknown := [x for x in only or [] if x not in {i.name for i in SCHEDULE}]:
+        raise UserError(f"Unknown --arms item(s) {', '.join(unknown)}: choose from "
+                        f"{', '.join(i.name for i in SCHEDULE)}.")
     doc = run_seed_workload(plan, out, work, budget_s=args.budget_s, jobs=args.jobs,
                             variants=args.variants, only=only, command=" ".join(sys.argv))
     print_seed_workload(doc)
@@ -183,7 +186,8 @@ def add_parser(sub) -> None:
     p.add_argument("--variants", type=int, default=8, help="--workload seed: sweep variants (default 8)")
     p.add_argument("--budget-s", type=float, default=560.0, help="--workload seed: seconds for everything; items "
                    "past it are skipped and a seed-plan arm at its cap reports a measured partial (default 560)")
-    p.add_argument("--arms", help="--workload seed: only these items, comma-separated (e.g. fast-peft,sweep)")
+    p.add_argument("--arms", help="--workload seed: only these items, in this order, comma-separated (e.g. "
+                                  "sweep,sweep-solo,sweep-32,fast-peft)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("bench-parity", help="loss parity of two training runs (e.g. unsloth vs peft)",

@@ -157,7 +157,9 @@ def run_seed_workload(plan: Plan, out: Path, work: Path, budget_s: float = 560.0
 
     start = time.perf_counter()
     base = plan.base
-    schedule = [x for x in SCHEDULE if not only or x.name in only]
+    # --arms names the items to run, in the order to run them (the call's priorities); else SCHEDULE's order.
+    by_name = {x.name: x for x in SCHEDULE}
+    schedule = [by_name[n] for n in dict.fromkeys(only) if n in by_name] if only else list(SCHEDULE)
     folder = model_folder(resolve(base.model.name), base)  # random weights written once, before any arm
     data = build_dataset(base.data).summary()  # the dataset changes with the harness: say which one ran
     card = card_info()
