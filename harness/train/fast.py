@@ -1,6 +1,6 @@
 """The fast plan (`train.plan = "fast"`): the seed plan's optimizer-step math at the speed of the hardware.
 
-    asciitune run --config seed train.plan=fast          # every variant through train_variant_fast
+    asciitune run --config seed train.plan=fast          # one variant: train_variant_fast; several: train.multi
 
 A drop-in for harness.train.sft.train_variant: the same probes at the same eval steps, the same running
 train loss per step, the same `(LossCurves, TrainStats)`. The step math is the seed plan's (the same
@@ -11,6 +11,8 @@ changes:
   `MICRO_TOKENS` tokens on a GPU, the whole step in one row on the CPU: each row's loss is divided by
   the step's target count, so the rows' gradients add up to the seed's.
 - No gradient checkpointing, except for a sequence longer than the cap (a row of its own).
+- The loss from the final hidden states, lm_head and cross-entropy a chunk of tokens at a time
+  (harness.train.chunked_loss), not the model's own loss over a row's full-vocabulary logits.
 - Fused torch AdamW instead of the seed's 8-bit AdamW on a GPU: the one deliberate difference, held to
   the per-step loss parity bound by `asciitune bench --workload seed` (8-bit state is the seed's own
   approximation of the same update).

@@ -168,8 +168,10 @@ class StackedLora:
             if x.shape[0] % n:
                 raise ValueError(f"{x.shape[0]} rows do not split over {n} adapters")
             # As peft's Linear.forward: the input in the LoRA weights' dtype, the delta scaled, the sum in the
-            # base output's dtype (under autocast the matmuls run in bf16 as peft's would).
-            xs = x.to(a.dtype).reshape(n, -1, x.shape[-1])
+            # base output's dtype. Under autocast the matmuls cast to bf16 anyway (as peft's do), so the input's
+            # round trip through the weights' dtype is exact and skipped.
+            xs = x if torch.is_autocast_enabled(x.device.type) else x.to(a.dtype)
+            xs = xs.reshape(n, -1, x.shape[-1])
             delta = torch.bmm(torch.bmm(xs, a.transpose(1, 2)), b.transpose(1, 2)) * scaling
             return (result + delta.reshape(result.shape)).to(result.dtype)
 
