@@ -21,7 +21,7 @@ SP=$(python3 -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch._
 CA=$!
 # (a) peft's bf16 child is left out here: the fp32 test covers PEFT's multi path and the sweep arms its bf16 one.
 timeout 170 python3 -m pytest tests/test_multi_gpu.py tests/test_fast_plan.py -m gpu -k "not peft" -q \
-  -p no:cacheprovider --durations=10 > "$OUT/a-gpu-tests.log" 2>&1
+  > "$OUT/a-gpu-tests.log" 2>&1
 echo "a-gpu-tests rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
 wait $CA
 # (b), (d), (c): one bench call, items in this order, each capped inside the time left (10 s kept for the table).

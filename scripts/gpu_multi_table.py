@@ -32,7 +32,7 @@ def main(out: Path) -> None:
                          f"solo {child['solo']['seconds']} s"))
     doc = _read(out / "seed-workload.json")
     sweep, solo, s32 = doc.get("sweep") or {}, doc.get("sweep_solo") or {}, doc.get("sweep_32") or {}
-    for name, sw in (("(b) sweep, 8 variants", sweep), ("(c) sweep, 32 variants", s32)):
+    for name, sw in (("(b) sweep", sweep), ("(c) sweep-32", s32)):
         if sw:
             phases = "; ".join(", ".join(f"{k} {v:.1f}" for k, v in p["phases"].items()) for p in sw["processes"])
             rows.append((name, f"{sw['done']}/{sw['variants']} done in {sw['wall_seconds']} s ({sw['status']}); "
