@@ -18,7 +18,7 @@ ASCIITUNE_MULTI_SAMPLING=per-variant, each adapter is exported into the PEFT wei
 today. On Unsloth the batched call runs Unsloth's generate with every LoRA fast path sent through the
 stacked layers (harness.backends.unsloth_private.plain_lora_forwards), which also means its CUDA-graph
 decode declines and the decode steps run eager; per-variant sampling keeps Unsloth's graphs. Which is faster
-depends on K, rows and the card: `asciitune bench --workload seed` records both where it runs both.
+depends on K, rows and the card: not measured yet (the sweep's rows record which ran and how it decoded).
 """
 from __future__ import annotations
 

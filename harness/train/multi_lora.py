@@ -48,8 +48,8 @@ def refusal(model) -> str:
         a = adapters[0]
         if type(m.lora_dropout[a]).__name__ != "Identity":
             return "LoRA dropout is on (each adapter's mask would need its own generator)"
-        if getattr(m.lora_B[a], "bias", None) is not None or getattr(m, "lora_magnitude_vector", None) \
-                and a in m.lora_magnitude_vector or a in getattr(m, "lora_variant", {}):
+        dora = getattr(m, "lora_magnitude_vector", None) or {}
+        if getattr(m.lora_B[a], "bias", None) is not None or a in dora or a in getattr(m, "lora_variant", {}):
             return f"{name} is not plain LoRA (bias, DoRA or another variant)"
         if type(m.lora_A[a]).__name__ != "Linear" or type(m.lora_B[a]).__name__ != "Linear":
             return f"{name} is not a Linear LoRA layer"
