@@ -66,6 +66,9 @@ class DataConfig:
     # pieces are added
     max_train_pieces: int = 0
     max_piece_chars: int = 0  # 0 = all; else pieces longer than this many characters are left out (and counted)
+    # False: a run refuses a split whose held-out share misses heldout_fraction by more than the tolerance
+    # (harness.data.SPLIT_TOLERANCE; too few pieces, or groups too large); True: it trains on that split anyway
+    allow_uneven_split: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,10 +138,13 @@ class RunConfig:
         return _listify(dataclasses.asdict(self))
 
     def hash(self) -> str:
-        """Short content hash of what trains a variant: not `bench` (only the benchmark reads it) nor where the
-        training is reported (`train.report_to`), so changing either never makes `--resume` retrain a variant."""
+        """Short content hash of what trains a variant: not `bench` (only the benchmark reads it), where the
+        training is reported (`train.report_to`) or `data.allow_uneven_split`, so changing one never makes
+        `--resume` retrain a variant."""
         d = {k: v for k, v in self.to_dict().items() if k != "bench"}
         d["train"] = {k: v for k, v in d["train"].items() if k != "report_to"}
+        # data.allow_uneven_split only decides whether a run may start on an uneven split, never what it trains on
+        d["data"] = {k: v for k, v in d["data"].items() if k != "allow_uneven_split"}
         return sha256_json(d)[:16]
 
     @classmethod

@@ -34,7 +34,7 @@ from harness.train.job import Job
 
 def prepare(plan: Plan) -> dict[str, tuple[Dataset, Scores]]:
     """Dataset and human reference per distinct data setting, checked against the model before anything trains."""
-    from harness.data import build_dataset, check_lengths, token_lengths
+    from harness.data import build_dataset, check_lengths, check_split, token_lengths
     from harness.judge.samples import human_reference
     from harness.models import counting_tokenizer, resolve
     from harness.train import fast
@@ -46,6 +46,7 @@ def prepare(plan: Plan) -> dict[str, tuple[Dataset, Scores]]:
         key = data_key(cfg)
         if key not in out:
             ds = build_dataset(cfg.data)
+            check_split(ds, cfg.data)  # an uneven split stops here unless data.allow_uneven_split
             out[key] = (ds, human_reference(ds) if ds.heldout else Scores())
         ds = out[key][0]
         model_key = json.dumps([key, cfg.model.name, cfg.model.max_seq_length])
