@@ -99,6 +99,12 @@ def _novelty_logo(norm: list[str], groups: list[int]) -> list[dict]:
     return out
 
 
+def bare(train: list[str]) -> Reference:
+    """Training pieces only: scores (no typicality, no human reference, so no copy verdict)."""
+    train = [normalize(t) for t in train]
+    return Reference(train, train, score.reference_distribution(train), None, Scores())
+
+
 def external(texts: list[str], groups: list[int]) -> Reference:
     """Every text is training; the human reference scores each against the others without its group."""
     if len(groups) != len(texts):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.judge.verdict import final_verdict
+from harness.judge.verdict import SAMPLE_FLAGS, final_verdict
 from harness.report import plots
 from harness.report.doc import Doc, fmt
 from harness.report.plots import COLORS, save_png  # the one PNG writer of every report plot (atomic, small, stable)
@@ -17,7 +17,6 @@ from harness.results import RunResult, VariantResult
 BEST_WORST_RULE = ("Cards: each variant's best sample (valid before invalid, then the highest width consistency x "
                    "novelty) and its worst (the reverse), each beside the training piece most similar to it.")
 OVERVIEW = "loss-overview.png"
-INVALID_FLAGS = ("empty", "too_few_lines", "non_printable", "non_ascii", "prose", "noise", "cut_off")
 Parts = list[tuple[str, str]]
 
 
@@ -153,7 +152,7 @@ def plot_overview(run: RunResult, out_dir: Path, name: str = OVERVIEW) -> list[s
 
 
 def _caption(label: str, s: dict) -> str:
-    flags = [f.replace("_", " ") for f in INVALID_FLAGS if s.get(f) is True]
+    flags = [f.replace("_", " ") for f in SAMPLE_FLAGS if s.get(f) is True]
     state = "valid" if s.get("valid") is True else "invalid" + (f" ({', '.join(flags)})" if flags else "")
     return (f"{label}, sample {s.get('index', '?')}: {state}; width consistency {fmt(s.get('width_consistency'))}, "
             f"novelty {fmt(s.get('novelty'))}")
