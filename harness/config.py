@@ -364,7 +364,7 @@ def replicate(variants: dict[str, RunConfig]) -> tuple[dict[str, RunConfig], dic
             continue
         for k in range(n):
             rep = name if k == 0 else f"{name}{SEED_MARK}{k}"
-            if rep in variants:
+            if k and rep in variants:
                 raise UserError(f"Variant '{rep}' clashes with seed replicate {k} of '{name}': rename it.")
             out[rep] = replace(cfg, train=replace(cfg.train, seed=(cfg.train.seed + k) % 2**32),
                                generate=replace(cfg.generate, seed=(cfg.generate.seed + k) % 2**32))
