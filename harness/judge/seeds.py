@@ -17,6 +17,42 @@ import numpy as np
 from harness.judge.verdict import final_verdict, verdict_tier
 from harness.results import Metric, SeedSummary, Spread, VariantResult
 
+# ---------------------------------------------------------------- the stated model of seed-to-seed variation
+# For a variant run once, `compare` cannot see its seed spread, so it uses this model of it: a metric read from one
+# seed moves between seeds by TAU beyond its own sampling stderr (which the metric carries); for numbers stored
+# without a stderr (losses), by TAU_RELATIVE of their value. A difference of two single-seed runs then has
+# variance se_a^2 + se_b^2 + tau_a^2 + tau_b^2. PLACEHOLDER: measured values and how they were measured go here.
+TAU: dict[str, float] = {}
+TAU_RELATIVE: dict[str, float] = {}
+# Two sides spread over seeds: a verdict shift counts when a one-sided Fisher exact test of the replicates in the
+# worse tier puts it below this chance.
+VERDICT_ALPHA = 0.1
+
+
+def tau(metric: str, m: Metric | None) -> float | None:
+    """A single-seed metric's seed-to-seed standard deviation beyond its stderr (the model above); None: unknown."""
+    if m is None or m.value is None:
+        return None
+    if metric in TAU:
+        return TAU[metric]
+    if metric in TAU_RELATIVE:
+        return TAU_RELATIVE[metric] * abs(m.value)
+    return None
+
+
+def seed_sd(metric: str, single_a: Metric | None, single_b: Metric | None) -> float | None:
+    """The seed term of a difference's noise: each single-seed side's tau in quadrature (a side spread over seeds
+    carries its own in its stderr, and passes None); None when neither side adds one."""
+    terms = [t for t in (tau(metric, single_a), tau(metric, single_b)) if t is not None]
+    return math.sqrt(sum(t * t for t in terms)) if terms else None
+
+
+def shift_p(k_a: int, n_a: int, k_b: int, n_b: int) -> float:
+    """One-sided Fisher exact p that B has at least k_b of n_b replicates in the worse tier, given A's k_a of n_a."""
+    from scipy.stats import fisher_exact
+
+    return float(fisher_exact([[k_b, n_b - k_b], [k_a, n_a - k_a]], alternative="greater").pvalue)
+
 
 def groups(variants: dict[str, VariantResult]) -> dict[str, list[VariantResult]]:
     """Seed replicates by the variant they replicate, in run order; variants run once are not here."""
