@@ -20,9 +20,8 @@ from harness.config import DataConfig
 from harness.data import build_pool
 from harness.fsutil import atomic_write_json
 from harness.judge import reference
+from harness.judge.judge import judge
 from harness.judge.samples import read_samples
-from harness.judge.score import score_pieces
-from harness.judge.verdict import copy_verdict
 from harness.report.doc import fmt_metric
 from harness.results import Scores, to_jsonable
 
@@ -68,17 +67,15 @@ def run_score(args: argparse.Namespace) -> int:
     out = {"schema": SCHEMA, "file": str(args.file),
            "data": {"name": cfg.source, "n_pieces": len(train), "n_groups": len(set(groups)),
                     "variant_similarity": min(cfg.variant_similarity, cfg.near_duplicate_similarity)}}
-    copy = None
+    ref = reference.external(train, groups) if args.human_reference else reference.bare(train)
+    judged = judge(ref, pieces, cut_off)
+    scores, copy = judged.scores, judged.copy
+    columns = {"samples": scores, "human reference": ref.human} if args.human_reference else {"samples": scores}
     if args.human_reference:
-        ref = reference.external(train, groups)
-        scores = ref.score(pieces, cut_off)
-        columns = {"samples": scores, "human reference": ref.human}
-        copy = copy_verdict(scores.per_sample, ref.human)
         out["human_reference"], out["copy_verdict"] = to_jsonable(ref.human), to_jsonable(copy)
-    else:
-        scores = score_pieces(pieces, train, cut_off=cut_off)
-        columns = {"samples": scores}
     out["samples"] = to_jsonable(scores)
+    out["rows"] = [r.to_dict() for r in judged.rows]
+    out["judge_version"] = judged.version
     print(f"{len(pieces)} pieces from {args.file} against all {len(train)} pieces of '{cfg.source}' as training "
           f"({len(set(groups))} groups of close variants)" + (" (cut_off flags read)" if cut_off is not None else ""))
     print_table(*score_rows(columns))

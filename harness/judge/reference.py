@@ -13,6 +13,9 @@ and the human reference scores each piece against DATA without its own group of 
 """
 from __future__ import annotations
 
+import hashlib
+import random
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +26,8 @@ from harness.data import Dataset, collapse_whitespace, normalize
 from harness.judge import score, typicality
 from harness.judge.typicality import Calibrated
 from harness.results import Scores
+
+FOLDS = 5  # cross-fitting folds (cross_fitted): each reference fit sees 4/5 of the pieces
 
 
 @dataclass
@@ -97,6 +102,58 @@ def _novelty_logo(norm: list[str], groups: list[int]) -> list[dict]:
                     "head_train_index": int(heads[1][i]) if h is not None else None, "head_similarity": h,
                     "copied_line_share": copied / len(lines[i]) if lines[i] else 0.0})
     return out
+
+
+def bare(train: list[str]) -> Reference:
+    """Training pieces only: scores (no typicality, no human reference, so no copy verdict)."""
+    train = [normalize(t) for t in train]
+    return Reference(train, train, score.reference_distribution(train), None, Scores())
+
+
+def fold_of(texts: list[str], groups: list[int], k: int) -> list[int]:
+    """A fold per text, whole groups per fold, dealt round-robin in order of each group's smallest content hash:
+    deterministic, and the folds as even as the groups allow."""
+    keys: dict[int, str] = {}
+    for t, g in zip(texts, groups, strict=True):
+        h = hashlib.sha256(t.encode("utf-8")).hexdigest()
+        keys[g] = min(keys.get(g, h), h)
+    order = sorted(keys, key=keys.__getitem__)
+    sizes = Counter(groups)
+    load = [0] * k
+    fold_of_group = {}
+    for g in sorted(order, key=lambda g: -sizes[g]):  # largest first into the emptiest fold: even folds
+        f = min(range(k), key=lambda i: (load[i], i))
+        fold_of_group[g], load[f] = f, load[f] + sizes[g]
+    return [fold_of_group[g] for g in groups]
+
+
+def cross_fitted(texts: list[str], groups: list[int], train_size: int = 0, k: int = FOLDS) -> Scores:
+    """The human reference by K-fold cross-fitting: each fold's pieces scored as samples are (novelty and copies,
+    widths, typicality) against a reference fitted on the other folds, subsampled to train_size pieces (0: all of
+    them), so each human piece meets a training set like the real one and none of its own group."""
+    norm = [normalize(t) for t in texts]
+    k = max(2, min(k, len(set(groups))))
+    fold = fold_of(norm, groups, k)
+    near: list[dict | None] = [None] * len(norm)
+    widths: list[np.ndarray | None] = [None] * len(norm)
+    measures = {key: np.zeros(len(norm)) for key in typicality.ROW_KEYS}
+    for f in range(k):
+        idx = [i for i in range(len(norm)) if fold[i] == f]
+        others = [i for i in range(len(norm)) if fold[i] != f]
+        if 0 < train_size < len(others):  # a seeded subsample, so the reference is the same every time
+            others = sorted(random.Random(f"cross-fit:{f}").sample(others, train_size))
+        pool = [norm[i] for i in others]
+        model = typicality.fitted(pool)
+        got = model.measure([norm[i] for i in idx], normalized=True)
+        w = np.sort(np.asarray(score.reference_distribution(pool)))
+        for j, (i, row) in enumerate(zip(idx, score.novelty([norm[i] for i in idx], pool), strict=True)):
+            near[i], widths[i] = row, w
+            for key in typicality.ROW_KEYS:
+                measures[key][i] = got[key][j]
+    limits = typicality.reference(measures)
+    flags = typicality.flag(measures, limits)
+    rows = [score.sample_row(t, False, n, w, fl) for t, n, w, fl in zip(norm, near, widths, flags, strict=True)]
+    return score.summarize(rows, [collapse_whitespace(t) for t in norm])
 
 
 def external(texts: list[str], groups: list[int]) -> Reference:

@@ -48,12 +48,13 @@ class Job:
     dataset: Dataset
     human_reference: Scores
     resume_from: str | None = None
+    seed_group: str = ""  # the variant this job is a seed replicate of (config.Plan.seed_groups), else ""
 
     def write(self) -> Path:
         """The job file the child process reads."""
         data = {"name": self.name, "config": self.config.to_dict(), "run_dir": str(self.run_dir),
                 "dataset": self.dataset.to_dict(), "human_reference": to_jsonable(self.human_reference),
-                "resume_from": self.resume_from}
+                "resume_from": self.resume_from, "seed_group": self.seed_group}
         return atomic_write_json(Path(self.run_dir) / JOBS_DIR / f"{self.name}.json", data)
 
     @classmethod
@@ -61,7 +62,8 @@ class Job:
         """Load a job file written by `write`."""
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         return cls(data["name"], RunConfig.from_dict(data["config"]), Path(data["run_dir"]),
-                   Dataset.from_dict(data["dataset"]), build(Scores, data["human_reference"]), data.get("resume_from"))
+                   Dataset.from_dict(data["dataset"]), build(Scores, data["human_reference"]), data.get("resume_from"),
+                   data.get("seed_group") or "")
 
 
 def variant_file(run_dir: Path, name: str) -> Path:
@@ -124,7 +126,7 @@ def failed_result(job: Job, error: str) -> VariantResult:
         error = f"Out of memory (lower --jobs or train.batch_size): {error.splitlines()[-1]}"
     cfg = job.config
     return VariantResult(name=job.name, status="failed", config=cfg.to_dict(), config_hash=cfg.hash(),
-                         backend=cfg.model.backend, error=error)
+                         backend=cfg.model.backend, error=error, seed_group=job.seed_group)
 
 
 def run_job(job: Job, session: Session | None = None) -> VariantResult:
@@ -137,8 +139,9 @@ def run_job(job: Job, session: Session | None = None) -> VariantResult:
     clock = Clock()
     cfg, name, run_dir, ds = job.config, job.name, Path(job.run_dir), job.dataset
     backend = backends.get(cfg.model.backend)
-    from harness.judge.samples import judge_samples
-    from harness.judge.verdict import analyse
+    from harness.judge.judge import judge
+    from harness.judge.reference import for_run
+    from harness.judge.verdict import analyse, combine_verdicts
     from harness.models import resolve
     from harness.train.generate import generate_samples
     from harness.train.sft import log_scores, train_variant
@@ -156,7 +159,8 @@ def run_job(job: Job, session: Session | None = None) -> VariantResult:
         session.drop()
     if cuda := _loaded_cuda():
         cuda.reset_peak_memory_stats()  # each variant's peak, also when it shares a process
-    result = VariantResult(name=name, config=cfg.to_dict(), config_hash=cfg.hash(), backend=cfg.model.backend)
+    result = VariantResult(name=name, config=cfg.to_dict(), config_hash=cfg.hash(), backend=cfg.model.backend,
+                           data_hash=ds.hash(), seed_group=job.seed_group)
     if reuse:
         model, tok, info = session.model, session.tok, session.info
     elif job.resume_from:
@@ -200,11 +204,13 @@ def run_job(job: Job, session: Session | None = None) -> VariantResult:
                                                   progress=lambda d: progress("generate", d, cfg.generate.n_samples))
     result.generation.decode = backend.decode_mode(model, counts)
     clock.mark("generate")
-    judged = judge_samples([asdict(s) for s in samples], ds, job.human_reference, result.loss_analysis.verdict)
-    result.scores, result.copy_analysis, result.verdict = judged.scores, judged.copy, judged.verdict
+    judged = judge(for_run(ds, job.human_reference), [s.text for s in samples], [s.cut_off for s in samples],
+                   meta=[asdict(s) for s in samples])
+    result.scores, result.copy_analysis, result.judge_version = judged.scores, judged.copy, judged.version
+    result.verdict = combine_verdicts(result.loss_analysis, judged.copy)
     log_scores(cfg, run_dir / "checkpoints" / name, result)  # beside the curves, when train.report_to asks
     result.samples_file = f"samples-{name}.jsonl"
-    write_jsonl(run_dir / result.samples_file, judged.rows)
+    write_jsonl(run_dir / result.samples_file, [r.to_dict() for r in judged.rows])
     result.status = "done"
     clock.mark("judge")
     result.timing = clock.timing

@@ -98,6 +98,8 @@ def run_plan(plan: Plan, reports_dir: Path, resume: str | None = None, command: 
              console=None, resume_from: str | None = None,
              executor: Executor | None = None) -> tuple[Path, RunResult]:
     """Train every variant not yet done, each in a fresh process; returns the run folder and results."""
+    from harness.judge import seeds
+
     say: Say = console.print if console else print
     reports_dir = Path(reports_dir)
     run_dir = _run_dir(plan, reports_dir, resume)
@@ -115,7 +117,7 @@ def run_plan(plan: Plan, reports_dir: Path, resume: str | None = None, command: 
             say(f"[{i}/{len(plan.variants)}] {name}: done earlier, skipped (--resume)")
             continue
         d, h = inputs[data_key(cfg)]
-        jobs.append(Job(name, cfg, run_dir, d, h, resume_from))
+        jobs.append(Job(name, cfg, run_dir, d, h, resume_from, plan.seed_groups.get(name, "")))
     order = {name: i for i, name in enumerate(plan.variants)}
     # closing(): if anything stops this loop (Ctrl-C, an error), the executor stops its children or tasks at once.
     with closing((executor or local_executor())(jobs, say)) as finished:
@@ -123,6 +125,7 @@ def run_plan(plan: Plan, reports_dir: Path, resume: str | None = None, command: 
             run.variants[job.name] = result
             # Variants finish in any order with --jobs or Ray; results keep the config's order.
             run.variants = dict(sorted(run.variants.items(), key=lambda kv: order.get(kv[0], len(order))))
+            run.seeds = seeds.summarize(run.variants)
             if result.device and not run.environment.get("device"):
                 run.environment["device"] = result.device
             run.save(run_dir)
