@@ -467,13 +467,12 @@ def distinct_pieces(cfg: DataConfig) -> tuple[list[Piece], dict]:
     return pieces, counts
 
 
-def build_pool(cfg: DataConfig) -> tuple[list[Piece], list[int]]:
-    """Every distinct piece of the source with its group of close variants: what external scoring trains on.
-
-    The groups are the split's (group_pieces), so leave-one-group-out leaves out what a split would keep together.
-    """
+def build_pool(cfg: DataConfig, unit: str = "group") -> tuple[list[Piece], list[int]]:
+    """Every distinct piece of the source with its group of close variants (unit="group", as the split keeps them
+    together) or its drawing (unit="drawing": it and its near duplicates): what external scoring trains on."""
     pieces, _ = distinct_pieces(cfg)
-    return pieces, variant_groups([p.text for p in pieces], cfg.variant_similarity, cfg.near_duplicate_similarity)
+    grouping = group_pieces([p.text for p in pieces], cfg.variant_similarity, cfg.near_duplicate_similarity)
+    return pieces, grouping.drawing if unit == "drawing" else grouping.group
 
 
 def _manifest(cfg: DataConfig) -> tuple[dict[str, str], Path | None, str]:
@@ -533,6 +532,7 @@ def build_dataset(cfg: DataConfig) -> Dataset:
     n_variants = sum(is_variant)
     n_train_variants = sum(is_variant[i] and grouping.group[i] not in held for i in range(len(pieces)))
     extra = {"n_train_available": n_full_train, "n_over_max_piece_chars": counts["n_long"],
+             "near_duplicate_similarity": cfg.near_duplicate_similarity,
              "near_duplicates": "dropped" if cfg.drop_near_duplicates else "kept in training",
              "n_near_duplicates_in_training": 0 if cfg.drop_near_duplicates else n_train_variants,
              "n_near_duplicates_dropped": n_variants - (0 if cfg.drop_near_duplicates else n_train_variants),

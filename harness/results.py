@@ -107,6 +107,8 @@ class CopyEvidence:
     human_copied_line_share_valid: Metric = field(default_factory=Metric)
     novelty_within_human: bool = False
     copied_lines_within_human: bool = False
+    # the human novelty and copied-line share above are reweighted to the valid samples' lengths (score.length_weights)
+    length_matched: bool = False
     well_formed_rate: float | None = None  # no failure but noise: non-empty, >= 3 lines, ASCII, not prose, not cut off
     typicality: TypicalityEvidence | None = None  # None when the samples or the reference were scored without it
     checks: list[RuleCheck] = field(default_factory=list)  # each rate the rule compares with a bound
@@ -135,6 +137,7 @@ class SampleRow:
     noise: bool = False
     width_consistency: float = 0.0
     width_percentile: float = 0.0  # among the training pieces' width consistency
+    chars: int = 0  # characters after normalize()
     # copy evidence against the training pieces (and the near duplicates a run left out)
     nearest_train_index: int | None = None
     nearest_train_text: str = ""

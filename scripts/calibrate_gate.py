@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,7 @@ from harness.judge import seeds as seed_model
 from harness.judge.judge import judge
 from harness.judge.reference import for_run
 from harness.judge.samples import read_samples
-from harness.judge.verdict import JUDGE_VERSION, LOSS_BANDS, combine_verdicts, final_verdict
+from harness.judge.verdict import BANDS, JUDGE_VERSION, combine_verdicts, final_verdict
 from harness.report.compare import NOISE_SIGMAS, compare
 from harness.results import RunResult, VariantResult, load, resolve_run_dir
 
@@ -109,13 +110,19 @@ def pairs(pools: dict[str, list[VariantResult]]) -> list[dict]:
 
 
 def spread_table(pools: dict[str, list[VariantResult]]) -> dict:
-    """Per kind: its verdicts over seeds and each key number's spread (what the seed-noise model rests on)."""
-    out = {}
+    """Per kind: its verdicts over seeds and each number's spread; and per number the pooled seed sd over the
+    retrained kinds (root of the mean variance): what verdict.SEED_SD and seeds.TAU rest on."""
+    out, variances = {}, {}
     for kind, reps in pools.items():
         s = seed_model.summarize_group(kind, reps)
         out[kind] = {"verdicts": s.verdicts, "borderline": s.borderline,
                      "metrics": {k: {"mean": m.mean, "sd": m.sd, "min": m.min, "max": m.max, "n": m.n}
                                  for k, m in s.metrics.items()}}
+        if kind != "noise":
+            for k, m in s.metrics.items():
+                if m.sd is not None:
+                    variances.setdefault(k, []).append(m.sd ** 2)
+    out["pooled_sd"] = {k: math.sqrt(sum(v) / len(v)) for k, v in sorted(variances.items())}
     return out
 
 
@@ -145,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "false_alarm_rate": sum(r["gate"] == "fail" for r in must_pass) / len(must_pass),
         "miss_rate": sum(r["gate"] == "pass" for r in must_fail) / len(must_fail),
         "thresholds": {"judge_version": JUDGE_VERSION, "noise_sigmas": NOISE_SIGMAS,
-                       "verdict_alpha": seed_model.VERDICT_ALPHA, "loss_bands": LOSS_BANDS,
+                       "verdict_alpha": seed_model.VERDICT_ALPHA, "bands": BANDS,
                        "tau": seed_model.TAU, "tau_relative": seed_model.TAU_RELATIVE,
                        "noise_temperature": NOISE_TEMPERATURE},
         "how": (f"Run {run.run_id} (`asciitune run --seeds {len(pools['learn'])}` of the default config, "

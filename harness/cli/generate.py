@@ -114,7 +114,7 @@ def _score(rows: list[dict], src, train: str | None) -> list[dict]:
     from harness.judge.judge import judge
 
     if train:
-        pool, groups = build_pool(replace(src.cfg.data, source=train))
+        pool, groups = build_pool(replace(src.cfg.data, source=train), unit="drawing")
         ref, what = reference.external([p.text for p in pool], groups), f"all {len(pool)} pieces of '{train}'"
     else:
         ds = build_dataset(src.cfg.data)

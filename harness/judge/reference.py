@@ -1,15 +1,21 @@
 """What samples are judged against, built once: training pieces, copy pool, character model, human reference.
 
-    ref = reference.in_run(ds)              # a run: its training pieces; human reference = held-out pieces
-    ref = reference.for_run(ds, human)      # a variant's process: the same, from the stored human reference
-    ref = reference.external(texts, groups) # `asciitune score FILE --train DATA`: all of DATA is training
+    ref = reference.in_run(ds)                # a run: its training pieces; human reference cross-fitted
+    ref = reference.for_run(ds, human)        # a variant's process: the same, from the stored human reference
+    ref = reference.external(texts, drawings) # `asciitune score FILE --train DATA`: all of DATA is training
     scores = ref.score(samples, cut_off)
 
-Inside a run, samples are scored against the run's training pieces (typicality model, widths)
-and copies are looked for among them plus the near duplicates the run left out (a copy of a
-dropped variant is a copy). Outside a run nothing of DATA is held out: every piece is training,
-and the human reference scores each piece against DATA without its own group of close variants
-(leave-one-group-out), novelty, copies and typicality alike. Pure (no torch).
+The human reference is what unseen art of the same kind looks like when scored as samples are. Inside a
+run, samples are scored against the run's training pieces (typicality model, widths) and copies are
+looked for among them plus the near duplicates the run left out (a copy of a dropped variant is a
+copy); the human pieces are the run's training and held-out pieces, cross-fitted: each fold scored
+against a training set of the real one's size drawn from the other folds (cross_fitted). Outside a
+run nothing of DATA is held out: every piece is training, and the human reference scores each piece
+against DATA without its own drawing, itself and its near duplicates (leave-one-drawing-out). Only the
+drawing is left out, not its group of close variants: a new piece of a shared style (a new word in a
+known font) meets close variants of itself in DATA, and a reference that never did would make such a
+piece look less novel than human art (FIGlet banners of new words in the same fonts: "mixed" with
+groups left out, "novel" with drawings; tests/test_judge_cases.py). Pure (no torch).
 """
 from __future__ import annotations
 
@@ -22,7 +28,8 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from harness.data import Dataset, collapse_whitespace, normalize
+from harness.config import DataConfig
+from harness.data import Dataset, collapse_whitespace, group_pieces, normalize
 from harness.judge import score, typicality
 from harness.judge.typicality import Calibrated
 from harness.results import Scores
@@ -47,8 +54,10 @@ class Reference:
 
 
 def in_run(ds: Dataset) -> Reference:
-    """A run's reference: the character model fitted on its training pieces, calibrated on its held-out ones."""
-    return split([p.text for p in ds.train], [p.text for p in ds.heldout], [p.text for p in ds.dropped])
+    """A run's reference: its training pieces, and a human reference cross-fitted over its training and held-out
+    pieces (split)."""
+    near = float(ds.extra.get("near_duplicate_similarity", DataConfig.near_duplicate_similarity))
+    return split([p.text for p in ds.train], [p.text for p in ds.heldout], [p.text for p in ds.dropped], near)
 
 
 def for_run(ds: Dataset, human: Scores) -> Reference:
@@ -56,9 +65,18 @@ def for_run(ds: Dataset, human: Scores) -> Reference:
     return _with_human([p.text for p in ds.train], [p.text for p in ds.dropped], human)
 
 
-def split(train: list[str], heldout: list[str], dropped: list[str] = ()) -> Reference:
-    """in_run on bare texts: train, held-out (the human reference) and left-out near duplicates (copy checks)."""
-    return _with_human(train, dropped, score.human_reference(heldout, train, pool=[*train, *dropped]))
+def split(train: list[str], heldout: list[str], dropped: list[str] = (),
+          near_duplicate_similarity: float = DataConfig.near_duplicate_similarity) -> Reference:
+    """in_run on bare texts: train, held-out and left-out near duplicates (copy checks).
+
+    The human reference is every training and held-out piece, cross-fitted by drawing (cross_fitted): each scored
+    against a training set of the real one's size drawn from the other folds. The held-out pieces alone (13 in the
+    default run) would make a reference too small to tell a set of samples from it, and one that never meets a
+    close variant of itself, which a new piece of the same kind may well do.
+    """
+    texts = [*train, *heldout]
+    drawings = group_pieces(texts, near_duplicate_similarity=near_duplicate_similarity).drawing
+    return _with_human(train, dropped, cross_fitted(texts, drawings, train_size=len(train)))
 
 
 def _with_human(train: list[str], dropped: list[str], human: Scores) -> Reference:

@@ -90,6 +90,9 @@ def variant_numbers(v: VariantResult) -> dict[str, Metric]:
         out["final_heldout_loss"] = Metric(la.final_heldout_loss, higher_is_better=False)
         for c in la.checks:
             out[f"loss.{c.name}"] = Metric(c.value, higher_is_better=not c.bad_when_high)
+    if v.copy_analysis is not None:
+        for c in v.copy_analysis.evidence.checks:
+            out[f"copy.{c.name}"] = Metric(c.value, higher_is_better=not c.bad_when_high)
     return out
 
 

@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from harness.judge import typicality
-from harness.judge.score import FORM_FLAGS, NEAR_COPY_SIMILARITY, metric
+from harness.judge.score import FORM_FLAGS, NEAR_COPY_SIMILARITY, length_weights, metric
 from harness.results import (
     CopyAnalysis,
     CopyEvidence,
@@ -43,13 +43,20 @@ from harness.results import (
 # 1: results written before versions were recorded. 2: typed rows, one entry point (harness.judge.judge.judge).
 JUDGE_VERSION = 2
 
+# ---------------------------------------------------------------- how near a bound is borderline
+# RuleCheck.band per check: BAND_SIGMAS x the standard deviation of the check's value across training/generation
+# seeds, measured. A value nearer its bound than that could have fallen on the other side under another seed.
+# PLACEHOLDER values until measured.
+BAND_SIGMAS = 2.0
+SEED_SD = {"heldout_rise": 0.015, "train_fall_after_min": 0.015, "ratio_growth": 0.05, "train_drop": 0.015,
+           "well_formed_rate": 0.1, "noise_rate": 0.1, "set_noise": 0.06, "valid_rate": 0.1, "copy_rate": 0.05,
+           "copy_rate_novel": 0.05, "noise_rate_novel": 0.1, "novelty": 0.0, "copied_lines": 0.0}
+BANDS = {name: BAND_SIGMAS * sd for name, sd in SEED_SD.items()}
+
 # ---------------------------------------------------------------- the loss rule
 RISE = 0.05
 RATIO_GROWTH = 1.5
 MIN_DROP = 0.10
-# Borderline bands (RuleCheck.band): a check this near its bound could have fallen on the other side under
-# another training seed. Measured: PLACEHOLDER (replaced below once measured)
-LOSS_BANDS = {"heldout_rise": 0.03, "train_fall_after_min": 0.03, "ratio_growth": 0.1, "train_drop": 0.03}
 LOSS_VERDICTS = ("learning", "memorizing", "undertrained")
 LOSS_RULE = ("memorizing if held-out loss ended >=5% above its minimum while train loss fell >=5% further after it, "
              "or if the held-out/train loss ratio grew >=1.5x from step 0; undertrained if train loss fell <10% "
@@ -98,9 +105,11 @@ HUMAN_LINES_ALPHA = 0.025
 # which is why the set is judged as well as each piece.
 SET_ALPHA = 0.01
 SET_MIN_EFFECT = 0.85
-COPY_RULE = (f"invalid if < {MIN_WELL_FORMED_RATE:.0%} of samples are well-formed (no failure but noise); noise if "
-             f">= {NOISE_RATE:.0%} of samples are well-formed noise (atypical for the training art, or character "
-             "entropy > 5 bits) or the well-formed samples' typicality differs from the human reference's as a set "
+COPY_RULE = (f"invalid if < {MIN_WELL_FORMED_RATE:.0%} of samples are well-formed (no failure but noise); memorizing "
+             f"if >= {MEMORIZING_COPY_RATE:.0%} of the well-formed samples are copies (a copy is training art, never "
+             f"noise); noise if >= {NOISE_RATE:.0%} of samples are well-formed noise (atypical for the training art, "
+             "or character entropy > 5 bits) or the well-formed samples that are not copies differ from the human "
+             "reference in typicality as a set "
              f"(one-sided Mann-Whitney U, p < {SET_ALPHA}/3 and effect >= {SET_MIN_EFFECT} on cross-entropy, "
              f"structure or vertical bits); invalid if valid_rate < {MIN_VALID_RATE}; memorizing if >= "
              f"{MEMORIZING_COPY_RATE:.0%} of valid samples are copies (exact, or similarity to the nearest training "
@@ -180,12 +189,12 @@ def analyse(steps: list[int], train: list[float], heldout: list[float]) -> LossA
     ratio = heldout[-1] / train[-1] if train[-1] > 0 else float("inf")
     drop = (train[0] - train[-1]) / train[0] if train[0] > 0 else 0.0
     rise = heldout[-1] / h_min - 1 if h_min > 0 else 0.0
-    checks = [check("heldout_rise", rise, RISE, True, LOSS_BANDS["heldout_rise"], "held-out rise above its minimum"),
+    checks = [check("heldout_rise", rise, RISE, True, BANDS["heldout_rise"], "held-out rise above its minimum"),
               check("train_fall_after_min", 1 - train[-1] / train[i_min] if train[i_min] > 0 else 0.0, RISE, True,
-                    LOSS_BANDS["train_fall_after_min"], "train fall after the held-out minimum"),
+                    BANDS["train_fall_after_min"], "train fall after the held-out minimum"),
               check("ratio_growth", ratio / ratio0 if ratio0 > 0 and math.isfinite(ratio0) else 0.0, RATIO_GROWTH,
-                    True, LOSS_BANDS["ratio_growth"], "held-out/train ratio growth"),
-              check("train_drop", drop, MIN_DROP, False, LOSS_BANDS["train_drop"], "train loss drop")]
+                    True, BANDS["ratio_growth"], "held-out/train ratio growth"),
+              check("train_drop", drop, MIN_DROP, False, BANDS["train_drop"], "train loss drop")]
     verdict = loss_rule({c.name: c.fired for c in checks})
     mark_borderline(checks, loss_rule)
     if verdict == "memorizing" and onset is None:
@@ -211,7 +220,9 @@ def typicality_evidence(per_sample: list[dict], human_rows: list[dict]) -> Typic
     limits = typicality.limits_from_rows(human_rows)
     if limits is None:
         return None
-    samples = [s for s in per_sample if well_formed(s)]
+    # Copies (exact, or >= 0.85 to a training piece or its head) are training art: the set test asks whether the
+    # rest looks like it too, so a copy machine is judged by its copies (memorizing), not as noise.
+    samples = [s for s in per_sample if well_formed(s) and not (s["exact_copy"] or s["near_copy"])]
     human = [r for r in human_rows if well_formed(r) and "cross_entropy_bits" in r]
     tests = []
     for t in typicality.rank_tests(samples, human):
@@ -241,16 +252,12 @@ def is_copy(row: dict, threshold: float) -> bool:
     return bool(row["exact_copy"]) or copy_similarity(row) >= threshold
 
 
-def rate_band(bound: float, n: int) -> float:
-    """A rate's standard error at its bound with n samples, sqrt(b(1-b)/n): nearer than this, another draw of n
-    samples could have fallen on the other side."""
-    return math.sqrt(bound * (1 - bound) / max(n, 1))
-
-
 def copy_rule(fired: dict[str, bool]) -> str:
     """The copy rule on its checks' outcomes (COPY_RULE)."""
     if fired["well_formed_rate"]:
         return "invalid"
+    if fired["copy_share_formed"]:
+        return "memorizing"
     if fired["noise_rate"] or fired["set_noise"]:
         return "noise"
     if fired["valid_rate"]:
@@ -268,8 +275,7 @@ def copy_verdict(per_sample: list[dict], human: Scores) -> CopyAnalysis:
     A sample is a copy if it is an exact copy, or its copy similarity (score.copy_similarity: to the
     nearest training piece or to the first lines of one) is at least max(0.85, the 95th percentile
     of the held-out human pieces' copy similarity).
-    See COPY_RULE for the verdicts. Each bound is kept as a check; a rate's band is its standard error at the
-    bound (rate_band), the set test's that of its effect, the interval overlaps' none (they are intervals already).
+    See COPY_RULE for the verdicts. Each bound is kept as a check, with its band (BANDS).
     """
     per, hper = per_sample, human.per_sample
     if not per:
@@ -277,39 +283,46 @@ def copy_verdict(per_sample: list[dict], human: Scores) -> CopyAnalysis:
     threshold = copy_threshold(hper)
     valid, hvalid = [s for s in per if s["valid"]], [s for s in hper if s["valid"]]
     copy_rate = sum(is_copy(s, threshold) for s in valid) / len(valid) if valid else 0.0
+    formed = [s for s in per if well_formed(s)]
+    copy_share = sum(is_copy(s, threshold) for s in formed) / len(formed) if formed else 0.0
     valid_rate, formed_rate = len(valid) / len(per), sum(map(well_formed, per)) / len(per)
     typ = typicality_evidence(per, hper)
     noise_rate = typ.noise_rate if typ else sum(well_formed(s) and bool(s["noise"]) for s in per) / len(per)
-    nov, h_nov = (metric([s["novelty"] for s in v], True) for v in (valid, hvalid))
-    lines, h_lines = (metric([s["copied_line_share"] for s in v], False) for v in (valid, hvalid))
+    # the human side reweighted to the samples' lengths where both carry them (rows stored before did not)
+    w = length_weights([s["chars"] for s in hvalid], [s["chars"] for s in valid]) \
+        if all("chars" in s for s in (*valid, *hvalid)) else None
+    nov, h_nov = metric([s["novelty"] for s in valid], True), metric([s["novelty"] for s in hvalid], True, w)
+    lines = metric([s["copied_line_share"] for s in valid], False)
+    h_lines = metric([s["copied_line_share"] for s in hvalid], False, w)
     both = bool(valid) and bool(hvalid)  # with either side empty there is nothing to compare
     lines_limit = max(h_lines.ci_high or 0.0, 1 - HUMAN_LINES_ALPHA ** (1 / max(h_lines.n, 1)))
-    n, nv = len(per), max(len(valid), 1)
     effects = [t.effect for t in typ.tests if t.effect is not None] if typ else []
     effect = max(effects, default=0.0)
-    checks = [check("well_formed_rate", formed_rate, MIN_WELL_FORMED_RATE, False, rate_band(MIN_WELL_FORMED_RATE, n)),
-              check("noise_rate", noise_rate, NOISE_RATE, True, rate_band(NOISE_RATE, n)),
-              check("set_noise", effect, SET_MIN_EFFECT, True,
-                    rate_band(SET_MIN_EFFECT, min(n, len(hper)) or 1), "set test effect"),
-              check("valid_rate", valid_rate, MIN_VALID_RATE, False, rate_band(MIN_VALID_RATE, n)),
-              check("copy_rate", copy_rate, MEMORIZING_COPY_RATE, True, rate_band(MEMORIZING_COPY_RATE, nv)),
+    checks = [check("well_formed_rate", formed_rate, MIN_WELL_FORMED_RATE, False, BANDS["well_formed_rate"]),
+              check("copy_share_formed", copy_share, MEMORIZING_COPY_RATE, True, BANDS["copy_rate"],
+                    "copies among well-formed samples"),
+              check("noise_rate", noise_rate, NOISE_RATE, True, BANDS["noise_rate"]),
+              check("set_noise", effect, SET_MIN_EFFECT, True, BANDS["set_noise"], "set test effect"),
+              check("valid_rate", valid_rate, MIN_VALID_RATE, False, BANDS["valid_rate"]),
+              check("copy_rate", copy_rate, MEMORIZING_COPY_RATE, True, BANDS["copy_rate"]),
               # novel needs copy_rate <= 10% and noise_rate <= 20%: these checks fire when novel is refused
-              check("copy_rate_novel", copy_rate, NOVEL_MAX_COPY_RATE, True, rate_band(NOVEL_MAX_COPY_RATE, nv),
+              check("copy_rate_novel", copy_rate, NOVEL_MAX_COPY_RATE, True, BANDS["copy_rate_novel"],
                     "copy rate (novel at most)"),
-              check("noise_rate_novel", noise_rate, NOVEL_MAX_NOISE_RATE, True, rate_band(NOVEL_MAX_NOISE_RATE, n),
+              check("noise_rate_novel", noise_rate, NOVEL_MAX_NOISE_RATE, True, BANDS["noise_rate_novel"],
                     "noise rate (novel at most)"),
-              check("novelty", (nov.ci_high - h_nov.ci_low) if both else -1.0, 0.0, False, 0.0,
+              check("novelty", (nov.ci_high - h_nov.ci_low) if both else -1.0, 0.0, False, BANDS["novelty"],
                     "novelty interval's top minus the human interval's bottom"),
-              check("copied_lines", (lines_limit - lines.ci_low) if both else -1.0, 0.0, False, 0.0,
+              check("copied_lines", (lines_limit - lines.ci_low) if both else -1.0, 0.0, False, BANDS["copied_lines"],
                     "human copied-line limit minus the samples' interval bottom")]
     # the two rules above are strict inequalities in COPY_RULE (> 10%, > 20% refuse novel); a check fires at >=
-    for c in checks[5:7]:
-        c.fired = c.value > c.bound
-    checks[2].fired = bool(typ is not None and typ.set_noise)  # the set test needs its p-value too (RankTest.flagged)
+    by = {c.name: c for c in checks}
+    for name in ("copy_rate_novel", "noise_rate_novel"):
+        by[name].fired = by[name].value > by[name].bound
+    by["set_noise"].fired = bool(typ is not None and typ.set_noise)  # the set test needs its p-value too (flagged)
     verdict = copy_rule({c.name: c.fired for c in checks})
     mark_borderline(checks, copy_rule)
-    evidence = CopyEvidence(valid_rate, copy_rate, threshold, nov, h_nov, lines, h_lines, checks[7].fired is False,
-                            checks[8].fired is False, formed_rate, typ, checks)
+    evidence = CopyEvidence(valid_rate, copy_rate, threshold, nov, h_nov, lines, h_lines, not by["novelty"].fired,
+                            not by["copied_lines"].fired, w is not None, formed_rate, typ, checks)
     return CopyAnalysis(verdict, COPY_RULE, evidence)
 
 
