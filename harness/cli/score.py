@@ -8,7 +8,8 @@ For a model trained elsewhere on all of DATA, nothing of DATA is held out: every
 piece (near duplicates included) is a training piece that samples may copy and that the
 character model is fitted on. The human reference scores each piece of DATA against DATA
 without its own drawing (itself and its near duplicates: leave-one-drawing-out), novelty, copies
-and typicality alike: what a new piece of the same kind looks like next to all of DATA. Prints one table, the samples column beside the human-reference column, then the copy
+and typicality alike: what a new piece of the same kind looks like next to all of DATA. Prints
+one table, the samples column beside the human-reference column, then the copy
 verdict (copies and noise).
 """
 from __future__ import annotations
