@@ -3,6 +3,7 @@ weighs a change against the seeds' spread (pure: no training)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,38 @@ def test_verdicts_over_seeds_fail_the_gate_when_the_shift_is_beyond_chance(tmp_p
     assert seeds.shift_p(0, 5, 4, 5) < seeds.VERDICT_ALPHA < seeds.shift_p(0, 5, 1, 5)
     # a group against one seed: the group's majority against that seed's verdict
     assert compare([_single(base, "r8", "learning", False), shifted]).failed
+
+
+def test_compare_across_judge_versions_judges_stored_samples_again_or_refuses(tmp_path: Path, monkeypatch):
+    from harness.judge import rejudge
+    from harness.judge.verdict import JUDGE_VERSION
+
+    a = make_run(tmp_path / "a", run_id="a", bench=False)
+    b = make_run(tmp_path / "b", run_id="b", bench=False)
+    for v in b.variants.values():
+        v.judge_version = JUDGE_VERSION
+    for v in a.variants.values():
+        v.judge_version = JUDGE_VERSION - 1
+    judged_again = []
+    monkeypatch.setattr(rejudge, "rejudge_variant",
+                        lambda run, run_dir, v: judged_again.append(v.name) or dataclasses.replace(v, judge_version=99))
+    runs = rejudge.same_judge([(a, tmp_path / "a"), (b, tmp_path / "b")])
+    assert judged_again == ["r8", "r32"]  # run a's judged variants; b's are this judge's already; r64 failed
+    assert {v.judge_version for v in runs[0].variants.values() if v.status == "done"} == {99}
+    assert rejudge.same_judge([(b, tmp_path / "b"), (b, tmp_path / "b")]) == [b, b]  # one version: as they are
+    (tmp_path / "a" / "samples-r8.jsonl").unlink()
+    with pytest.raises(UserError, match="judged by judge version .* cannot be judged again .*samples file"):
+        rejudge.same_judge([(a, tmp_path / "a"), (b, tmp_path / "b")])
+
+
+def test_a_stored_variant_is_judged_again_from_its_run_folder():
+    from harness.judge.rejudge import rejudge_variant
+    from harness.judge.verdict import JUDGE_VERSION
+    from harness.results import load
+
+    example = Path(__file__).resolve().parent.parent / "reports" / "examples" / "default-cpu"
+    run = load(example)
+    v = run.variants["seed"]  # trained on the run's base data, so its data hash is the run's
+    again = rejudge_variant(run, example, v)
+    assert again.judge_version == JUDGE_VERSION and again.verdict.verdict == "invalid"  # prose, as it was judged
+    assert again.loss_analysis.checks and again.copy_analysis.evidence.checks  # judged by this judge's rules
