@@ -66,6 +66,9 @@ class DataConfig:
     # pieces are added
     max_train_pieces: int = 0
     max_piece_chars: int = 0  # 0 = all; else pieces longer than this many characters are left out (and counted)
+    # False: a run refuses a split whose held-out share misses heldout_fraction by more than the tolerance
+    # (harness.data.SPLIT_TOLERANCE; too few pieces, or groups too large); True: it trains on that split anyway
+    allow_uneven_split: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,10 @@ class TrainConfig:
     # How optimizer steps execute: "seed" = TRL's SFTTrainer as the seed notebook; "fast" = the same step math as
     # one packed micro-batch per step, fused AdamW, CUDA graphs on a GPU (harness.train.fast; issue 12).
     plan: str = "seed"
+    # Seeds each variant runs over: N > 1 trains and samples it N times, replicate k with train.seed + k and
+    # generate.seed + k (data order, sampling; lora.random_state stays), named NAME, NAME@s1 ... NAME@s<N-1>;
+    # results and reports give each variant's verdict distribution and metric spread (harness.judge.seeds).
+    seeds: int = 1
 
 
 @dataclass(frozen=True)
@@ -135,10 +142,15 @@ class RunConfig:
         return _listify(dataclasses.asdict(self))
 
     def hash(self) -> str:
-        """Short content hash of what trains a variant: not `bench` (only the benchmark reads it) nor where the
-        training is reported (`train.report_to`), so changing either never makes `--resume` retrain a variant."""
+        """Short content hash of what trains a variant: not `bench` (only the benchmark reads it), where the
+        training is reported (`train.report_to`), `train.seeds` or `data.allow_uneven_split`, so changing one
+        never makes `--resume` retrain a variant."""
         d = {k: v for k, v in self.to_dict().items() if k != "bench"}
-        d["train"] = {k: v for k, v in d["train"].items() if k != "report_to"}
+        # seeds: how many replicates the plan makes, not how one trains (each replicate's own seeds are in train
+        # and generate), so a run resumed with more seeds keeps the replicates it has
+        d["train"] = {k: v for k, v in d["train"].items() if k not in ("report_to", "seeds")}
+        # data.allow_uneven_split only decides whether a run may start on an uneven split, never what it trains on
+        d["data"] = {k: v for k, v in d["data"].items() if k != "allow_uneven_split"}
         return sha256_json(d)[:16]
 
     @classmethod
@@ -182,7 +194,7 @@ RANGES: dict[str, str | tuple[str, ...]] = {
     "train.lr": "> 0", "train.scheduler": SCHEDULERS, "train.warmup_steps": ">= 0", "train.weight_decay": ">= 0",
     "train.seed": SEED, "train.optim": ("auto", *OPTIMIZERS), "train.eval_points": ">= 1",
     "train.eval_heldout_pieces": ">= 0", "train.eval_train_pieces": ">= 0", "train.eval_batch_tokens": ">= 1",
-    "train.plan": ("seed", "fast"),
+    "train.plan": ("seed", "fast"), "train.seeds": ">= 1",
     "generate.n_samples": ">= 1", "generate.batch_size": ">= 1", "generate.max_new_tokens": ">= 1",
     "generate.temperature": "> 0", "generate.top_p": "(0, 1]", "generate.min_p": "[0, 1)", "generate.top_k": ">= 0",
     "generate.repetition_penalty": "> 0", "generate.seed": SEED,
@@ -329,17 +341,41 @@ def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+SEED_MARK = "@s"  # replicate k > 0 of variant NAME is NAME@s<k>
+
+
 @dataclass(frozen=True)
 class Plan:
-    """A base config plus the named variants a run trains."""
+    """A base config plus the named variants a run trains (seed replicates included, see TrainConfig.seeds)."""
 
     base: RunConfig
     variants: dict[str, RunConfig]
     source: str  # where the config came from, for the results file
+    seed_groups: dict[str, str] = field(default_factory=dict)  # replicate name -> its variant (train.seeds > 1)
 
     def only(self, names: list[str]) -> Plan:
-        """The same plan restricted to the named variants (in the config's order)."""
-        return Plan(self.base, {k: v for k, v in self.variants.items() if k in names}, self.source)
+        """The same plan restricted to the named variants, with their seed replicates (in the config's order)."""
+        keep = {k: v for k, v in self.variants.items() if k in names or self.seed_groups.get(k) in names}
+        return Plan(self.base, keep, self.source, {k: g for k, g in self.seed_groups.items() if k in keep})
+
+
+def replicate(variants: dict[str, RunConfig]) -> tuple[dict[str, RunConfig], dict[str, str]]:
+    """Each variant with train.seeds = N > 1 as N replicates (TrainConfig.seeds), and replicate -> variant."""
+    out: dict[str, RunConfig] = {}
+    groups: dict[str, str] = {}
+    for name, cfg in variants.items():
+        n = cfg.train.seeds
+        if n == 1:
+            out[name] = cfg
+            continue
+        for k in range(n):
+            rep = name if k == 0 else f"{name}{SEED_MARK}{k}"
+            if k and rep in variants:
+                raise UserError(f"Variant '{rep}' clashes with seed replicate {k} of '{name}': rename it.")
+            out[rep] = replace(cfg, train=replace(cfg.train, seed=(cfg.train.seed + k) % 2**32),
+                               generate=replace(cfg.generate, seed=(cfg.generate.seed + k) % 2**32))
+            groups[rep] = name
+    return out, groups
 
 
 def builtin_config_path(name: str) -> Path:
@@ -379,7 +415,8 @@ def load_plan(path: str | None = None, overrides: list[str] | None = None, on_gp
     variants = expand_variants(base, variants_tbl, sweep_tbl)
     # CLI overrides win over everything the file says, variants included.
     variants = {n: check(apply_overrides(v, cli)) for n, v in variants.items()}
-    return Plan(base=check(apply_overrides(base, cli)), variants=variants, source=str(file))
+    variants, groups = replicate(variants)
+    return Plan(base=check(apply_overrides(base, cli)), variants=variants, source=str(file), seed_groups=groups)
 
 
 def _fmt(value: Any) -> str:

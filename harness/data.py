@@ -10,13 +10,33 @@ column, or a folder written by `datasets.Dataset.save_to_disk`.
 Similarity is rapidfuzz's normalized Levenshtein similarity on whitespace-collapsed text.
 On catsart's 215 distinct pieces the nearest-neighbour similarities have an empty band
 between 0.80 and 0.85: above it pieces are small edits of one drawing (near duplicates: the
-same cat with another face), while 0.6-0.8 holds redrawings of the same subject. Both kinds
-are grouped so a group never straddles the split. Exact duplicates are dropped; near
-duplicates stay in training (they are training data the original workflow used) unless
-`data.drop_near_duplicates`, and a held-out piece keeps no near duplicate beside it (the
-human reference holds distinct drawings). Near duplicates of training pieces that a run
-leaves out (dropped, or outside data.max_train_pieces) ride along in `Dataset.dropped`: a sample
-that copies one of them is still a copy. Both thresholds are config keys.
+same cat with another face), while 0.6-0.8 holds redrawings of the same subject. Both thresholds
+are config keys.
+
+Grouping (`group_pieces`, used by the split and by external scoring's leave-one-group-out alike):
+a drawing is a connected component of the near-duplicate graph, and never straddles the split.
+Groups of close variants are connected components of the >= 0.6 graph while a component holds at
+most a tenth of the pieces; a larger one is a style shared across subjects, which chains, and is
+re-grouped by complete linkage, so that every two drawings of a group are close variants, and cut
+further where a group would pass the cap. Measured on the kinds of tests/art_kinds.py
+(tests/test_data_split.py): FIGlet banners of many words in a few fonts chain into one component
+of all 185 (as the old groups, the split had no training piece), sympy's typeset formulas 29 of 150
+into one; catsart's largest component holds 6 of 215, so its groups are the components they were.
+
+Split (`_held_out_groups`): training keeps about 1 - data.heldout_fraction of the distinct pieces
+and the held-out set about the fraction of the drawings. A group is held out when its level, from
+the smallest content hash of its drawings, lies below the fraction, so a group's side depends on
+its own pieces and stays put as others are added; where that misses the fraction by more than
+SPLIT_TOLERANCE the boundary moves along the levels until the split is as near as the groups
+allow. A split that still misses is uneven: `asciitune data` says so and `asciitune run` stops
+unless data.allow_uneven_split. A frozen manifest (`data/splits/cats.json`) wins for its pieces,
+at the fraction it was frozen at.
+
+Exact duplicates are dropped; near duplicates stay in training (they are training data the
+original workflow used) unless `data.drop_near_duplicates`, and a held-out piece keeps no near
+duplicate beside it (the human reference holds distinct drawings). Near duplicates of training
+pieces that a run leaves out (dropped, or outside data.max_train_pieces) ride along in
+`Dataset.dropped`: a sample that copies one of them is still a copy.
 
 data.max_train_pieces=N trains on N training pieces chosen by a salted hash of their content
 (`subset_rank`), not on the first N in source order: catsart's first files hold short cats (of the
@@ -201,25 +221,38 @@ def load_raw(cfg: DataConfig) -> list[tuple[str, str]]:
     return rows
 
 
-# ---------------------------------------------------------------- cleaning and splitting
+# ---------------------------------------------------------------- grouping
 
-def _similar_pairs(texts: list[str], threshold: float) -> list[tuple[int, int, float]]:
-    """Every pair i < j at least `threshold` similar, with its similarity."""
+# A group holds at most this share of the pieces (two at least). Moving the split's boundary past one group moves
+# its share by the group's size; it stops on the side nearer the fraction, so groups of at most 2 x SPLIT_TOLERANCE
+# of the set keep the split within its tolerance. Complete linkage alone keeps the regrouped styles of
+# tests/art_kinds.py under the cap (banners: 12 of 185, formulas: 13 of 150); it binds on a clique of close variants.
+GROUP_CAP_SHARE = 0.1
+# How far the split may land from data.heldout_fraction before it is called uneven (`asciitune data` says so and
+# `asciitune run` stops unless data.allow_uneven_split), on both of its shares: training keeps 1 - fraction of the
+# distinct pieces, the held-out set the fraction of the drawings (one piece each; their near duplicates are left
+# out, so on a set rich in them held-out / (train + held-out) pieces is lower: banners at 0.3, 39 / 165).
+SPLIT_TOLERANCE = 0.05
+
+
+def _similarities(texts: list[str], threshold: float):
+    """Pairwise similarity of the whitespace-collapsed texts (rapidfuzz), 0 where below `threshold`."""
     import numpy as np
     from rapidfuzz import process
     from rapidfuzz.distance import Levenshtein
 
-    if len(texts) < 2:
-        return []
     collapsed = [collapse_whitespace(t) for t in texts]
     sims = process.cdist(collapsed, collapsed, scorer=Levenshtein.normalized_similarity, score_cutoff=threshold,
                          workers=1)
-    upper = np.triu(sims, k=1)
-    return [(int(i), int(j), float(upper[i, j])) for i, j in zip(*np.nonzero(upper >= threshold))]
+    np.fill_diagonal(sims, 0.0)
+    return sims
 
 
 def _components(n: int, pairs) -> list[int]:
-    """Union-find: a group id per item, items of a pair in one group."""
+    """Union-find: a component id per item, the items of a pair in one.
+
+    Hand-written rather than scipy.sparse.csgraph, whose import takes longer than grouping all of catsart.
+    """
     parent = list(range(n))
 
     def find(i: int) -> int:
@@ -228,27 +261,168 @@ def _components(n: int, pairs) -> list[int]:
             i = parent[i]
         return i
 
-    for i, j, *_ in pairs:
+    for i, j in pairs:
         parent[find(j)] = find(i)
     return [find(i) for i in range(n)]
 
 
-def variant_groups(texts: list[str], threshold: float) -> list[int]:
-    """Union-find over pairs at least `threshold` similar; returns a group id per text."""
-    return _components(len(texts), _similar_pairs(texts, threshold))
+def _complete_linkage(idx: list[int], texts: list[str], sims, drawing: list[int], threshold: float,
+                      cap: int) -> list[list[int]]:
+    """Split one over-large component into groups every two drawings of which are `threshold` similar, of at most cap.
 
-
-def _split_of_group(keys: list[str], fraction: float, manifest: dict[str, str]) -> str:
-    """Held out or not, decided by the group's smallest content hash, so it stays put as data grows.
-
-    A frozen manifest wins; if a group mixes sides there (a new piece joined two groups), a
-    held-out piece must never move into training, so the whole group is held out.
+    Complete linkage (scipy) on the pieces, with the pieces of one drawing at distance 0 so a drawing is never cut;
+    the tree is cut at the threshold, and a branch still over the cap at its tightest merges that fit. Pieces are
+    ordered by content first, so the groups do not depend on the order the source lists them in.
     """
-    frozen = {manifest[k] for k in keys if k in manifest}
-    if frozen:
-        return "heldout" if "heldout" in frozen else "train"
-    anchor = min(keys)
-    return "heldout" if int(anchor[:8], 16) / 0x1_0000_0000 < fraction else "train"
+    import numpy as np
+    from scipy.cluster.hierarchy import linkage, to_tree
+    from scipy.spatial.distance import squareform
+
+    idx = sorted(idx, key=lambda i: texts[i])
+    dist = 1.0 - sims[np.ix_(idx, idx)].astype(np.float64)  # below the cut-off: similarity 0, distance 1
+    own = np.asarray([drawing[i] for i in idx])
+    dist[own[:, None] == own[None, :]] = 0.0
+    groups, stack = [], [to_tree(linkage(squareform(dist, checks=False), "complete"))]
+    while stack:
+        node = stack.pop()
+        if node.dist == 0.0 or (node.dist <= 1.0 - threshold + 1e-9 and node.count <= cap):  # a leaf is at 0
+            groups.append([idx[i] for i in node.pre_order()])
+        else:
+            stack += [node.right, node.left]
+    return groups
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Per piece: its drawing (near duplicates: small edits of one drawing) and its group (kept on one side)."""
+
+    drawing: list[int]
+    group: list[int]
+    cap: int  # the largest group allowed; only a drawing larger than this is larger
+
+    def members(self) -> dict[int, list[int]]:
+        """Group id -> piece indices, in source order."""
+        out: dict[int, list[int]] = {}
+        for i, g in enumerate(self.group):
+            out.setdefault(g, []).append(i)
+        return out
+
+
+def group_pieces(texts: list[str], variant_similarity: float = DataConfig.variant_similarity,
+                 near_duplicate_similarity: float = DataConfig.near_duplicate_similarity) -> Grouping:
+    """Drawings (components of the near-duplicate graph) and groups of close variants that cannot chain.
+
+    Groups are connected components of the close-variant graph (pairs at least `variant_similarity` similar), as
+    long as a component holds at most GROUP_CAP_SHARE of the pieces; a larger one is a shared style, not one
+    subject redrawn (a font's banners chain through each other into one component), and is re-grouped by complete
+    linkage: every two of its drawings in one group are close variants, and no group passes the cap.
+    """
+    import numpy as np
+
+    n = len(texts)
+    sims = _similarities(texts, min(variant_similarity, near_duplicate_similarity))
+    pairs = list(zip(*np.nonzero(np.triu(sims) >= min(variant_similarity, near_duplicate_similarity)), strict=True))
+    drawing = _components(n, [(i, j) for i, j in pairs if sims[i, j] >= near_duplicate_similarity])
+    component = _components(n, pairs)
+    cap = max(2, int(GROUP_CAP_SHARE * n))
+    parts: dict[int, list[int]] = {}
+    for i, c in enumerate(component):
+        parts.setdefault(c, []).append(i)
+    groups = []
+    for idx in parts.values():
+        if len(idx) <= cap:
+            groups.append(idx)
+        else:
+            groups += _complete_linkage(idx, texts, sims, drawing, variant_similarity, cap)
+    label = [0] * n
+    for g, idx in enumerate(sorted(groups, key=min)):  # numbered in source order
+        for i in idx:
+            label[i] = g
+    return Grouping(drawing, label, cap)
+
+
+def variant_groups(texts: list[str], variant_similarity: float = DataConfig.variant_similarity,
+                   near_duplicate_similarity: float = DataConfig.near_duplicate_similarity) -> list[int]:
+    """A group id per text, as the split and external scoring's leave-one-group-out use them (group_pieces)."""
+    return group_pieces(texts, variant_similarity, near_duplicate_similarity).group
+
+
+# ---------------------------------------------------------------- splitting
+
+def _level(u: float, m: int) -> float:
+    """Where a group of m drawings stands in the split, uniform in [0, 1) whatever m: u is the smallest of m hashes."""
+    return 1.0 - (1.0 - u) ** m
+
+
+def _held_out_groups(members: dict[int, list[int]], keys: list[str], is_variant: list[bool], fraction: float,
+                     manifest: dict[str, str]) -> set[int]:
+    """The groups held out: frozen ones as the manifest says, the rest by a hash of their own content.
+
+    A group's level comes from u, the smallest content hash of its m drawings (the first piece read of each, so a
+    near duplicate added to a drawing never moves it), as 1 - (1 - u)^m: uniform whatever m, where u alone (the
+    old rule, u < fraction) held out a group of m drawings about m times as often (the regrouped banners: 0.40-0.72
+    of their pieces held out for 0.1-0.3). Held out are the groups whose level lies below the fraction, so a
+    group's side depends only on its own pieces and stays put as others are added, unless that misses the fraction
+    by more than SPLIT_TOLERANCE in drawings (the held-out set) or in pieces (what training keeps); then the
+    boundary moves along the levels, holding out the training groups next (or returning the held-out ones last)
+    while each brings the split nearer, and back where a group rich in near duplicates overshot in pieces.
+    """
+    drawings = {g: sum(not is_variant[i] for i in idx) for g, idx in members.items()}
+    pieces = {g: len(idx) for g, idx in members.items()}
+    n_drawings, n_pieces = sum(drawings.values()), sum(pieces.values())
+    level = {g: _level(int(min(keys[i] for i in idx if not is_variant[i])[:8], 16) / 0x1_0000_0000, drawings[g])
+             for g, idx in members.items()}
+    frozen: dict[int, bool] = {}
+    for g, idx in members.items():
+        sides = {manifest[keys[i]] for i in idx if keys[i] in manifest}
+        if sides:  # a group that mixes sides (grouping changed since freezing) is held out: never train on held-out
+            frozen[g] = "heldout" in sides
+    held = {g for g in members if frozen.get(g, level[g] < fraction)}
+    n_held = sum(drawings[g] for g in held), sum(pieces[g] for g in held)
+
+    def gap(d: int, p: int) -> float:
+        """How far the held-out share lands from the fraction, in drawings or in pieces, whichever is further."""
+        return max(abs(d / n_drawings - fraction), abs(p / n_pieces - fraction))
+
+    free = sorted((g for g in members if g not in frozen), key=level.get)
+    if gap(*n_held) > SPLIT_TOLERANCE:
+        grow = n_held[0] / n_drawings < fraction
+        for direction in (grow, not grow):  # and back, where a group rich in near duplicates overshot in pieces
+            sign = 1 if direction else -1
+            for g in free if direction else reversed(free):
+                d, p = n_held[0] + sign * drawings[g], n_held[1] + sign * pieces[g]
+                if (g in held) != direction and p < n_pieces and gap(d, p) < gap(*n_held):  # training keeps one
+                    n_held = d, p
+                    held ^= {g}
+    if not held:  # no group fits: hold out the one that comes nearest, if training keeps a piece
+        fits = [g for g in free if pieces[g] < n_pieces]
+        if fits:
+            held = {min(fits, key=lambda g: (gap(drawings[g], pieces[g]), level[g]))}
+    return held
+
+
+def uneven_split(ds: Dataset, cfg: DataConfig) -> str:
+    """One sentence when the split misses data.heldout_fraction by more than SPLIT_TOLERANCE, else ''.
+
+    Two shares, as `_held_out_groups` measures them: of the distinct pieces, training keeps about 1 - fraction;
+    of the drawings, the held-out set holds about the fraction (one piece each).
+    """
+    e, f = ds.extra, cfg.heldout_fraction
+    if max(abs(e["train_share"] - (1 - f)), abs(e["heldout_share"] - f)) <= SPLIT_TOLERANCE + 1e-12:
+        return ""
+    return (f"Data source '{cfg.source}' cannot be split as data.heldout_fraction={f:g} asks: training would keep "
+            f"{round(e['train_share'] * e['n_distinct'])} of its {e['n_distinct']} distinct pieces "
+            f"({e['train_share']:.2f}) and the held-out set {len(ds.heldout)} of its {e['n_drawings']} drawings "
+            f"({e['heldout_share']:.2f}), not within {SPLIT_TOLERANCE:g} of {1 - f:g} and {f:g} ({ds.n_groups} "
+            f"group(s) of close variants, the largest of {e['largest_group']} piece(s)): add pieces, change "
+            "data.heldout_fraction, or set data.allow_uneven_split=true to go on with this split.")
+
+
+def check_split(ds: Dataset, cfg: DataConfig) -> None:
+    """Refuse an uneven split (uneven_split) unless data.allow_uneven_split: before a run trains on it."""
+    problem = uneven_split(ds, cfg)
+    if problem and not cfg.allow_uneven_split:
+        raise UserError(problem)
 
 
 def subset_rank(key: str) -> str:
@@ -293,13 +467,24 @@ def distinct_pieces(cfg: DataConfig) -> tuple[list[Piece], dict]:
     return pieces, counts
 
 
-def build_pool(cfg: DataConfig) -> tuple[list[Piece], list[int]]:
-    """Every distinct piece of the source with its group of close variants: what external scoring trains on.
-
-    Groups join pieces at least min(variant_similarity, near_duplicate_similarity) similar, as the split's do.
-    """
+def build_pool(cfg: DataConfig, unit: str = "group") -> tuple[list[Piece], list[int]]:
+    """Every distinct piece of the source with its group of close variants (unit="group", as the split keeps them
+    together) or its drawing (unit="drawing": it and its near duplicates): what external scoring trains on."""
     pieces, _ = distinct_pieces(cfg)
-    return pieces, variant_groups([p.text for p in pieces], min(cfg.variant_similarity, cfg.near_duplicate_similarity))
+    grouping = group_pieces([p.text for p in pieces], cfg.variant_similarity, cfg.near_duplicate_similarity)
+    return pieces, grouping.drawing if unit == "drawing" else grouping.group
+
+
+def _manifest(cfg: DataConfig) -> tuple[dict[str, str], Path | None, str]:
+    """The frozen split to honour (content hash -> side), its path, and why a checked-in one is not honoured."""
+    path = default_manifest_path(cfg)
+    if not path or not path.is_file():
+        return {}, None, ""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    frozen_at = doc.get("heldout_fraction", cfg.heldout_fraction)
+    if abs(frozen_at - cfg.heldout_fraction) > 1e-9:  # another fraction is another split
+        return {}, None, f"{path} froze the split at data.heldout_fraction={frozen_at:g}"
+    return doc.get("split", {}), path, ""
 
 
 def build_dataset(cfg: DataConfig) -> Dataset:
@@ -308,40 +493,21 @@ def build_dataset(cfg: DataConfig) -> Dataset:
         raise UserError(f"data.heldout_fraction must be between 0 and 1, not {cfg.heldout_fraction}.")
     pieces, counts = distinct_pieces(cfg)
     keys = [p.key for p in pieces]
-    pairs = _similar_pairs([p.text for p in pieces], min(cfg.variant_similarity, cfg.near_duplicate_similarity))
-    near = _components(len(pieces), [p for p in pairs if p[2] >= cfg.near_duplicate_similarity])
+    grouping = group_pieces([p.text for p in pieces], cfg.variant_similarity, cfg.near_duplicate_similarity)
+    near = grouping.drawing
     seen_near: set[int] = set()
-    is_variant = []  # a near duplicate of an earlier piece
+    is_variant = []  # a near duplicate of an earlier piece: the first piece read of a drawing stands for it
     for g in near:
         is_variant.append(g in seen_near)
         seen_near.add(g)
-    manifest_path = default_manifest_path(cfg)
-    manifest = {}
-    if manifest_path and manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8")).get("split", {})
-    # The split is decided on the first piece of each near-duplicate group, grouped by close variants,
-    # exactly as when near duplicates were dropped. Kept near duplicates are grouped by every close pair
-    # (a group never straddles the split); a group that one of them joined to a held-out group is held
-    # out whole, so keeping near duplicates never moves a held-out piece into training. Dropped ones
-    # only follow their first piece.
-    between_firsts = [p for p in pairs if p[2] >= cfg.variant_similarity and not is_variant[p[0]]
-                      and not is_variant[p[1]]]
-    first = _components(len(pieces), between_firsts)
-    first_members: dict[int, list[str]] = {}
-    for i in range(len(pieces)):
-        if not is_variant[i]:
-            first_members.setdefault(first[i], []).append(keys[i])
-    first_side = {g: _split_of_group(k, cfg.heldout_fraction, manifest) for g, k in first_members.items()}
-    near_pairs = [p for p in pairs if p[2] >= cfg.near_duplicate_similarity]
-    groups = _components(len(pieces), between_firsts + near_pairs if cfg.drop_near_duplicates else pairs)
-    members: dict[int, list[int]] = {}
-    for i, g in enumerate(groups):
-        members.setdefault(g, []).append(i)
-    side = {g: "heldout" if any((first_side[first[i]] if not is_variant[i] else manifest.get(keys[i])) == "heldout"
-                               for i in idx) else "train" for g, idx in members.items()}
+    manifest, manifest_path, manifest_skipped = _manifest(cfg)
+    members = grouping.members()
+    held = _held_out_groups(members, keys, is_variant, cfg.heldout_fraction, manifest)
+    # A held-out group keeps one piece per drawing (the human reference holds distinct drawings); a training
+    # group keeps its near duplicates unless data.drop_near_duplicates. The split does not depend on that switch.
     train, heldout, left_out = [], [], []
     for i, piece in enumerate(pieces):
-        if side[groups[i]] == "heldout":
+        if grouping.group[i] in held:
             if not is_variant[i]:
                 heldout.append(piece)
         elif is_variant[i] and cfg.drop_near_duplicates:
@@ -349,8 +515,9 @@ def build_dataset(cfg: DataConfig) -> Dataset:
         else:
             train.append(i)
     if not train or not heldout:
-        raise UserError(f"Data source '{cfg.source}' has too few distinct pieces ({len(pieces)}) to split into "
-                        "train and held-out sets: add more pieces or raise data.heldout_fraction.")
+        raise UserError(f"Data source '{cfg.source}' cannot be split into train and held-out sets: its "
+                        f"{len(pieces)} distinct piece(s) form {len(members)} group(s) of close variants and each "
+                        "side needs one (or a split manifest puts every piece on one side): add more pieces.")
     n_full_train = len(train)
     if 0 < cfg.max_train_pieces < len(train):
         # A representative subset, not the first N in source order (a source's order is its authors'; catsart's
@@ -363,12 +530,19 @@ def build_dataset(cfg: DataConfig) -> Dataset:
     trained = {near[i] for i in train}
     dropped = [pieces[i] for i in sorted(left_out) if near[i] in trained]
     n_variants = sum(is_variant)
-    n_train_variants = sum(is_variant[i] and side[groups[i]] == "train" for i in range(len(pieces)))
+    n_train_variants = sum(is_variant[i] and grouping.group[i] not in held for i in range(len(pieces)))
     extra = {"n_train_available": n_full_train, "n_over_max_piece_chars": counts["n_long"],
+             "near_duplicate_similarity": cfg.near_duplicate_similarity,
              "near_duplicates": "dropped" if cfg.drop_near_duplicates else "kept in training",
              "n_near_duplicates_in_training": 0 if cfg.drop_near_duplicates else n_train_variants,
              "n_near_duplicates_dropped": n_variants - (0 if cfg.drop_near_duplicates else n_train_variants),
-             "n_dropped_copy_checked": len(dropped), "manifest": str(manifest_path) if manifest else ""}
+             "n_dropped_copy_checked": len(dropped), "manifest": str(manifest_path) if manifest_path else "",
+             "n_distinct": len(pieces), "n_drawings": len(seen_near),
+             "train_share": round(sum(grouping.group[i] not in held for i in range(len(pieces))) / len(pieces), 4),
+             "heldout_share": round(len(heldout) / len(seen_near), 4),
+             "largest_group": max(map(len, members.values())), "group_cap": grouping.cap}
+    if manifest_skipped:
+        extra["manifest_skipped"] = manifest_skipped
     return Dataset(cfg.source, [pieces[i] for i in train], heldout, counts["n_raw"], counts["n_exact"], n_variants,
                    len(members), counts["n_empty"], extra, dropped)
 

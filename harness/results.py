@@ -107,8 +107,66 @@ class CopyEvidence:
     human_copied_line_share_valid: Metric = field(default_factory=Metric)
     novelty_within_human: bool = False
     copied_lines_within_human: bool = False
+    # the human novelty and copied-line share above are reweighted to the valid samples' lengths (score.length_weights)
+    length_matched: bool = False
     well_formed_rate: float | None = None  # no failure but noise: non-empty, >= 3 lines, ASCII, not prose, not cut off
     typicality: TypicalityEvidence | None = None  # None when the samples or the reference were scored without it
+    checks: list[RuleCheck] = field(default_factory=list)  # each rate the rule compares with a bound
+
+
+@dataclass
+class SampleRow:
+    """One judged piece: where it came from, its form flags, width, copy evidence and typicality (samples-*.jsonl).
+
+    Written by harness.judge.judge.judge, one per sample; the keys are those of the samples files, so a row
+    read back from JSONL (`SampleRow.from_dict`) is the same row.
+    """
+
+    text: str = ""
+    index: int | None = None  # the sample's position in its generation batch
+    new_tokens: int | None = None
+    cut_off: bool = False  # generation hit max_new_tokens before EOS
+    # form and noise flags (harness.judge.score.validity; noise also when atypical for the training art)
+    valid: bool = False
+    well_formed: bool = False  # no flag but noise: shaped like art
+    empty: bool = False
+    too_few_lines: bool = False
+    non_printable: bool = False
+    non_ascii: bool = False
+    prose: bool = False
+    noise: bool = False
+    width_consistency: float = 0.0
+    width_percentile: float = 0.0  # among the training pieces' width consistency
+    chars: int = 0  # characters after normalize()
+    # copy evidence against the training pieces (and the near duplicates a run left out)
+    nearest_train_index: int | None = None
+    nearest_train_text: str = ""
+    similarity: float = 0.0
+    novelty: float = 1.0
+    exact_copy: bool = False
+    near_copy: bool = False
+    head_train_index: int | None = None
+    head_similarity: float | None = None
+    copied_line_share: float = 0.0
+    copy: bool = False  # a copy by the copy rule's threshold (exact, or copy similarity >= it); valid samples only
+    # typicality under the training pieces' character model (absent when the reference has none)
+    cross_entropy_bits: float | None = None
+    structure_bits: float | None = None
+    structure_score: float | None = None
+    vertical_bits: float | None = None
+    typicality_percentile: float | None = None
+    atypical: bool | None = None
+    atypical_reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as the samples file stores it."""
+        return to_jsonable(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SampleRow:
+        """A row from a samples file (keys this version does not know are ignored)."""
+        known = {f for f in cls.__dataclass_fields__}
+        return build(cls, {k: v for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -118,6 +176,20 @@ class CopyAnalysis:
     verdict: str = ""
     rule: str = ""
     evidence: CopyEvidence = field(default_factory=CopyEvidence)
+
+
+@dataclass
+class RuleCheck:
+    """One quantity a verdict rule compares with a bound, and how near the bound it came."""
+
+    name: str = ""  # e.g. "ratio_growth"
+    value: float = 0.0
+    bound: float = 0.0
+    bad_when_high: bool = True  # the rule fires at or above the bound (False: below it)
+    fired: bool = False
+    band: float = 0.0  # within this distance of the bound the check is near it (harness.judge.verdict)
+    borderline: bool = False  # near the bound, and the other side would have given another verdict
+    text: str = ""  # e.g. "ratio growth 1.50 against 1.5"
 
 
 @dataclass
@@ -135,6 +207,7 @@ class LossAnalysis:
     initial_ratio: float
     train_drop: float  # relative fall of train loss from step 0
     onset_step: int | None  # first step held-out loss is RISE above its running minimum while train keeps falling
+    checks: list[RuleCheck] = field(default_factory=list)  # each bound of the rule and the value measured
 
 
 @dataclass
@@ -145,6 +218,9 @@ class Verdict:
     rule: str = ""
     loss_verdict: str = ""
     copy_verdict: str = ""
+    # The checks behind the verdict that sat near their bound with the verdict depending on them
+    # ("ratio growth 1.50 against 1.5"); empty when the verdict was decided with room to spare.
+    borderline: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -304,6 +380,36 @@ class VariantResult:
     exports: dict[str, ExportRecord] = field(default_factory=dict)
     error: str = ""
     timing: Timing = field(default_factory=Timing)
+    seed_group: str = ""  # the variant this is a seed replicate of (train.seeds > 1), else ""
+    judge_version: int = 1  # harness.judge.verdict.JUDGE_VERSION that judged the samples (1: before it was recorded)
+    data_hash: str = ""  # harness.data.Dataset.hash() of the data it trained and was judged on ("": not recorded)
+
+
+@dataclass
+class Spread:
+    """One number across a variant's seed replicates: mean, sample standard deviation, range, each value."""
+
+    mean: float | None = None
+    sd: float | None = None  # ddof=1; None with fewer than two values
+    min: float | None = None
+    max: float | None = None
+    n: int = 0
+    higher_is_better: bool = True
+    values: list[float] = field(default_factory=list)  # in replicate order
+
+
+@dataclass
+class SeedSummary:
+    """A variant run over several seeds (train.seeds): its verdicts as a distribution, its metrics' spread."""
+
+    variant: str = ""
+    replicates: list[str] = field(default_factory=list)  # variant names, replicate 0 first
+    seeds: list[list[int]] = field(default_factory=list)  # [train.seed, generate.seed] per replicate
+    verdicts: dict[str, int] = field(default_factory=dict)  # final verdict -> replicates, finished ones only
+    verdict: str = ""  # the most frequent verdict (a tie goes to the worse tier)
+    agreement: str = ""  # "4/5": replicates with that verdict / finished replicates
+    borderline: int = 0  # replicates whose verdict sat within a rule's borderline band
+    metrics: dict[str, Spread] = field(default_factory=dict)
 
 
 @dataclass
@@ -322,6 +428,7 @@ class RunResult:
     human_reference: Scores = field(default_factory=Scores)  # held-out human pieces scored like samples
     variants: dict[str, VariantResult] = field(default_factory=dict)
     bench: BenchResult | None = None  # when a benchmark ran
+    seeds: dict[str, SeedSummary] = field(default_factory=dict)  # per variant run over several seeds
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""

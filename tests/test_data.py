@@ -51,20 +51,45 @@ def test_no_piece_or_close_variant_on_both_sides(cats):
         assert best < threshold, (piece.origin, best)
 
 
-def test_split_is_deterministic_and_stays_put_when_pieces_are_added(tmp_path, cats):
+def _grow(tmp_path, pieces: list[Piece], n_first: int, n_added: int, max_train_pieces: int = 0):
+    """Split a folder of the first n_first pieces, add the next n_added in a subfolder, split again.
+
+    Returns both datasets; asserts the split is deterministic and that the hash rule alone (no boundary moved to
+    meet the fraction, data.SPLIT_TOLERANCE) decided both, so every group's side came from its own pieces.
+    """
+    import harness.data as data
+
     folder = tmp_path / "art"
     folder.mkdir()
-    for i, p in enumerate(cats.train[:40] + cats.heldout[:8]):
+    for i, p in enumerate(pieces[:n_first]):
         (folder / f"{i:03d}.txt").write_text(p.text, encoding="utf-8")
-    first = build_dataset(DataConfig(source=str(folder)))
-    again = build_dataset(DataConfig(source=str(folder)))
-    assert [p.key for p in first.heldout] == [p.key for p in again.heldout]
+    cfg = DataConfig(source=str(folder), max_train_pieces=max_train_pieces)
+    first = build_dataset(cfg)
+    assert build_dataset(cfg).train == first.train and build_dataset(cfg).heldout == first.heldout
     (folder / "new").mkdir()
-    for i, p in enumerate(cats.train[40:60]):
+    for i, p in enumerate(pieces[n_first:n_first + n_added]):
         (folder / "new" / f"{i:03d}.txt").write_text(p.text, encoding="utf-8")
-    grown = build_dataset(DataConfig(source=str(folder)))
+    grown = build_dataset(cfg)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(data, "SPLIT_TOLERANCE", 1.0)
+        assert build_dataset(cfg).heldout == grown.heldout
+    return first, grown
+
+
+def shuffled(cats, seed: int) -> list[Piece]:
+    import random
+
+    pieces = cats.train + cats.heldout
+    random.Random(seed).shuffle(pieces)
+    return pieces
+
+
+def test_split_is_deterministic_and_stays_put_when_pieces_are_added(tmp_path, cats):
+    # 48 cats, then 20 more: the hash rule lands within the tolerance both times, and a group's side depends only
+    # on its own pieces (when it does not, the boundary moves: test_data_split.py)
+    first, grown = _grow(tmp_path, shuffled(cats, 2), 48, 20)
     side = {p.key: "train" for p in grown.train} | {p.key: "heldout" for p in grown.heldout}
-    assert all(side[p.key] == "train" for p in first.train)
+    assert first.heldout and all(side[p.key] == "train" for p in first.train)
     assert all(side[p.key] == "heldout" for p in first.heldout)
 
 
@@ -133,21 +158,29 @@ def test_a_kept_near_duplicate_bridging_two_groups_moves_no_held_out_piece(tmp_p
     a = "".join(rng.choice("/\\|_()-=o.#@") for _ in range(60))
     b = a[:26] + "".join(rng.choice("/\\|_()-=o.#@") for _ in range(34))  # 0.53 similar to a: another group
     variant = a[:52] + b[52:]  # 0.88 similar to a (its near duplicate) and 0.63 to b (a close variant of b)
-    folder = tmp_path / "art"
-    folder.mkdir()
-    for name, text in (("0a", a), ("0b", b), ("0c", variant)):
-        (folder / f"{name}.txt").write_text(text)
-    for i, p in enumerate(cats.train[:12]):
-        (folder / f"other{i:02d}.txt").write_text(p.text)
-    manifest = tmp_path / "split.json"
-    manifest.write_text(json.dumps({"split": {Piece(a, "").key: "heldout", Piece(b, "").key: "train"}}))
-    cfg = DataConfig(source=str(folder), split_manifest=str(manifest))
-    keep, drop = build_dataset(cfg), build_dataset(DataConfig(**{**cfg.__dict__, "drop_near_duplicates": True}))
-    # dropped, the variant follows a alone: b stays in training, as before near duplicates were kept
-    assert a in {p.text for p in drop.heldout} and b in {p.text for p in drop.train}
-    # kept, it joins a's held-out group to b's: the whole group is held out (never a held-out piece trained on),
-    # and a held-out piece keeps no near duplicate beside it
-    assert {p.text for p in keep.heldout} >= {a, b} and variant not in {p.text for p in keep.train + keep.heldout}
+
+    def split(n_others: int, **kw) -> tuple[set[str], set[str]]:
+        folder = tmp_path / f"art{n_others}"
+        folder.mkdir(exist_ok=True)
+        for name, text in (("0a", a), ("0b", b), ("0c", variant)):
+            (folder / f"{name}.txt").write_text(text)
+        for i, p in enumerate(cats.train[:n_others]):
+            (folder / f"other{i:02d}.txt").write_text(p.text)
+        manifest = tmp_path / "split.json"
+        manifest.write_text(json.dumps({"split": {Piece(a, "").key: "heldout", Piece(b, "").key: "train"}}))
+        ds = build_dataset(DataConfig(source=str(folder), split_manifest=str(manifest), **kw))
+        return {p.text for p in ds.train}, {p.text for p in ds.heldout}
+
+    # Among 33 pieces (groups of up to 3), the variant joins a's held-out group to b's: the whole group is held
+    # out (never a held-out piece trained on), and a held-out piece keeps no near duplicate beside it. The split
+    # does not depend on data.drop_near_duplicates: groups are made of every piece either way.
+    for drop in (False, True):
+        train, held = split(30, drop_near_duplicates=drop)
+        assert held >= {a, b} and variant not in train | held
+    # Among 15 pieces a chain of 3 is a fifth of the set, over the cap (two pieces): complete linkage keeps the
+    # near duplicates together and b, 0.53 similar to a, in training
+    train, held = split(12)
+    assert a in held and b in train and variant not in train | held
 
 
 def test_keeping_near_duplicates_moves_no_frozen_piece(cats):
@@ -202,22 +235,14 @@ def test_max_train_pieces_is_a_subset_spread_over_the_source_like_the_held_out_s
 def test_max_train_pieces_stays_put_when_pieces_are_added(tmp_path, cats):
     from harness.data import subset_rank
 
-    folder = tmp_path / "art"
-    folder.mkdir()
-    for i, p in enumerate(cats.train[:60] + cats.heldout[:8]):
-        (folder / f"{i:03d}.txt").write_text(p.text, encoding="utf-8")
-    first = build_dataset(DataConfig(source=str(folder), max_train_pieces=12))
-    assert build_dataset(DataConfig(source=str(folder), max_train_pieces=12)).train == first.train
-    (folder / "new").mkdir()
-    added = cats.train[60:120]
-    for i, p in enumerate(added):
-        (folder / "new" / f"{i:03d}.txt").write_text(p.text, encoding="utf-8")
-    grown = build_dataset(DataConfig(source=str(folder), max_train_pieces=12))
-    before, after, new = ({p.key for p in first.train}, {p.key for p in grown.train}, {p.key for p in added})
-    assert after - before <= new and after - before  # only added pieces come in (measured: some do)
+    first, grown = _grow(tmp_path, shuffled(cats, 4), 68, 60, max_train_pieces=12)
+    assert {p.key for p in first.heldout} <= {p.key for p in grown.heldout}  # the split stayed put
+    added = {p.key for p in shuffled(cats, 4)[68:128]}
+    before, after = {p.key for p in first.train}, {p.key for p in grown.train}
+    assert after - before <= added and after - before  # only added pieces come in (measured: some do)
     cut = max(subset_rank(k) for k in after)
     # an old piece leaves only for an added one that ranks before it: the rest of the old choice stays
-    assert {k for k in before if subset_rank(k) <= cut} == after - new
+    assert {k for k in before if subset_rank(k) <= cut} == after - added
 
 
 def test_build_pool_is_every_distinct_piece_grouped(cats):

@@ -403,7 +403,7 @@ def test_score_cli(tmp_path, capsys, cats):
     printed = capsys.readouterr().out
     assert "human reference" in printed and "copy verdict: memorizing" in printed
     out = json.loads((tmp_path / "o.json").read_text(encoding="utf-8"))
-    assert out["copy_verdict"]["verdict"] == "memorizing" and len(out["samples"]["per_sample"]) == 5
+    assert out["copy_verdict"]["verdict"] == "memorizing" and len(out["rows"]) == 5
 
 
 def test_score_imports_no_torch():

@@ -156,8 +156,9 @@ def test_real_pieces_and_copies_are_typical(corpora, corpus, mode, case):
 
 
 def test_copies_are_more_typical_than_unseen_pieces(corpora):
-    ce = rank_test_of(judge(corpora, "cats", "run", "edited")[1], "cross_entropy_bits")
-    assert ce.median_samples < ce.median_human
+    copies = judge(corpora, "cats", "run", "edited")[0]  # the set test leaves copies out: compare the rows
+    human = judge(corpora, "cats", "run", "heldout")[0]
+    assert np.median([r["cross_entropy_bits"] for r in copies]) < np.median([r["cross_entropy_bits"] for r in human])
 
 
 # ---------------------------------------------------------------- the model

@@ -41,6 +41,13 @@ def jobs_count(text: str) -> int:
     return int(text)
 
 
+def seeds_count(text: str) -> int:
+    """argparse type of --seeds: a whole number of 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--seeds takes a whole number of 1 or more, not '{text}'")
+    return int(text)
+
+
 def console():
     """A rich console; piped output (CI logs, `| tee`) gets a wide fixed width instead of 80 columns."""
     from rich.console import Console

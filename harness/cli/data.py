@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from harness.cli.common import add_config_args, console, load_plan, print_table
 from harness.config import RunConfig
-from harness.data import build_dataset, default_manifest_path, describe, manifest_of
+from harness.data import SPLIT_TOLERANCE, build_dataset, default_manifest_path, describe, manifest_of, uneven_split
 from harness.fsutil import atomic_write_json
 
 
@@ -29,9 +29,17 @@ def print_data(cfg: RunConfig, console, samples: int = 3, freeze: bool = False) 
                   f"{str(cfg.data.drop_near_duplicates).lower()}; held-out pieces keep none), "
                   f"{s['n_dropped_copy_checked']} of the training pieces' not trained on but checked for copies, "
                   f"{s['n_groups']} groups of close variants "
-                  f"(>= {cfg.data.variant_similarity}), {s['n_over_max_piece_chars']} left out as longer than "
-                  f"data.max_piece_chars; data hash {s['hash']}")
-    table = Table(title=f"split (held-out fraction {cfg.data.heldout_fraction}; tokens by {cfg.model.name})")
+                  f"(>= {cfg.data.variant_similarity}; the largest of {s['largest_group']} piece(s), at most "
+                  f"{s['group_cap']} unless one drawing is larger), {s['n_over_max_piece_chars']} left out as longer "
+                  f"than data.max_piece_chars; data hash {s['hash']}")
+    if s.get("manifest_skipped"):
+        console.print(f"The frozen split is not used: {s['manifest_skipped']}, not {cfg.data.heldout_fraction:g}.")
+    console.print(f"Split (data.heldout_fraction={cfg.data.heldout_fraction:g}, within {SPLIT_TOLERANCE:g}): "
+                  f"training keeps {s['train_share']:.3f} of the {s['n_distinct']} distinct pieces, the held-out "
+                  f"set {s['heldout_share']:.3f} of the {s['n_drawings']} drawings (one piece each, no near "
+                  "duplicate)" + (f"; a run trains on {s['n_train']} of its {s['n_train_available']} training pieces "
+                                  "(data.max_train_pieces)" if s["n_train"] < s["n_train_available"] else "") + ".")
+    table = Table(title=f"split (tokens by {cfg.model.name})")
     for col in ("side", "pieces", "lines min/med/max", "width min/med/max", "tokens min/med/p90/max",
                 "tokens total", f"> {cfg.model.max_seq_length} tokens"):
         table.add_column(col)
@@ -48,6 +56,10 @@ def print_data(cfg: RunConfig, console, samples: int = 3, freeze: bool = False) 
     for piece in ds.train[:samples]:
         console.print(f"[dim]--- {piece.origin}[/dim]")
         console.print(piece.text, markup=False, highlight=False)
+    problem = uneven_split(ds, cfg.data)
+    if problem:  # `asciitune run` stops on this sentence unless data.allow_uneven_split
+        allowed = " (data.allow_uneven_split is true: a run goes on)" if cfg.data.allow_uneven_split else ""
+        console.print(f"[yellow]{problem}{allowed}[/yellow]", highlight=False)
     over = info["train"]["over_max_seq_length"] + info["heldout"]["over_max_seq_length"]
     if over:
         console.print(f"[yellow]{over} piece(s) exceed model.max_seq_length; training will refuse them.[/yellow]")

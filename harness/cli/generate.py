@@ -111,16 +111,16 @@ def _score(rows: list[dict], src, train: str | None) -> list[dict]:
     from harness.cli.score import score_rows
     from harness.data import build_dataset, build_pool
     from harness.judge import reference
-    from harness.judge.verdict import copy_verdict
+    from harness.judge.judge import judge
 
     if train:
-        pool, groups = build_pool(replace(src.cfg.data, source=train))
+        pool, groups = build_pool(replace(src.cfg.data, source=train), unit="drawing")
         ref, what = reference.external([p.text for p in pool], groups), f"all {len(pool)} pieces of '{train}'"
     else:
         ds = build_dataset(src.cfg.data)
         ref, what = reference.in_run(ds), f"the {len(ds.train)} training pieces of '{ds.name}'"
-    scored = ref.score([r["text"] for r in rows], cut_off=[r["cut_off"] for r in rows])
+    judged = judge(ref, [r["text"] for r in rows], [r["cut_off"] for r in rows], meta=rows)
     print(f"scored against {what}")
-    print_table(*score_rows({"samples": scored, "human reference": ref.human}))
-    print(f"copy verdict: {copy_verdict(scored.per_sample, ref.human).verdict}")
-    return [{**r, **p} for r, p in zip(rows, scored.per_sample, strict=True)]
+    print_table(*score_rows({"samples": judged.scores, "human reference": ref.human}))
+    print(f"copy verdict: {judged.copy.verdict if judged.copy else '-'}")
+    return [r.to_dict() for r in judged.rows]

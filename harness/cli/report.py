@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.cli.common import print_table
 from harness.errors import UserError
+from harness.judge.rejudge import same_judge
 from harness.report.compare import DELTA_HEADERS, GATE_RULE, NOISE_RULE, compare, delta_rows, write_comparison
 from harness.results import load, resolve_run_dir
 
@@ -81,7 +82,8 @@ def run_compare(args: argparse.Namespace) -> int:
     """CLI: compare runs, print the table, write a report for 3+ runs or --out; 1 on a gated regression."""
     thresholds = load_thresholds(args.thresholds) if args.thresholds else {}
     thresholds.update(parse_fail_on(args.fail_on))
-    comp = compare([load(r, args.reports_dir) for r in args.runs], thresholds)
+    dirs = [resolve_run_dir(r, args.reports_dir) for r in args.runs]
+    comp = compare(same_judge([(load(d), d) for d in dirs]), thresholds)
     for w in comp.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(f"baseline A = {comp.labels[0]}; {NOISE_RULE}")

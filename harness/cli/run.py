@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli.common import add_config_args, console, jobs_count, load_plan
+from harness.cli.common import add_config_args, console, jobs_count, load_plan, seeds_count
 from harness.errors import UserError
 from harness.results import RunResult
 
@@ -13,6 +13,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Train and judge every variant of the config, then write results and the report."""
     from harness.train.runner import run_plan
 
+    if args.seeds:
+        args.overrides.append(f"train.seeds={args.seeds}")
     plan = load_plan(args)
     if args.variants:
         unknown = [v for v in args.variants if v not in plan.variants]
@@ -80,7 +82,8 @@ def summary_rows(run: RunResult) -> list[list[str]]:
     for name, v in run.variants.items():
         c, la = v.curves, v.loss_analysis
         rows.append([
-            name if v.status == "done" else f"{name} ({v.status})", final_verdict(v),
+            name if v.status == "done" else f"{name} ({v.status})",
+            final_verdict(v) + (", borderline" if v.verdict and v.verdict.borderline else ""),
             f"{c.train_loss[0]:.2f}->{c.train_loss[-1]:.2f}" if c.train_loss else "-",
             (f"{c.heldout_loss[0]:.2f}->{c.heldout_loss[-1]:.2f} ({la.heldout_min:.2f}@{la.heldout_min_step})"
              if la else "-"),
@@ -88,11 +91,25 @@ def summary_rows(run: RunResult) -> list[list[str]]:
             num(metric_value(v.scores, "valid_rate")),
             f"{v.train.seconds:.0f}" if v.train.seconds else "-",
             f"{v.train.tokens_per_s:.0f}" if v.train.tokens_per_s else "-"])
+    from harness.judge.seeds import describe
+
+    for name, s in run.seeds.items():
+        m = s.metrics
+        rows.append([f"{name} ({len(s.replicates)} seeds)", describe(s), "", _spread(m.get("final_heldout_loss")),
+                     _spread(m.get("width_consistency")), _spread(m.get("novelty")), _spread(m.get("valid_rate")),
+                     "", ""])
     if run.human_reference:
         h = run.human_reference
         rows.append(["human reference", "", "", "", num(metric_value(h, "width_consistency")),
                      num(metric_value(h, "novelty")), num(metric_value(h, "valid_rate")), "", ""])
     return rows
+
+
+def _spread(sp) -> str:
+    """mean +- sd of a seed spread, or '-'."""
+    if sp is None or sp.mean is None:
+        return "-"
+    return f"{sp.mean:.2f}" + (f"±{sp.sd:.2f}" if sp.sd is not None else "")
 
 
 SUMMARY_HEADERS = ["variant", "verdict", "train loss", "held-out loss (min@step)", "width", "novelty", "valid",
@@ -126,6 +143,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", type=lambda s: [v for v in s.split(",") if v], metavar="A,B",
                    help="train only these variants (comma-separated)")
     p.add_argument("--no-report", action="store_true", help="skip writing the HTML/Markdown report")
+    p.add_argument("--seeds", type=seeds_count, default=None, metavar="N",
+                   help="run each variant over N training/generation seeds (shorthand for train.seeds=N): "
+                        "verdicts become distributions ('learning 4/5') and compare weighs changes against the "
+                        "seeds' spread")
     g = p.add_argument_group("scaling out (README, \"Scaling out\")")
     g.add_argument("--jobs", type=jobs_count, default=None, metavar="N",
                    help="child processes at once, spread round-robin over the visible GPUs (several per GPU "

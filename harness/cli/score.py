@@ -7,8 +7,9 @@
 For a model trained elsewhere on all of DATA, nothing of DATA is held out: every distinct
 piece (near duplicates included) is a training piece that samples may copy and that the
 character model is fitted on. The human reference scores each piece of DATA against DATA
-without its own group of close variants (leave-one-group-out), novelty, copies and typicality
-alike. Prints one table, the samples column beside the human-reference column, then the copy
+without its own drawing (itself and its near duplicates: leave-one-drawing-out), novelty, copies
+and typicality alike: what a new piece of the same kind looks like next to all of DATA. Prints
+one table, the samples column beside the human-reference column, then the copy
 verdict (copies and noise).
 """
 from __future__ import annotations
@@ -20,13 +21,12 @@ from harness.config import DataConfig
 from harness.data import build_pool
 from harness.fsutil import atomic_write_json
 from harness.judge import reference
+from harness.judge.judge import judge
 from harness.judge.samples import read_samples
-from harness.judge.score import score_pieces
-from harness.judge.verdict import copy_verdict
 from harness.report.doc import fmt_metric
 from harness.results import Scores, to_jsonable
 
-SCHEMA = "asciitune.score/3"  # 3: all of DATA is training; leave-one-group-out human reference; typicality
+SCHEMA = "asciitune.score/4"  # 4: leave-one-drawing-out human reference, typed rows, judge version
 
 
 def add_parser(subparsers) -> None:
@@ -63,24 +63,22 @@ def run_score(args: argparse.Namespace) -> int:
     """Score args.file against every piece of args.train; print a table; optionally write JSON."""
     pieces, cut_off = read_samples(args.file)
     cfg = DataConfig(source=args.train)
-    pool, groups = build_pool(cfg)
+    pool, groups = build_pool(cfg, unit="drawing")
     train = [p.text for p in pool]
     out = {"schema": SCHEMA, "file": str(args.file),
-           "data": {"name": cfg.source, "n_pieces": len(train), "n_groups": len(set(groups)),
-                    "variant_similarity": min(cfg.variant_similarity, cfg.near_duplicate_similarity)}}
-    copy = None
+           "data": {"name": cfg.source, "n_pieces": len(train), "n_drawings": len(set(groups)),
+                    "near_duplicate_similarity": cfg.near_duplicate_similarity}}
+    ref = reference.external(train, groups) if args.human_reference else reference.bare(train)
+    judged = judge(ref, pieces, cut_off)
+    scores, copy = judged.scores, judged.copy
+    columns = {"samples": scores, "human reference": ref.human} if args.human_reference else {"samples": scores}
     if args.human_reference:
-        ref = reference.external(train, groups)
-        scores = ref.score(pieces, cut_off)
-        columns = {"samples": scores, "human reference": ref.human}
-        copy = copy_verdict(scores.per_sample, ref.human)
         out["human_reference"], out["copy_verdict"] = to_jsonable(ref.human), to_jsonable(copy)
-    else:
-        scores = score_pieces(pieces, train, cut_off=cut_off)
-        columns = {"samples": scores}
     out["samples"] = to_jsonable(scores)
+    out["rows"] = [r.to_dict() for r in judged.rows]
+    out["judge_version"] = judged.version
     print(f"{len(pieces)} pieces from {args.file} against all {len(train)} pieces of '{cfg.source}' as training "
-          f"({len(set(groups))} groups of close variants)" + (" (cut_off flags read)" if cut_off is not None else ""))
+          f"({len(set(groups))} distinct drawings)" + (" (cut_off flags read)" if cut_off is not None else ""))
     print_table(*score_rows(columns))
     if copy is not None:
         print(f"copy verdict: {copy.verdict} ({copy.rule})")

@@ -19,6 +19,7 @@ from pathlib import Path
 from harness.config import GenerateConfig
 from harness.export import llama as llama_tools
 from harness.export.formats import Source
+from harness.judge.judge import judge
 from harness.judge.reference import Reference
 from harness.report.doc import fmt as fmt_num
 from harness.results import ExportRecord, Scores, write_jsonl
@@ -81,10 +82,8 @@ def _close(loaded) -> None:
 
 def score_samples(samples: list, ref: Reference) -> tuple[Scores, list[dict]]:
     """Scores against the run's reference (typicality included), without per-sample rows; the rows for the JSONL."""
-    scored = ref.score([s.text for s in samples], cut_off=[s.cut_off for s in samples])
-    rows = [{**asdict(s), **per} for s, per in zip(samples, scored.per_sample, strict=True)]
-    scored.per_sample = []
-    return scored, rows
+    judged = judge(ref, [s.text for s in samples], [s.cut_off for s in samples], meta=[asdict(s) for s in samples])
+    return judged.scores, [r.to_dict() for r in judged.rows]
 
 
 def score_formats(src: Source, entries: dict[str, ExportRecord], backend_name: str | None = None,

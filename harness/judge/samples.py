@@ -1,48 +1,23 @@
-"""Samples in and out of the judge: score a variant's samples and combine verdicts, read sample files.
+"""Samples into the judge: a run's human reference, and the pieces a user hands to `asciitune score`.
 
-Pure (no torch). `judge_samples` is what a training job calls after sampling; `read_samples`
-reads the pieces a user hands to `asciitune score` (.txt separated by blank lines, or JSONL).
+Pure (no torch). `read_samples` reads .txt (pieces separated by blank lines) or JSONL; judging itself
+is harness.judge.judge.judge.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
 from harness.data import Dataset, normalize
 from harness.errors import UserError
-from harness.judge import reference, verdict
-from harness.results import CopyAnalysis, Scores, Verdict
-
-
-@dataclass
-class Judged:
-    """Per-sample rows for samples.jsonl, aggregate scores, copy evidence and the final verdict."""
-
-    rows: list[dict]
-    scores: Scores
-    copy: CopyAnalysis
-    verdict: Verdict
+from harness.judge import reference
+from harness.results import Scores
 
 
 def human_reference(ds: Dataset) -> Scores:
     """The held-out human pieces scored against the training pieces, like samples are (once per run)."""
     return reference.in_run(ds).human
-
-
-def judge_samples(samples: list[dict], ds: Dataset, human: Scores, loss_verdict: str) -> Judged:
-    """Score samples ({text, cut_off, ...}) against the run's training pieces and combine both verdicts."""
-    ref = reference.for_run(ds, human)
-    scored = ref.score([s["text"] for s in samples], cut_off=[bool(s.get("cut_off")) for s in samples])
-    copy = verdict.copy_verdict(scored.per_sample, human)
-    final = verdict.combine_verdicts(loss_verdict, copy)
-    rows = []
-    for sample, per in zip(samples, scored.per_sample, strict=True):
-        nearest = per.get("nearest_train_index")
-        rows.append({**sample, **per, "nearest_train_text": ref.pool[nearest] if nearest is not None else ""})
-    scored.per_sample = []  # the rows live in the samples file
-    return Judged(rows, scored, copy, final)
 
 
 def _split_text(text: str) -> list[str]:

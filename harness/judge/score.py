@@ -301,9 +301,42 @@ def _summaries(columns: list[list[float]], higher_is_better: list[bool]) -> list
                    float(hi[k]), n, h) for k, h in enumerate(higher_is_better)]
 
 
-def metric(values: list[float], higher_is_better: bool) -> Metric:
-    """Mean with stderr and a seeded 95% percentile-bootstrap interval (the fixed metric format)."""
-    return _summaries([values], [higher_is_better])[0]
+def metric(values: list[float], higher_is_better: bool, weights: list[float] | None = None) -> Metric:
+    """Mean with stderr and a seeded 95% percentile-bootstrap interval (the fixed metric format).
+
+    weights: a weighted mean instead, its bootstrap drawing values in proportion to their weights (n draws each),
+    stderr the bootstrap means' sd: what a reference reweighted to the samples' lengths gives (length_weights).
+    """
+    if weights is None:
+        return _summaries([values], [higher_is_better])[0]
+    x, w = np.asarray(values, dtype=np.float64), np.asarray(weights, dtype=np.float64)
+    if not len(x) or w.sum() <= 0:
+        return Metric(n=0, higher_is_better=higher_is_better)
+    p = w / w.sum()
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    means = x[rng.choice(len(x), size=(BOOTSTRAP_RESAMPLES, len(x)), p=p)].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return Metric(float(p @ x), float(means.std(ddof=1)), float(lo), float(hi), int(np.count_nonzero(w)),
+                  higher_is_better)
+
+
+LENGTH_BINS = 4  # quantile bins of the human pieces' lengths for length_weights
+
+
+def length_weights(human_chars: list[int], sample_chars: list[int]) -> list[float] | None:
+    """Weights that give the human pieces the samples' length distribution: per quantile bin of the human lengths,
+    the samples' share over the human pieces' share (0 where no sample is that long). None when either is empty.
+
+    Length moves novelty (catsart's shortest third of pieces 0.51, the longest 0.61, leave-one-drawing-out): short
+    samples judged against long human pieces would look less novel for their length alone."""
+    if not human_chars or not sample_chars:
+        return None
+    h, smp = np.asarray(human_chars, dtype=np.float64), np.asarray(sample_chars, dtype=np.float64)
+    edges = np.unique(np.quantile(h, np.linspace(0, 1, LENGTH_BINS + 1)[1:-1]))
+    hb, sb = np.searchsorted(edges, h, "right"), np.searchsorted(edges, smp, "right")
+    h_share = np.bincount(hb, minlength=len(edges) + 1) / len(h)
+    s_share = np.bincount(sb, minlength=len(edges) + 1) / len(smp)
+    return (s_share[hb] / h_share[hb]).tolist()
 
 
 # Which samples each metric is computed over (its population, stored beside the metrics):
@@ -368,12 +401,15 @@ def sample_row(text: str, cut: bool, near: dict, widths: np.ndarray, typical: di
     """
     wc = _width_consistency(text)
     flags = _validity(text, cut)
-    if typical is not None:  # atypical for the training art is noise too: neither art nor a failure of form
+    # Atypical for the training art is noise too: neither art nor a failure of form. Not for a copy (exact, or at
+    # least 0.85 similar to a training piece or to its first lines): it is training art, however odd its
+    # statistics (the top half of a FIGlet banner or of a typeset formula is atypical on its own).
+    if typical is not None and not (near.get("exact_copy") or near.get("near_copy")):
         flags["noise"] = flags["noise"] or typical["atypical"]
         flags["valid"] = not any(v for k, v in flags.items() if k != "valid")
     well_formed = not any(flags[f] for f in FORM_FLAGS)
     percentile = 100.0 * float(np.searchsorted(widths, wc, "right")) / len(widths)  # percentile_of, widths sorted
-    return {"width_consistency": wc, "width_percentile": percentile, **near, **(typical or {}),
+    return {"width_consistency": wc, "width_percentile": percentile, "chars": len(text), **near, **(typical or {}),
             **flags, "well_formed": well_formed}
 
 

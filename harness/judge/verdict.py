@@ -20,20 +20,38 @@ trained for many epochs on a handful of pieces (held-out loss typically climbs b
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from harness.judge import typicality
-from harness.judge.score import FORM_FLAGS, NEAR_COPY_SIMILARITY, metric
+from harness.judge.score import FORM_FLAGS, NEAR_COPY_SIMILARITY, length_weights, metric
 from harness.results import (
     CopyAnalysis,
     CopyEvidence,
     LossAnalysis,
     RankTest,
+    RuleCheck,
     Scores,
     TypicalityEvidence,
     VariantResult,
     Verdict,
 )
+
+# The judge's version: raised whenever a score, a rule or a threshold changes what a verdict can be. Results record
+# it per variant; `asciitune compare` re-judges stored samples judged by another version (harness.judge.rejudge).
+# 1: results written before versions were recorded. 2: typed rows, one entry point (harness.judge.judge.judge).
+JUDGE_VERSION = 2
+
+# ---------------------------------------------------------------- how near a bound is borderline
+# RuleCheck.band per check: BAND_SIGMAS x the standard deviation of the check's value across training/generation
+# seeds, measured. A value nearer its bound than that could have fallen on the other side under another seed.
+# PLACEHOLDER values until measured.
+BAND_SIGMAS = 2.0
+SEED_SD = {"heldout_rise": 0.015, "train_fall_after_min": 0.015, "ratio_growth": 0.05, "train_drop": 0.015,
+           "well_formed_rate": 0.1, "noise_rate": 0.1, "set_noise": 0.06, "valid_rate": 0.1, "copy_rate": 0.05,
+           "copy_rate_novel": 0.05, "noise_rate_novel": 0.1, "novelty": 0.0, "copied_lines": 0.0}
+BANDS = {name: BAND_SIGMAS * sd for name, sd in SEED_SD.items()}
 
 # ---------------------------------------------------------------- the loss rule
 RISE = 0.05
@@ -87,9 +105,11 @@ HUMAN_LINES_ALPHA = 0.025
 # which is why the set is judged as well as each piece.
 SET_ALPHA = 0.01
 SET_MIN_EFFECT = 0.85
-COPY_RULE = (f"invalid if < {MIN_WELL_FORMED_RATE:.0%} of samples are well-formed (no failure but noise); noise if "
-             f">= {NOISE_RATE:.0%} of samples are well-formed noise (atypical for the training art, or character "
-             "entropy > 5 bits) or the well-formed samples' typicality differs from the human reference's as a set "
+COPY_RULE = (f"invalid if < {MIN_WELL_FORMED_RATE:.0%} of samples are well-formed (no failure but noise); memorizing "
+             f"if >= {MEMORIZING_COPY_RATE:.0%} of the well-formed samples are copies (a copy is training art, never "
+             f"noise); noise if >= {NOISE_RATE:.0%} of samples are well-formed noise (atypical for the training art, "
+             "or character entropy > 5 bits) or the well-formed samples that are not copies differ from the human "
+             "reference in typicality as a set "
              f"(one-sided Mann-Whitney U, p < {SET_ALPHA}/3 and effect >= {SET_MIN_EFFECT} on cross-entropy, "
              f"structure or vertical bits); invalid if valid_rate < {MIN_VALID_RATE}; memorizing if >= "
              f"{MEMORIZING_COPY_RATE:.0%} of valid samples are copies (exact, or similarity to the nearest training "
@@ -110,6 +130,10 @@ QUALITY_METRICS = ("valid_rate", "width_consistency", "novelty")
 TOP_TIER = ("learning", "novel")
 MIDDLE_TIER = ("mixed", "undertrained")
 BOTTOM_TIER = ("memorizing", "invalid", "noise")
+# How reports colour a verdict word: the tiers above, plus "failed" (a variant that did not finish) as bad.
+TONES = {"good": TOP_TIER, "mid": MIDDLE_TIER, "bad": (*BOTTOM_TIER, "failed")}
+# A sample's failure flags, in the order reports name them (score.FORM_FLAGS plus noise).
+SAMPLE_FLAGS = ("empty", "too_few_lines", "non_printable", "non_ascii", "prose", "noise", "cut_off")
 RANKING_RULE = (
     "Ranking: variants are first put in tiers by their final memorization verdict - (1) learning or novel, "
     "(2) mixed (some copying or noise) or undertrained, (3) memorizing, noise (samples unlike the training art) or "
@@ -118,6 +142,33 @@ RANKING_RULE = (
     "going to the lower final held-out loss. The product means a variant that copies its training pieces (novelty "
     "near 0) or draws broken art (low validity or uneven line widths) cannot rank high on the strength of the "
     "others.")
+
+
+def check(name: str, value: float, bound: float, bad_when_high: bool, band: float, label: str = "") -> RuleCheck:
+    """One bound of a rule and the value measured against it."""
+    fired = value >= bound if bad_when_high else value < bound
+    text = f"{label or name.replace('_', ' ')} {value:.3g} against {bound:g}"
+    return RuleCheck(name, float(value), float(bound), bad_when_high, bool(fired), float(band), False, text)
+
+
+def mark_borderline(checks: list[RuleCheck], decide) -> list[str]:
+    """Mark the checks within their band of the bound whose other outcome alone gives another verdict; their texts.
+
+    decide: {check name: fired} -> verdict, the rule itself.
+    """
+    fired = {c.name: c.fired for c in checks}
+    verdict = decide(fired)
+    for c in checks:
+        if abs(c.value - c.bound) < c.band and decide({**fired, c.name: not c.fired}) != verdict:
+            c.borderline = True
+    return [c.text for c in checks if c.borderline]
+
+
+def loss_rule(fired: dict[str, bool]) -> str:
+    """The loss rule on its checks' outcomes (LOSS_RULE)."""
+    if (fired["heldout_rise"] and fired["train_fall_after_min"]) or fired["ratio_growth"]:
+        return "memorizing"
+    return "undertrained" if fired["train_drop"] else "learning"
 
 
 def analyse(steps: list[int], train: list[float], heldout: list[float]) -> LossAnalysis:
@@ -137,17 +188,19 @@ def analyse(steps: list[int], train: list[float], heldout: list[float]) -> LossA
     ratio0 = heldout[0] / train[0] if train[0] > 0 else float("inf")
     ratio = heldout[-1] / train[-1] if train[-1] > 0 else float("inf")
     drop = (train[0] - train[-1]) / train[0] if train[0] > 0 else 0.0
-    turned_up = heldout[-1] >= h_min * (1 + RISE) and train[-1] <= train[i_min] * (1 - RISE)
-    if turned_up or ratio >= ratio0 * RATIO_GROWTH:
-        verdict = "memorizing"
-        if onset is None:
-            onset = steps[i_min]
-    elif drop < MIN_DROP:
-        verdict = "undertrained"
-    else:
-        verdict = "learning"
+    rise = heldout[-1] / h_min - 1 if h_min > 0 else 0.0
+    checks = [check("heldout_rise", rise, RISE, True, BANDS["heldout_rise"], "held-out rise above its minimum"),
+              check("train_fall_after_min", 1 - train[-1] / train[i_min] if train[i_min] > 0 else 0.0, RISE, True,
+                    BANDS["train_fall_after_min"], "train fall after the held-out minimum"),
+              check("ratio_growth", ratio / ratio0 if ratio0 > 0 and math.isfinite(ratio0) else 0.0, RATIO_GROWTH,
+                    True, BANDS["ratio_growth"], "held-out/train ratio growth"),
+              check("train_drop", drop, MIN_DROP, False, BANDS["train_drop"], "train loss drop")]
+    verdict = loss_rule({c.name: c.fired for c in checks})
+    mark_borderline(checks, loss_rule)
+    if verdict == "memorizing" and onset is None:
+        onset = steps[i_min]
     return LossAnalysis(verdict, LOSS_RULE, h_min, steps[i_min], train[-1], heldout[-1], heldout[-1] - train[-1],
-                        ratio, ratio0, drop, onset)
+                        ratio, ratio0, drop, onset, checks)
 
 
 def well_formed(row: dict) -> bool:
@@ -167,7 +220,9 @@ def typicality_evidence(per_sample: list[dict], human_rows: list[dict]) -> Typic
     limits = typicality.limits_from_rows(human_rows)
     if limits is None:
         return None
-    samples = [s for s in per_sample if well_formed(s)]
+    # Copies (exact, or >= 0.85 to a training piece or its head) are training art: the set test asks whether the
+    # rest looks like it too, so a copy machine is judged by its copies (memorizing), not as noise.
+    samples = [s for s in per_sample if well_formed(s) and not (s["exact_copy"] or s["near_copy"])]
     human = [r for r in human_rows if well_formed(r) and "cross_entropy_bits" in r]
     tests = []
     for t in typicality.rank_tests(samples, human):
@@ -186,61 +241,128 @@ def typicality_evidence(per_sample: list[dict], human_rows: list[dict]) -> Typic
         thresholds={k: float(v) for k, v in limits.items() if k != "values"})
 
 
+def copy_threshold(human_rows: list[dict]) -> float:
+    """The copy similarity at or above which a sample is a copy: max(0.85, the human pieces' 95th percentile)."""
+    sims = [copy_similarity(s) for s in human_rows]
+    return max(NEAR_COPY_SIMILARITY, float(np.percentile(sims, HUMAN_SIMILARITY_PERCENTILE)) if sims else 0.0)
+
+
+def is_copy(row: dict, threshold: float) -> bool:
+    """Whether a scored sample is a copy: exact, or its copy similarity at least the threshold (copy_threshold)."""
+    return bool(row["exact_copy"]) or copy_similarity(row) >= threshold
+
+
+def copy_rule(fired: dict[str, bool]) -> str:
+    """The copy rule on its checks' outcomes (COPY_RULE)."""
+    if fired["well_formed_rate"]:
+        return "invalid"
+    if fired["copy_share_formed"]:
+        return "memorizing"
+    if fired["noise_rate"] or fired["set_noise"]:
+        return "noise"
+    if fired["valid_rate"]:
+        return "invalid"
+    if fired["copy_rate"]:
+        return "memorizing"
+    if not (fired["copy_rate_novel"] or fired["noise_rate_novel"] or fired["novelty"] or fired["copied_lines"]):
+        return "novel"
+    return "mixed"
+
+
 def copy_verdict(per_sample: list[dict], human: Scores) -> CopyAnalysis:
     """Copy-evidence verdict of scored samples (score_pieces' per-sample rows) against the human reference.
 
     A sample is a copy if it is an exact copy, or its copy similarity (score.copy_similarity: to the
     nearest training piece or to the first lines of one) is at least max(0.85, the 95th percentile
     of the held-out human pieces' copy similarity).
-    See COPY_RULE for the verdicts.
+    See COPY_RULE for the verdicts. Each bound is kept as a check, with its band (BANDS).
     """
     per, hper = per_sample, human.per_sample
     if not per:
         raise ValueError("no samples to judge")
-    human_sims = [copy_similarity(s) for s in hper]
-    threshold = max(NEAR_COPY_SIMILARITY,
-                    float(np.percentile(human_sims, HUMAN_SIMILARITY_PERCENTILE)) if human_sims else 0.0)
+    threshold = copy_threshold(hper)
     valid, hvalid = [s for s in per if s["valid"]], [s for s in hper if s["valid"]]
-    copy_rate = sum(s["exact_copy"] or copy_similarity(s) >= threshold for s in valid) / len(valid) if valid else 0.0
+    copy_rate = sum(is_copy(s, threshold) for s in valid) / len(valid) if valid else 0.0
+    formed = [s for s in per if well_formed(s)]
+    copy_share = sum(is_copy(s, threshold) for s in formed) / len(formed) if formed else 0.0
     valid_rate, formed_rate = len(valid) / len(per), sum(map(well_formed, per)) / len(per)
     typ = typicality_evidence(per, hper)
     noise_rate = typ.noise_rate if typ else sum(well_formed(s) and bool(s["noise"]) for s in per) / len(per)
-    nov, h_nov = (metric([s["novelty"] for s in v], True) for v in (valid, hvalid))
-    lines, h_lines = (metric([s["copied_line_share"] for s in v], False) for v in (valid, hvalid))
+    # the human side reweighted to the samples' lengths where both carry them (rows stored before did not)
+    w = length_weights([s["chars"] for s in hvalid], [s["chars"] for s in valid]) \
+        if all("chars" in s for s in (*valid, *hvalid)) else None
+    nov, h_nov = metric([s["novelty"] for s in valid], True), metric([s["novelty"] for s in hvalid], True, w)
+    lines = metric([s["copied_line_share"] for s in valid], False)
+    h_lines = metric([s["copied_line_share"] for s in hvalid], False, w)
     both = bool(valid) and bool(hvalid)  # with either side empty there is nothing to compare
-    novelty_ok = both and nov.ci_high >= h_nov.ci_low
-    lines_ok = both and lines.ci_low <= max(h_lines.ci_high, 1 - HUMAN_LINES_ALPHA ** (1 / max(h_lines.n, 1)))
-    if formed_rate < MIN_WELL_FORMED_RATE:
-        verdict = "invalid"
-    elif noise_rate >= NOISE_RATE or (typ is not None and typ.set_noise):
-        verdict = "noise"
-    elif valid_rate < MIN_VALID_RATE:
-        verdict = "invalid"
-    elif copy_rate >= MEMORIZING_COPY_RATE:
-        verdict = "memorizing"
-    elif copy_rate <= NOVEL_MAX_COPY_RATE and noise_rate <= NOVEL_MAX_NOISE_RATE and novelty_ok and lines_ok:
-        verdict = "novel"
-    else:
-        verdict = "mixed"
-    evidence = CopyEvidence(valid_rate, copy_rate, threshold, nov, h_nov, lines, h_lines, novelty_ok, lines_ok,
-                            formed_rate, typ)
+    lines_limit = max(h_lines.ci_high or 0.0, 1 - HUMAN_LINES_ALPHA ** (1 / max(h_lines.n, 1)))
+    effects = [t.effect for t in typ.tests if t.effect is not None] if typ else []
+    effect = max(effects, default=0.0)
+    checks = [check("well_formed_rate", formed_rate, MIN_WELL_FORMED_RATE, False, BANDS["well_formed_rate"]),
+              check("copy_share_formed", copy_share, MEMORIZING_COPY_RATE, True, BANDS["copy_rate"],
+                    "copies among well-formed samples"),
+              check("noise_rate", noise_rate, NOISE_RATE, True, BANDS["noise_rate"]),
+              check("set_noise", effect, SET_MIN_EFFECT, True, BANDS["set_noise"], "set test effect"),
+              check("valid_rate", valid_rate, MIN_VALID_RATE, False, BANDS["valid_rate"]),
+              check("copy_rate", copy_rate, MEMORIZING_COPY_RATE, True, BANDS["copy_rate"]),
+              # novel needs copy_rate <= 10% and noise_rate <= 20%: these checks fire when novel is refused
+              check("copy_rate_novel", copy_rate, NOVEL_MAX_COPY_RATE, True, BANDS["copy_rate_novel"],
+                    "copy rate (novel at most)"),
+              check("noise_rate_novel", noise_rate, NOVEL_MAX_NOISE_RATE, True, BANDS["noise_rate_novel"],
+                    "noise rate (novel at most)"),
+              check("novelty", (nov.ci_high - h_nov.ci_low) if both else -1.0, 0.0, False, BANDS["novelty"],
+                    "novelty interval's top minus the human interval's bottom"),
+              check("copied_lines", (lines_limit - lines.ci_low) if both else -1.0, 0.0, False, BANDS["copied_lines"],
+                    "human copied-line limit minus the samples' interval bottom")]
+    # the two rules above are strict inequalities in COPY_RULE (> 10%, > 20% refuse novel); a check fires at >=
+    by = {c.name: c for c in checks}
+    for name in ("copy_rate_novel", "noise_rate_novel"):
+        by[name].fired = by[name].value > by[name].bound
+    by["set_noise"].fired = bool(typ is not None and typ.set_noise)  # the set test needs its p-value too (flagged)
+    verdict = copy_rule({c.name: c.fired for c in checks})
+    mark_borderline(checks, copy_rule)
+    evidence = CopyEvidence(valid_rate, copy_rate, threshold, nov, h_nov, lines, h_lines, not by["novelty"].fired,
+                            not by["copied_lines"].fired, w is not None, formed_rate, typ, checks)
     return CopyAnalysis(verdict, COPY_RULE, evidence)
 
 
-def combine_verdicts(loss_verdict: str, copy: CopyAnalysis) -> Verdict:
-    """Final memorization verdict from the loss-curve verdict and the copy verdict (COMBINED_RULE)."""
+def combined(loss_verdict: str, copy_verdict: str) -> str:
+    """COMBINED_RULE on the two verdicts."""
+    if "memorizing" in (loss_verdict, copy_verdict):
+        return "memorizing"
+    if copy_verdict in ("invalid", "noise"):
+        return copy_verdict
+    if copy_verdict == "mixed" and loss_verdict == "learning":
+        return "mixed"
+    return loss_verdict
+
+
+def combine_verdicts(loss: LossAnalysis | str, copy: CopyAnalysis | None) -> Verdict:
+    """Final memorization verdict from the loss-curve verdict and the copy verdict (COMBINED_RULE); without a copy
+    verdict (no human pieces to judge samples against) the loss verdict alone.
+
+    Verdict.borderline names the checks of either rule that sat within their band of a bound where the other
+    outcome of that one check would have changed the final verdict.
+    """
+    loss_verdict = loss if isinstance(loss, str) else loss.verdict
     if loss_verdict not in LOSS_VERDICTS:
         raise ValueError(f"loss verdict must be one of {LOSS_VERDICTS}, not {loss_verdict!r}")
-    c = copy.verdict
-    if "memorizing" in (loss_verdict, c):
-        verdict = "memorizing"
-    elif c in ("invalid", "noise"):
-        verdict = c
-    elif c == "mixed" and loss_verdict == "learning":
-        verdict = "mixed"
-    else:
-        verdict = loss_verdict
-    return Verdict(verdict, COMBINED_RULE, loss_verdict, c)
+    loss_checks = [] if isinstance(loss, str) else loss.checks
+    copy_checks = copy.evidence.checks if copy is not None else []
+    lf = {c.name: c.fired for c in loss_checks}
+    cf = {c.name: c.fired for c in copy_checks}
+
+    def final(lf: dict[str, bool], cf: dict[str, bool]) -> str:
+        lv = loss_rule(lf) if lf else loss_verdict
+        cv = (copy_rule(cf) if cf else copy.verdict) if copy is not None else ""
+        return combined(lv, cv) if copy is not None else lv
+
+    verdict = final(lf, cf)
+    near = [c.text for c in loss_checks if abs(c.value - c.bound) < c.band
+            and final({**lf, c.name: not c.fired}, cf) != verdict]
+    near += [c.text for c in copy_checks if abs(c.value - c.bound) < c.band
+             and final(lf, {**cf, c.name: not c.fired}) != verdict]
+    return Verdict(verdict, COMBINED_RULE, loss_verdict, copy.verdict if copy is not None else "", near)
 
 
 def final_verdict(v: VariantResult) -> str:
@@ -270,6 +392,12 @@ def quality(v: VariantResult) -> float | None:
             return None
         product *= value
     return product
+
+
+def tone(text: str) -> str:
+    """A verdict's colour class ("good", "mid", "bad"), from its first word ("learning 4/5" is good); else ""."""
+    words = (text or "").strip().lower().split()
+    return next((t for t, tier_words in TONES.items() if words and words[0] in tier_words), "")
 
 
 def verdict_tier(word: str) -> int | None:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.judge.verdict import final_verdict, got_worse
+from harness.judge import seeds
+from harness.judge.verdict import final_verdict, verdict_tier
 from harness.report.doc import Doc, fmt, fmt_mapping, fmt_metric
 from harness.results import Metric, RunResult, VariantResult
 
@@ -117,13 +118,20 @@ def stderr_of(m: Metric | None) -> float | None:
     return None
 
 
-def classify(a: Metric | None, b: Metric | None, higher_is_better: bool) -> tuple[float | None, float | None, str]:
-    """(delta, combined stderr, change) under NOISE_RULE."""
+def classify(a: Metric | None, b: Metric | None, higher_is_better: bool,
+             seed_sd: float | None = None) -> tuple[float | None, float | None, str]:
+    """(delta, combined stderr, change) under NOISE_RULE.
+
+    seed_sd: how much the difference itself moves from seed to seed beyond the metrics' own stderrs (both sides
+    together; harness.judge.seeds.seed_sd), added in quadrature; None leaves the stderrs alone.
+    """
     if a is None or b is None or a.value is None or b.value is None:
         return None, None, "missing"
     delta = b.value - a.value
     sa, sb = stderr_of(a), stderr_of(b)
     combined = math.sqrt(sa ** 2 + sb ** 2) if sa is not None and sb is not None else None
+    if seed_sd is not None:
+        combined = math.sqrt((sa or 0.0) ** 2 + (sb or 0.0) ** 2 + seed_sd ** 2)
     if delta == 0:
         return delta, combined, "noise"
     if combined is not None:
@@ -145,20 +153,97 @@ def variant_metrics(v: VariantResult) -> dict[str, Metric]:
     return out
 
 
+@dataclass
+class Unit:
+    """A variant as compare weighs it: one run of it, or all its seed replicates (harness.judge.seeds)."""
+
+    name: str
+    variants: list[VariantResult]
+
+    @property
+    def done(self) -> list[VariantResult]:
+        """The replicates that finished."""
+        return [v for v in self.variants if v.status == "done"]
+
+    @property
+    def first(self) -> VariantResult:
+        """Replicate 0 (the variant itself when run once): config, backend and status for warnings."""
+        return self.variants[0]
+
+    def metrics(self) -> dict[str, Metric]:
+        """One run's metrics as they are; over seeds each metric's mean, its stderr the seeds' sd / sqrt(n)."""
+        if len(self.variants) == 1:
+            return variant_metrics(self.first)
+        per = [variant_metrics(v) for v in self.done]
+        out = {}
+        for name in dict.fromkeys(k for m in per for k in m):
+            ms = [m[name] for m in per if name in m and m[name].value is not None]
+            if ms:
+                sp = seeds.spread([m.value for m in ms], ms[0].higher_is_better)
+                out[name] = Metric(sp.mean, sp.sd / math.sqrt(sp.n) if sp.sd is not None else None, sp.min, sp.max,
+                                   sp.n, sp.higher_is_better)
+        return out
+
+    def verdicts(self, which: str) -> list[tuple[str, bool]]:
+        """(verdict, borderline) per replicate: the final verdict, or the copy verdict."""
+        if which == "verdict":
+            return [(final_verdict(v), bool(v.verdict and v.verdict.borderline)) for v in self.variants]
+        return [(v.copy_analysis.verdict, any(c.borderline for c in v.copy_analysis.evidence.checks))
+                for v in self.variants if v.copy_analysis is not None]
+
+
+def units(run: RunResult) -> dict[str, Unit]:
+    """A run's variants as compare weighs them: seed replicates together under their variant's name."""
+    groups = seeds.groups(run.variants)
+    out = {name: Unit(name, reps) for name, reps in groups.items()}
+    for name, v in run.variants.items():
+        if not v.seed_group:
+            out[name] = Unit(name, [v])
+    order = list(dict.fromkeys(v.seed_group or name for name, v in run.variants.items()))
+    return {n: out[n] for n in order}
+
+
 def population(v: VariantResult, metric: str) -> str:
     """The samples a metric is computed over; results written before populations were recorded used all."""
     return v.scores.populations.get(metric, "all") if metric in v.scores.metrics else "all"
 
 
-def verdict_changes(name: str, va: VariantResult, vb: VariantResult, run_a: str, run_b: str) -> list[VerdictChange]:
+def _label(votes: list[tuple[str, bool]]) -> str:
+    """A side's verdict as printed: the verdict, or the majority and its share over seeds."""
+    words = [w for w, _ in votes]
+    if len(words) == 1:
+        return words[0] + (" (borderline)" if votes[0][1] else "")
+    top = seeds.majority(words)
+    return f"{top} {words.count(top)}/{len(words)}"
+
+
+def verdict_change(a: list[tuple[str, bool]], b: list[tuple[str, bool]]) -> str:
+    """regression, improvement or same tier, by VERDICT_RULE."""
+    if not a or not b:
+        return "same tier"
+
+    def worse(x: list[tuple[str, bool]], y: list[tuple[str, bool]]) -> bool:  # y worse than x, beyond seed noise
+        tx, ty = (verdict_tier(seeds.majority([w for w, _ in v])) for v in (x, y))
+        if tx is None or ty is None or ty <= tx:
+            return False
+        if len(x) >= 2 and len(y) >= 2:  # both spread over seeds: the shift must be unlikely by chance
+            k_x = sum((verdict_tier(w) or 0) >= ty for w, _ in x)
+            k_y = sum((verdict_tier(w) or 0) >= ty for w, _ in y)
+            return seeds.shift_p(k_x, len(x), k_y, len(y)) < seeds.VERDICT_ALPHA
+        # a verdict read from one seed counts when it was decided with room to spare
+        return not (len(y) == 1 and y[0][1])
+
+    return "regression" if worse(a, b) else "improvement" if worse(b, a) else "same tier"
+
+
+def verdict_changes(name: str, ua: Unit, ub: Unit, run_a: str, run_b: str) -> list[VerdictChange]:
     """The final and copy verdicts of one variant in two runs, each an improvement, a regression or the same tier."""
-    pairs = [("verdict", final_verdict(va), final_verdict(vb))]
-    if va.copy_analysis and vb.copy_analysis:
-        pairs.append(("copy_verdict", va.copy_analysis.verdict, vb.copy_analysis.verdict))
     out = []
-    for which, a, b in pairs:
-        change = "regression" if got_worse(a, b) else "improvement" if got_worse(b, a) else "same tier"
-        out.append(VerdictChange(name, which, run_a, run_b, a, b, change))
+    for which in ("verdict", "copy_verdict"):
+        a, b = ua.verdicts(which), ub.verdicts(which)
+        if which == "copy_verdict" and (not a or not b):
+            continue
+        out.append(VerdictChange(name, which, run_a, run_b, _label(a), _label(b), verdict_change(a, b)))
     return out
 
 
@@ -174,12 +259,13 @@ def _labels(runs: list[RunResult]) -> list[str]:
     return labels
 
 
-def _pairs(a: RunResult, b: RunResult) -> list[tuple[str, VariantResult, VariantResult]]:
-    common = [n for n in a.variants if n in b.variants]
-    if not common and len(a.variants) == len(b.variants) == 1:
-        (na, va), (nb, vb) = next(iter(a.variants.items())), next(iter(b.variants.items()))
-        return [(na if na == nb else f"{na} / {nb}", va, vb)]
-    return [(n, a.variants[n], b.variants[n]) for n in common]
+def _pairs(a: RunResult, b: RunResult) -> list[tuple[str, Unit, Unit]]:
+    ua, ub = units(a), units(b)
+    common = [n for n in ua if n in ub]
+    if not common and len(ua) == len(ub) == 1:
+        (na, xa), (nb, xb) = next(iter(ua.items())), next(iter(ub.items()))
+        return [(na if na == nb else f"{na} / {nb}", xa, xb)]
+    return [(n, ua[n], ub[n]) for n in common]
 
 
 def _check_comparable(base: RunResult, other: RunResult, label: str, base_label: str) -> list[str]:
@@ -196,7 +282,8 @@ def _check_comparable(base: RunResult, other: RunResult, label: str, base_label:
         if x != y:
             warn.append(f"{label} ran on a different {what} than {base_label} ({fmt_mapping(y)} vs "
                         f"{fmt_mapping(x)}): speed and memory are not comparable.")
-    for name, va, vb in _pairs(base, other):
+    for name, ua, ub in _pairs(base, other):
+        va, vb = ua.first, ub.first
         if _model(base, va) != _model(other, vb):
             warn.append(f"Variant {name}: {label} trained model {_model(other, vb)} but {base_label} trained "
                         f"{_model(base, va)}.")
@@ -216,19 +303,22 @@ def compare(runs: list[RunResult], thresholds: dict[str, float] | None = None) -
         comp.warnings += _check_comparable(base, run, label, labels[0])
         pairs = _pairs(base, run)
         paired = {p[1].name for p in pairs}
-        comp.unmatched += [f"{n} (only in {labels[0]})" for n in base.variants if n not in paired]
-        comp.unmatched += [f"{n} (only in {label})" for n in run.variants if n not in {p[2].name for p in pairs}]
-        for name, va, vb in pairs:
-            ma, mb = variant_metrics(va), variant_metrics(vb)
-            if vb.status == "failed" and va.status != "failed":
-                comp.warnings.append(f"Variant {name} failed in {label}: {vb.error or 'no error recorded'}")
+        comp.unmatched += [f"{n} (only in {labels[0]})" for n in units(base) if n not in paired]
+        comp.unmatched += [f"{n} (only in {label})" for n in units(run) if n not in {p[2].name for p in pairs}]
+        for name, ua, ub in pairs:
+            va, vb = ua.first, ub.first
+            ma, mb = ua.metrics(), ub.metrics()
+            for v in ub.variants:
+                if v.status == "failed" and va.status != "failed":
+                    comp.warnings.append(f"Variant {v.name} failed in {label}: {v.error or 'no error recorded'}")
             if not ma and not mb:
                 comp.unmatched.append(f"{name} (no metrics in either run)")
-            comp.verdicts += verdict_changes(name, va, vb, labels[0], label)
+            comp.verdicts += verdict_changes(name, ua, ub, labels[0], label)
             for metric in [*ma, *(m for m in mb if m not in ma)]:
                 a, b = ma.get(metric), mb.get(metric)
                 hib = (a or b).higher_is_better
-                delta, se, change = classify(a, b, hib)
+                delta, se, change = classify(a, b, hib, seeds.seed_sd(metric, a if len(ua.done) == 1 else None,
+                                                                      b if len(ub.done) == 1 else None))
                 if a is not None and b is not None and population(va, metric) != population(vb, metric):
                     change = "incomparable"
                     comp.warnings.append(f"Variant {name}: {metric} is over {population(vb, metric)} samples in "

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.fsutil import atomic_write_text
+from harness.judge.verdict import tone
 from harness.results import Metric
 
-GOOD = {"learning", "novel", "improvement", "ok", "done", "pass"}
-BAD = {"memorizing", "invalid", "regression", "failed", "fail", "oom", "error"}
-MIDDLE_TIER = ("mixed", "undertrained")
-BOTTOM_TIER = ("memorizing", "invalid")
+# Status words of commands and the gate (verdict words are coloured by harness.judge.verdict.tone)
+GOOD_STATUS = {"improvement", "ok", "done", "pass", "passed"}
+BAD_STATUS = {"regression", "fail", "oom", "error"}
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1280px;
  padding:.5rem 2rem 1rem;color:#1d1d1f;background:#fff;line-height:1.45;box-sizing:border-box}
@@ -50,7 +50,7 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"  # a report
 def word_class(text: str) -> str:
     """The colour class of a verdict or status word: good, bad, mid (mixed, undertrained), or ''."""
     word = text.strip().lower()
-    return "good" if word in GOOD else "bad" if word in BAD else "mid" if word in MIDDLE_TIER else ""
+    return "good" if word in GOOD_STATUS else "bad" if word in BAD_STATUS else tone(text)
 
 
 def _cell_class(text: str) -> str:

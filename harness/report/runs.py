@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.errors import UserError
 from harness.fsutil import atomic_write_text
+from harness.judge.seeds import describe
 from harness.judge.verdict import RANKING_RULE, final_verdict, quality, rank
 from harness.report.doc import Doc, fmt
 from harness.report.run import settings
@@ -49,6 +50,8 @@ class RunRow:
     final_heldout_loss: float | None
     train_drop: float | None  # relative fall of the train loss from step 0
     path: str  # the run folder, relative to the reports folder
+    # variants run over several seeds: "learn: learning 4/5 (memorizing 1/5); ..." (harness.judge.seeds)
+    seed_verdicts: str = ""
 
 
 COLUMNS = [f.name for f in fields(RunRow)]
@@ -131,7 +134,7 @@ def run_row(run: RunResult, path: str = "") -> RunRow:
         copy_rate=ca.evidence.copy_rate if ca else (scores.value("exact_copy_rate") if scores else None),
         heldout_min=la.heldout_min if la else None, heldout_min_step=la.heldout_min_step if la else None,
         final_heldout_loss=la.final_heldout_loss if la else None, train_drop=la.train_drop if la else None,
-        path=path)
+        path=path, seed_verdicts="; ".join(f"{name}: {describe(sm)}" for name, sm in run.seeds.items()))
 
 
 def row_dicts(listing: Listing) -> list[dict]:
@@ -140,7 +143,7 @@ def row_dicts(listing: Listing) -> list[dict]:
 
 
 TABLE_HEADERS = ["run id", "date", "config", "variants", "best variant", "verdict", "quality", "valid", "novelty",
-                 "copies", "held-out min", "device"]
+                 "copies", "held-out min", "device", "over seeds"]
 
 
 def table_rows(listing: Listing) -> list[list[str]]:
@@ -152,7 +155,7 @@ def table_rows(listing: Listing) -> list[list[str]]:
                     f"{r.variants}{failed}", r.best_variant or "-", r.verdict or "-", fmt(r.quality),
                     fmt(r.valid_rate), fmt(r.novelty), fmt(r.copy_rate),
                     f"{fmt(r.heldout_min)} @ step {fmt(r.heldout_min_step)}" if r.heldout_min is not None else "-",
-                    r.device])
+                    r.device, r.seed_verdicts or "-"])
     return out
 
 

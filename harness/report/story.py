@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.judge.verdict import final_verdict
+from harness.judge.verdict import SAMPLE_FLAGS, final_verdict
 from harness.report import plots
 from harness.report.doc import Doc, fmt
 from harness.report.plots import COLORS, save_png  # the one PNG writer of every report plot (atomic, small, stable)
-from harness.results import RunResult, VariantResult
+from harness.results import RunResult, SeedSummary, VariantResult
 
 BEST_WORST_RULE = ("Cards: each variant's best sample (valid before invalid, then the highest width consistency x "
                    "novelty) and its worst (the reverse), each beside the training piece most similar to it.")
 OVERVIEW = "loss-overview.png"
-INVALID_FLAGS = ("empty", "too_few_lines", "non_printable", "non_ascii", "prose", "noise", "cut_off")
 Parts = list[tuple[str, str]]
 
 
@@ -107,10 +106,31 @@ def verdict_sentence(run: RunResult, v: VariantResult) -> Parts:
         why = lines[-1][:200] if lines else "no error recorded"
         return [(v.name, "b"), (" ", ""), ("failed", "verdict"), (f": {why.rstrip('.')}.", "")]
     parts: Parts = [(v.name, "b"), (" is ", ""), (verdict, "verdict")]
+    if v.verdict and v.verdict.borderline:
+        parts.append((f", borderline: {'; '.join(v.verdict.borderline)}", ""))
     if v.verdict and v.verdict.loss_verdict and v.verdict.copy_verdict:
         parts.append((f" (loss curves: {v.verdict.loss_verdict}; samples: {v.verdict.copy_verdict})", ""))
     evidence = "; ".join(x for x in (loss_evidence(v), sample_evidence(run, v)) if x)
     parts.append((f": {evidence}." if evidence else ".", ""))
+    return parts
+
+
+SPREAD_METRICS = (("final_heldout_loss", "held-out loss"), ("valid_rate", "valid"), ("novelty", "novelty"),
+                  ("copied_line_share", "copied lines"), ("cross_entropy_bits", "cross-entropy bits"))
+
+
+def seeds_sentence(s: SeedSummary) -> Parts:
+    """One sentence per variant run over several seeds: its verdict distribution and its metrics' spread."""
+    spreads = [f"{label} {fmt(sp.mean)} ± {fmt(sp.sd)} ({fmt(sp.min)}-{fmt(sp.max)})"
+               for key, label in SPREAD_METRICS if (sp := s.metrics.get(key)) is not None and sp.mean is not None]
+    parts: Parts = [(s.variant, "b"), (f" over {len(s.replicates)} seeds is ", ""), (s.verdict, "verdict"),
+                    (f" {s.agreement}", "")]
+    others = [f"{v} {c}" for v, c in s.verdicts.items() if v != s.verdict]
+    if others:
+        parts.append((" (" + ", ".join(others) + ")", ""))
+    if s.borderline:
+        parts.append((f", {s.borderline} of them borderline", ""))
+    parts.append(((": mean ± sd across seeds: " + "; ".join(spreads) + ".") if spreads else ".", ""))
     return parts
 
 
@@ -153,7 +173,7 @@ def plot_overview(run: RunResult, out_dir: Path, name: str = OVERVIEW) -> list[s
 
 
 def _caption(label: str, s: dict) -> str:
-    flags = [f.replace("_", " ") for f in INVALID_FLAGS if s.get(f) is True]
+    flags = [f.replace("_", " ") for f in SAMPLE_FLAGS if s.get(f) is True]
     state = "valid" if s.get("valid") is True else "invalid" + (f" ({', '.join(flags)})" if flags else "")
     return (f"{label}, sample {s.get('index', '?')}: {state}; width consistency {fmt(s.get('width_consistency'))}, "
             f"novelty {fmt(s.get('novelty'))}")
@@ -196,6 +216,8 @@ def story(doc: Doc, run: RunResult, run_dir: Path, images: list[str]) -> None:
              f"on {device_name(run.environment)}, {(run.created or '-')[:16].replace('T', ' ')}; "
              f"{data.get('name', '-')}: {data.get('n_train', '-')} training / {data.get('n_heldout', '-')} "
              "held-out pieces.", note=True)
+    if run.seeds:  # the distribution first: one seed's verdict is one draw of it
+        doc.sentences([seeds_sentence(s) for s in run.seeds.values()])
     doc.sentences([verdict_sentence(run, v) for v in variants])
     doc.end()
     if OVERVIEW in images:

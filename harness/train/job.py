@@ -52,13 +52,14 @@ class Job:
     dataset: Dataset
     human_reference: Scores
     resume_from: str | None = None
+    seed_group: str = ""  # the variant this job is a seed replicate of (config.Plan.seed_groups), else ""
     multi_adapter: bool = False  # may train in one engine with the fast-plan variants over its base (train.multi)
 
     def write(self) -> Path:
         """The job file the child process reads."""
         data = {"name": self.name, "config": self.config.to_dict(), "run_dir": str(self.run_dir),
                 "dataset": self.dataset.to_dict(), "human_reference": to_jsonable(self.human_reference),
-                "resume_from": self.resume_from, "multi_adapter": self.multi_adapter}
+                "resume_from": self.resume_from, "seed_group": self.seed_group, "multi_adapter": self.multi_adapter}
         return atomic_write_json(Path(self.run_dir) / JOBS_DIR / f"{self.name}.json", data)
 
     @classmethod
@@ -67,7 +68,7 @@ class Job:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         return cls(data["name"], RunConfig.from_dict(data["config"]), Path(data["run_dir"]),
                    Dataset.from_dict(data["dataset"]), build(Scores, data["human_reference"]), data.get("resume_from"),
-                   bool(data.get("multi_adapter", False)))
+                   data.get("seed_group") or "", bool(data.get("multi_adapter", False)))
 
 
 def variant_file(run_dir: Path, name: str) -> Path:
@@ -155,7 +156,7 @@ def failed_result(job: Job, error: str) -> VariantResult:
         error = f"Out of memory (lower --jobs or train.batch_size): {error.splitlines()[-1]}"
     cfg = job.config
     return VariantResult(name=job.name, status="failed", config=cfg.to_dict(), config_hash=cfg.hash(),
-                         backend=cfg.model.backend, error=error)
+                         backend=cfg.model.backend, error=error, seed_group=job.seed_group)
 
 
 def run_job(job: Job, session: Session | None = None) -> VariantResult:
@@ -185,7 +186,8 @@ def run_job(job: Job, session: Session | None = None) -> VariantResult:
         session.drop()
     if cuda := _loaded_cuda():
         cuda.reset_peak_memory_stats()  # each variant's peak, also when it shares a process
-    result = VariantResult(name=name, config=cfg.to_dict(), config_hash=cfg.hash(), backend=cfg.model.backend)
+    result = VariantResult(name=name, config=cfg.to_dict(), config_hash=cfg.hash(), backend=cfg.model.backend,
+                           data_hash=ds.hash(), seed_group=job.seed_group)
     if reuse:
         model, tok, info = session.model, session.tok, session.info
     elif job.resume_from:
@@ -246,16 +248,19 @@ def save_adapter(job: Job, result: VariantResult, model, tok) -> None:
 
 def judge_and_write(job: Job, result: VariantResult, samples: list) -> None:
     """Judge the samples, write them beside the run, and mark the variant done (its result file is the caller's)."""
-    from harness.judge.samples import judge_samples
+    from harness.judge.judge import judge
+    from harness.judge.reference import for_run
+    from harness.judge.verdict import combine_verdicts
     from harness.train.sft import log_scores
 
     run_dir = Path(job.run_dir)
-    judged = judge_samples([asdict(s) for s in samples], job.dataset, job.human_reference,
-                           result.loss_analysis.verdict)
-    result.scores, result.copy_analysis, result.verdict = judged.scores, judged.copy, judged.verdict
+    judged = judge(for_run(job.dataset, job.human_reference), [s.text for s in samples], [s.cut_off for s in samples],
+                   meta=[asdict(s) for s in samples])
+    result.scores, result.copy_analysis, result.judge_version = judged.scores, judged.copy, judged.version
+    result.verdict = combine_verdicts(result.loss_analysis, judged.copy)
     log_scores(job.config, run_dir / "checkpoints" / job.name, result)  # beside the curves, when report_to asks
     result.samples_file = f"samples-{job.name}.jsonl"
-    write_jsonl(run_dir / result.samples_file, judged.rows)
+    write_jsonl(run_dir / result.samples_file, [r.to_dict() for r in judged.rows])
     result.status = "done"
 
 
@@ -300,8 +305,8 @@ def run_group(jobs: list[Job], session: Session) -> int | None:
         return None
     note = f"trained with {len(jobs) - 1} other variant(s) over one load in the multi-adapter engine"
     results = [VariantResult(name=j.name, config=j.config.to_dict(), config_hash=j.config.hash(),
-                             backend=j.config.model.backend, device=info["device"],
-                             backend_note=f"{info['backend_note']}; {note}") for j in jobs]
+                             backend=j.config.model.backend, data_hash=j.dataset.hash(), seed_group=j.seed_group,
+                             device=info["device"], backend_note=f"{info['backend_note']}; {note}") for j in jobs]
     print(f"[multi] {len(jobs)} variants on {info['backend_note']} on {info['device']} ({info['dtype']})",
           file=sys.stderr, flush=True)
 

@@ -34,7 +34,7 @@ from harness.train.job import Job
 
 def prepare(plan: Plan) -> dict[str, tuple[Dataset, Scores]]:
     """Dataset and human reference per distinct data setting, checked against the model before anything trains."""
-    from harness.data import build_dataset, check_lengths, token_lengths
+    from harness.data import build_dataset, check_lengths, check_split, token_lengths
     from harness.judge.samples import human_reference
     from harness.models import counting_tokenizer, resolve
     from harness.train import fast
@@ -46,6 +46,7 @@ def prepare(plan: Plan) -> dict[str, tuple[Dataset, Scores]]:
         key = data_key(cfg)
         if key not in out:
             ds = build_dataset(cfg.data)
+            check_split(ds, cfg.data)  # an uneven split stops here unless data.allow_uneven_split
             out[key] = (ds, human_reference(ds) if ds.heldout else Scores())
         ds = out[key][0]
         model_key = json.dumps([key, cfg.model.name, cfg.model.max_seq_length])
@@ -100,6 +101,8 @@ def run_plan(plan: Plan, reports_dir: Path, resume: str | None = None, command: 
 
     multi_adapter: fast-plan variants over one base may train together in one process's multi-adapter engine
     (harness.train.multi); False trains them one after another."""
+    from harness.judge import seeds
+
     say: Say = console.print if console else print
     reports_dir = Path(reports_dir)
     run_dir = _run_dir(plan, reports_dir, resume)
@@ -117,7 +120,8 @@ def run_plan(plan: Plan, reports_dir: Path, resume: str | None = None, command: 
             say(f"[{i}/{len(plan.variants)}] {name}: done earlier, skipped (--resume)")
             continue
         d, h = inputs[data_key(cfg)]
-        jobs.append(Job(name, cfg, run_dir, d, h, resume_from, multi_adapter=multi_adapter))
+        jobs.append(Job(name, cfg, run_dir, d, h, resume_from, plan.seed_groups.get(name, ""),
+                        multi_adapter=multi_adapter))
     order = {name: i for i, name in enumerate(plan.variants)}
     # closing(): if anything stops this loop (Ctrl-C, an error), the executor stops its children or tasks at once.
     with closing((executor or local_executor())(jobs, say)) as finished:
@@ -125,6 +129,7 @@ def run_plan(plan: Plan, reports_dir: Path, resume: str | None = None, command: 
             run.variants[job.name] = result
             # Variants finish in any order with --jobs or Ray; results keep the config's order.
             run.variants = dict(sorted(run.variants.items(), key=lambda kv: order.get(kv[0], len(order))))
+            run.seeds = seeds.summarize(run.variants)
             if result.device and not run.environment.get("device"):
                 run.environment["device"] = result.device
             run.save(run_dir)
