@@ -149,3 +149,23 @@ def test_run_jobs_trains_fast_variants_over_one_base_in_one_engine(tmp_path):
             assert getattr(read[name].curves, key) == pytest.approx(getattr(alone.curves, key), rel=LOSS_RTOL)
         assert [x for _, x in read[name].curves.running_train_loss] == \
             pytest.approx([x for _, x in alone.curves.running_train_loss], rel=LOSS_RTOL)
+
+
+@pytest.mark.slow
+def test_a_group_whose_engine_fails_is_trained_alone_and_says_so(tmp_path, monkeypatch):
+    import json
+
+    from harness.results import VariantResult, build
+    from harness.train import multi
+    from harness.train.job import run_jobs, variant_file
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no room on the card")
+
+    monkeypatch.setattr(multi, "train_variants", broken)
+    jobs = _jobs(tmp_path, True)[:2]
+    assert run_jobs(jobs) == 0
+    for job in jobs:
+        r = build(VariantResult, json.loads(variant_file(job.run_dir, job.name).read_text()))
+        assert r.status == "done" and r.train.engine == "solo"
+        assert "trained alone: the multi-adapter engine failed (RuntimeError: no room on the card)" in r.backend_note

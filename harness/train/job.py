@@ -159,10 +159,11 @@ def failed_result(job: Job, error: str) -> VariantResult:
                          backend=cfg.model.backend, error=error, seed_group=job.seed_group)
 
 
-def run_job(job: Job, session: Session | None = None) -> VariantResult:
+def run_job(job: Job, session: Session | None = None, note: str = "") -> VariantResult:
     """Train and judge one variant in this process; the backend is imported first, as Unsloth requires.
 
     session: the process's Session when it runs several jobs; a shareable job reuses its model and engine.
+    note: why it trains alone though it could have shared the multi-adapter engine (its backend_note says so).
     """
     from harness import backends
 
@@ -195,10 +196,10 @@ def run_job(job: Job, session: Session | None = None) -> VariantResult:
     else:
         model, tok, info = backend.load(resolve(cfg.model.name), load_cfg)
     clock.mark("load")
-    note = f"continued from {job.resume_from}" if job.resume_from else ""
+    extra_note = f"continued from {job.resume_from}" if job.resume_from else ""
     if reuse:
-        note = "model shared with the variant before it in this process (loaded once, graphs captured once)"
-    result.backend_note = "; ".join(x for x in (info["backend_note"], note) if x)
+        extra_note = "model shared with the variant before it in this process (loaded once, graphs captured once)"
+    result.backend_note = "; ".join(x for x in (info["backend_note"], extra_note, note) if x)
     result.device = info["device"]
     print(f"[{name}] {info['backend_note']} on {info['device']} ({info['dtype']}); "
           f"{len(ds.train)} train / {len(ds.heldout)} held-out pieces", file=sys.stderr, flush=True)
@@ -274,11 +275,15 @@ def _loaded_cuda():
     return None
 
 
-def run_group(jobs: list[Job], session: Session) -> int | None:
+class Declined(Exception):
+    """The multi-adapter engine cannot serve the loaded model (its message says why); nothing was trained."""
+
+
+def run_group(jobs: list[Job], session: Session) -> int:
     """Fast-plan variants over one base through the multi-adapter engine (harness.train.multi): loaded once,
     trained, probed and sampled together, each variant saved, judged and written on its own (a failure there is
-    its own). Returns 0, or 1 when a variant failed; None when the engine declines the loaded model before any
-    step (the caller then trains the variants solo)."""
+    its own). Returns 0, or 1 when a variant failed; raises Declined when the engine declines the loaded model
+    before any step (the caller then trains the variants solo)."""
     from harness import backends
     from harness.models import resolve
     from harness.train import fast, multi
@@ -300,9 +305,7 @@ def run_group(jobs: list[Job], session: Session) -> int | None:
     try:
         engine = MultiEngine(model, len(jobs))
     except ValueError as exc:  # the loaded model's LoRA or head: nothing trained yet
-        print(f"[multi] the multi-adapter engine declined ({exc}): training the {len(jobs)} variants one at a time",
-              file=sys.stderr, flush=True)
-        return None
+        raise Declined(f"declined this model ({exc})") from None
     note = f"trained with {len(jobs) - 1} other variant(s) over one load in the multi-adapter engine"
     results = [VariantResult(name=j.name, config=j.config.to_dict(), config_hash=j.config.hash(),
                              backend=j.config.model.backend, data_hash=j.dataset.hash(), seed_group=j.seed_group,
@@ -363,27 +366,30 @@ def run_jobs(jobs: list[Job]) -> int:
     rest go on (a multi-adapter group that fails as a whole is trained again one variant at a time)."""
     session, code = Session(), 0
     for group in groups(jobs):
-        done = None
+        why = ""
         if len(group) > 1:
             try:
-                done = run_group(group, session)
+                code = max(code, run_group(group, session))
+                continue
+            except Declined as exc:
+                why = f"the multi-adapter engine {exc}"
             except Exception as exc:  # noqa: BLE001  (the group's engine failed: each variant gets its solo run)
                 traceback.print_exc()
-                print(f"[multi] the multi-adapter engine failed ({type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0] if str(exc) else ''}): training the variants one at a time",
-                      file=sys.stderr, flush=True)
+                why = (f"the multi-adapter engine failed ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else ''})")
                 session.drop()
-        code = max(code, done if done is not None else _run_solo(group, session))
+            print(f"[multi] {why}: training the {len(group)} variants one at a time", file=sys.stderr, flush=True)
+        code = max(code, _run_solo(group, session, f"trained alone: {why}" if why else ""))
     return code
 
 
-def _run_solo(jobs: list[Job], session: Session) -> int:
+def _run_solo(jobs: list[Job], session: Session, note: str = "") -> int:
     """Each job in turn over the session; its exit code contribution (2: a user error, 1: another failure)."""
     code = 0
     for job in jobs:
         print(f"{VARIANT_MARK} {job.name}", file=sys.stderr, flush=True)
         try:
-            result = run_job(job, session)
+            result = run_job(job, session, note)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             result, code = failed_result(job, str(exc)), 2
