@@ -147,16 +147,17 @@ def train_variants(model, tokenizer, datasets: list[Dataset], cfgs: list[RunConf
     seconds = time.perf_counter() - t_start
     peak, kind = _peak_memory()
     out = []
+    train_s = max(seconds - eval_s[0], 1e-9)  # shared by the K variants: each one's tokens over it, as solo
     for j in range(k):
         fs, c = stats[j], curves[j]
         c.running_train_loss = [[i + 1, loss] for i, loss in enumerate(losses[j])]
-        out.append((c, TrainStats(seconds=round(seconds, 3), steps=fs.steps, epochs=c.epochs[-1],
-                                  tokens=fs.real_tokens, tokens_per_s=round(fs.real_tokens / max(seconds - eval_s[0],
-                                                                                                 1e-9), 2),
-                                  peak_memory_bytes=peak, peak_memory_kind=kind, eval_seconds=round(eval_s[0], 3),
-                                  trainable_parameters=engine.stack.weights.shape[1], plan="fast",
-                                  plan_reason=plan_reason(k, fs), warmup_seconds=fs.warmup_seconds,
-                                  engine=f"multi-adapter, K={k}")))
+        stats_j = TrainStats(seconds=round(seconds, 3), steps=fs.steps, epochs=c.epochs[-1], tokens=fs.real_tokens,
+                             tokens_per_s=round(fs.real_tokens / train_s, 2), peak_memory_bytes=peak,
+                             peak_memory_kind=kind, eval_seconds=round(eval_s[0], 3),
+                             trainable_parameters=engine.stack.weights.shape[1], plan="fast",
+                             plan_reason=plan_reason(k, fs), warmup_seconds=fs.warmup_seconds,
+                             engine=f"multi-adapter, K={k}")
+        out.append((c, stats_j))
     return out, run
 
 
