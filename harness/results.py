@@ -250,6 +250,11 @@ class TrainStats:
     plan: str = "seed"  # train.plan that ran: "seed" (TRL SFTTrainer) or "fast" (harness.train.fast)
     plan_reason: str = ""  # how the plan executed and why, e.g. "CUDA graphs over 512-token buckets; ..."
     warmup_seconds: float = 0.0  # the fast plan's warm-up and graph captures (inside seconds, before the steps)
+    kept: str = "last"  # train.keep: which adapter was saved, sampled and judged (harness.train.keep)
+    kept_step: int | None = None  # the step of that adapter (with "best": the held-out minimum among the probes)
+    stopped_at: int | None = None  # the probe step where train.stop_on ended training, else None
+    steps_planned: int = 0  # the optimizer steps the config asked for
+    steps_saved: int = 0  # planned steps not run because training stopped
 
 
 @dataclass
