@@ -97,6 +97,12 @@ class TrainConfig:
     # generate.seed + k (data order, sampling; lora.random_state stays), named NAME, NAME@s1 ... NAME@s<N-1>;
     # results and reports give each variant's verdict distribution and metric spread (harness.judge.seeds).
     seeds: int = 1
+    # Which adapter a variant saves, samples, judges and exports (harness.train.keep): "best", the one at the held-out
+    # loss minimum among the probe points (the default: after it a variant only memorizes), or "last".
+    keep: str = "best"
+    # "memorizing": end training at the first probe where the loss rule says memorizing (keeping the best adapter);
+    # "never": train every planned step.
+    stop_on: str = "never"
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,8 @@ RANGES: dict[str, str | tuple[str, ...]] = {
     "train.lr": "> 0", "train.scheduler": SCHEDULERS, "train.warmup_steps": ">= 0", "train.weight_decay": ">= 0",
     "train.seed": SEED, "train.optim": ("auto", *OPTIMIZERS), "train.eval_points": ">= 1",
     "train.eval_heldout_pieces": ">= 0", "train.eval_train_pieces": ">= 0", "train.eval_batch_tokens": ">= 1",
-    "train.plan": ("seed", "fast"), "train.seeds": ">= 1",
+    "train.plan": ("seed", "fast"), "train.seeds": ">= 1", "train.keep": ("best", "last"),
+    "train.stop_on": ("never", "memorizing"),
     "generate.n_samples": ">= 1", "generate.batch_size": ">= 1", "generate.max_new_tokens": ">= 1",
     "generate.temperature": "> 0", "generate.top_p": "(0, 1]", "generate.min_p": "[0, 1)", "generate.top_k": ">= 0",
     "generate.repetition_penalty": "> 0", "generate.seed": SEED,

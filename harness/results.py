@@ -253,6 +253,11 @@ class TrainStats:
     # The fast plan's engine: "solo" (harness.train.fast) or "multi-adapter, K=8" (harness.train.multi: this
     # variant trained with 7 others in the same kernels, seconds and peak memory shared); "" for the seed plan.
     engine: str = ""
+    kept: str = "last"  # train.keep: which adapter was saved, sampled and judged (harness.train.keep)
+    kept_step: int | None = None  # the step of that adapter (with "best": the held-out minimum among the probes)
+    stopped_at: int | None = None  # the probe step where train.stop_on ended training, else None
+    steps_planned: int = 0  # the optimizer steps the config asked for
+    steps_saved: int = 0  # planned steps not run because training stopped
 
 
 @dataclass

@@ -126,6 +126,26 @@ def spread_table(pools: dict[str, list[VariantResult]]) -> dict:
     return out
 
 
+def seed_table(pools: dict[str, list[VariantResult]]) -> str:
+    """The README's table: each retrained variant's final verdict (loss verdict; copy verdict) per seed."""
+    kinds = [k for k in ("seed", "learn", "memorize") if pools.get(k)]
+    n = min(len(pools[k]) for k in kinds)
+    rows = ["| train.seed, generate.seed | " + " | ".join(f"`{k}`" for k in kinds) + " |",
+            "|---|" + "---|" * len(kinds)]
+    for i in range(n):
+        seeds = pools[kinds[0]][i].config
+        cells = []
+        for k in kinds:
+            v = pools[k][i]
+            cells.append(f"{final_verdict(v)} ({v.verdict.loss_verdict}; {v.verdict.copy_verdict})"
+                         + (" *" if v.verdict.borderline else ""))
+        rows.append(f"| {seeds['train']['seed']}, {seeds['generate']['seed']} | " + " | ".join(cells) + " |")
+    story = {"seed": "invalid", "learn": "learning", "memorize": "memorizing"}
+    holds = [sum(final_verdict(pools[k][i]) == story[k] for i in range(n)) for k in kinds]
+    rows.append("| the story holds | " + " | ".join(f"{h}/{n}" for h in holds) + " |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train (or reuse) the seeds, resample the noise, compare every pair, write the calibration file."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -165,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
                    "misses": sum(r["gate"] == "pass" for r in must_fail)},
         "verdicts_by_seed": {k: [final_verdict(v) for v in reps] for k, reps in pools.items()},
         "seed_spread": spread_table(pools),
+        "seed_table": seed_table(pools),
         "cases": records,
     }
     atomic_write_json(args.out, result)
+    print(result["seed_table"])
     c = result["counts"]
     print(f"{result['pairs']} pairs: false alarms {c['false_alarms']}/{c['must_pass']} "
           f"({result['false_alarm_rate']:.1%}), misses {c['misses']}/{c['must_fail']} ({result['miss_rate']:.1%}); "

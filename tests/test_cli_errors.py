@@ -137,3 +137,24 @@ def test_first_model_build_on_an_empty_cache_prints_only_the_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [proc.stderr.strip()] and "longer than model.max_seq_length=64" in proc.stderr
     assert (tmp_path / "cache" / "models" / "tiny").is_dir()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--temperature", "0"], "Config key 'generate.temperature' cannot be 0.0: it must be > 0."),
+    (["--top-p", "1.5"], "Config key 'generate.top_p' cannot be 1.5"),
+    (["--n-samples", "0"], "Config key 'generate.n_samples' cannot be 0"),
+    (["--greedy", "--temperature", "0.5"], "--greedy and --temperature both set how tokens are picked"),
+], ids=["temperature 0", "top-p", "n-samples", "greedy and temperature"])
+def test_generate_flags_pass_the_config_checks(monkeypatch, capsys, flags, message):
+    from types import SimpleNamespace
+
+    from harness.cli import generate
+    from harness.config import RunConfig
+
+    sampled = []
+    monkeypatch.setattr(generate, "_source", lambda args: ("unexported", None, SimpleNamespace(cfg=RunConfig())))
+    monkeypatch.setattr("harness.export.quality.sample_format", lambda *a: sampled.append(a))
+    assert main(["generate", "some-run", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().startswith("error: ") and message in err and len(err.strip().splitlines()) == 1, err
+    assert not sampled  # refused before any model loads

@@ -169,3 +169,38 @@ def test_a_group_whose_engine_fails_is_trained_alone_and_says_so(tmp_path, monke
         r = build(VariantResult, json.loads(variant_file(job.run_dir, job.name).read_text()))
         assert r.status == "done" and r.train.engine == "solo"
         assert "trained alone: the multi-adapter engine failed (RuntimeError: no room on the card)" in r.backend_note
+
+
+@pytest.mark.slow
+def test_keep_and_stop_on_per_variant_as_each_would_alone(monkeypatch):
+    """train.keep=best and train.stop_on=memorizing act per variant in the engine as in its solo run: the same
+    stopping probe, the same kept step, the same kept adapter (the loss rule is made to fire at the third probe)."""
+    from types import SimpleNamespace
+
+    from harness import backends
+    from harness.data import build_dataset
+    from harness.models import resolve
+    from harness.train import keep, multi
+    from harness.train.fast import run_fast_variant
+
+    monkeypatch.setattr(keep, "analyse", lambda steps, tr, ho: SimpleNamespace(
+        verdict="memorizing" if len(steps) >= 3 else "learning"))
+    base = _tiny_cfg(plan="fast", max_steps=6, eval_points=6, optim="adamw_torch", keep="best",
+                     stop_on="memorizing")
+    cfgs = [base, replace(base, train=replace(base.train, lr=3e-3, max_steps=5))]
+    backend, ds = backends.get("peft"), build_dataset(base.data)
+    model, tok, _ = backend.load(resolve(base.model.name), base)
+    engine = MultiEngine(model, k=2)
+    trained, _ = multi.train_variants(model, tok, [ds, ds], cfgs, engine)
+    for j, cfg in enumerate(cfgs):
+        alone_model, _, _ = backend.load(resolve(base.model.name), cfg)
+        curves, stats, _ = run_fast_variant(alone_model, tok, ds, cfg)
+        got_curves, got = trained[j]
+        assert got.stopped_at == stats.stopped_at == 2 and got.steps == stats.steps == 2
+        assert got.steps_saved == stats.steps_saved == cfg.train.max_steps - 2
+        assert got.kept_step == stats.kept_step and got.kept == "best"
+        assert got_curves.heldout_loss == pytest.approx(curves.heldout_loss, rel=LOSS_RTOL)
+        kept = torch.cat([p.detach().reshape(-1) for p in alone_model.parameters() if p.requires_grad])
+        row = engine.stack.row(j)
+        assert ((row - kept).norm() / kept.norm()).item() < LOSS_RTOL
+    engine.close()

@@ -78,3 +78,42 @@ def test_far_too_long_on_a_handful_is_memorizing_short_run_is_not(tmp_path):
     short = _train(tmp_path, "short", *handful, "train.max_steps=4")
     assert long["loss_analysis"]["verdict"] == "memorizing", json.dumps(long["loss_analysis"])
     assert short["loss_analysis"]["verdict"] != "memorizing", json.dumps(short["loss_analysis"])
+    # train.keep="best" (the default): the saved and sampled adapter is the held-out minimum's, not the last step's
+    assert long["train"]["kept"] == "best" and long["train"]["kept_step"] == long["loss_analysis"]["heldout_min_step"]
+    assert long["train"]["kept_step"] < long["train"]["steps"] and long["train"]["stopped_at"] is None
+
+
+def test_stop_on_memorizing_ends_at_the_probe_that_says_so_and_keeps_the_best(tmp_path):
+    handful = ("data.max_train_pieces=4", "train.batch_size=4", "train.lr=3e-3", "train.eval_points=6",
+               "train.eval_heldout_pieces=8", "lora.r=32", "lora.alpha=32", "train.max_steps=60")
+    stopped = _train(tmp_path, "stop", *handful, "train.stop_on=memorizing")
+    t, curves = stopped["train"], stopped["curves"]
+    assert t["stopped_at"] == curves["steps"][-1] == t["steps"] < 60 and t["steps_saved"] == 60 - t["steps"]
+    assert t["steps_planned"] == 60 and stopped["loss_analysis"]["verdict"] == "memorizing"
+    assert t["kept_step"] == stopped["loss_analysis"]["heldout_min_step"] < t["stopped_at"]
+
+
+def test_the_kept_adapter_is_the_one_at_the_best_probe():
+    import torch
+
+    from harness.config import TrainConfig
+    from harness.results import LossCurves, TrainStats
+    from harness.train.keep import Keeper
+
+    model = torch.nn.Linear(3, 2)
+    keeper, curves = Keeper(model, TrainConfig()), LossCurves()
+    for step, (loss, value) in enumerate([(3.0, 1.0), (2.0, 2.0), (2.5, 3.0)]):
+        torch.nn.init.constant_(model.weight, value)
+        curves.steps.append(step)
+        curves.train_loss.append(1.0)
+        curves.heldout_loss.append(loss)
+        assert not keeper.observe(curves)  # stop_on="never" by default
+    stats = TrainStats(steps=2)
+    keeper.finish(stats, planned_steps=2)
+    assert torch.all(model.weight == 2.0) and stats.kept_step == 1 and stats.kept == "best"
+    last = Keeper(model, TrainConfig(keep="last"))
+    torch.nn.init.constant_(model.weight, 5.0)
+    curves.heldout_loss[-1] = 9.0
+    last.observe(curves)
+    last.finish(stats, planned_steps=2)
+    assert torch.all(model.weight == 5.0) and stats.kept_step == 2

@@ -1,7 +1,7 @@
 """`asciitune generate`: draw art from a trained variant, an adapter folder, a merged model or a GGUF.
 
     asciitune generate RUN --variant r16                  # the run's adapter on its base model
-    asciitune generate --adapter path/to/adapter --n-samples 3 --temperature 0
+    asciitune generate --adapter path/to/adapter --n-samples 3 --greedy
     asciitune generate --gguf reports/runs/RUN/exports/r16/gguf-q8_0/r16-q8_0.gguf --score
     asciitune generate --merged reports/runs/RUN/exports/r16/merged --out samples.jsonl
 
@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness.cli.common import print_table
-from harness.config import RunConfig
+from harness.config import RunConfig, apply_overrides
 from harness.errors import UserError
 from harness.results import write_jsonl
 
@@ -80,12 +80,13 @@ def run_generate(args: argparse.Namespace) -> int:
     from harness.export.quality import sample_format
 
     fmt, path, src = _source(args)
-    overrides = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
-    if args.greedy:
-        overrides["temperature"] = 0.0
-    gcfg = replace(src.cfg.generate, **overrides)
-    if gcfg.n_samples < 1 or gcfg.max_new_tokens < 1:
-        raise UserError("--n-samples and --max-new-tokens must be at least 1.")
+    if args.greedy and args.temperature is not None:
+        raise UserError("--greedy and --temperature both set how tokens are picked: give one of them.")
+    # The flags go through the config's own checks (a temperature of 0 is refused there: --greedy says it)
+    overrides = {f"generate.{k}": getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
+    gcfg = apply_overrides(src.cfg, overrides).generate
+    if args.greedy:  # greedy decoding is a mode, not a temperature: generate_samples takes 0 to mean it
+        gcfg = replace(gcfg, temperature=0.0)
     gcfg = replace(gcfg, batch_size=min(gcfg.batch_size, gcfg.n_samples))
     samples, stats, load_s = sample_format(fmt, path, src, gcfg, args.backend or src.cfg.model.backend)
     rows = [{"index": s.index, "text": s.text, "new_tokens": s.new_tokens, "cut_off": s.cut_off} for s in samples]

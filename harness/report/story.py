@@ -68,7 +68,16 @@ def loss_evidence(v: VariantResult) -> str:
                 f"{fmt(la.heldout_min_step)} of {fmt(last)}, then ended " +
                 (f"at {fmt(la.final_heldout_loss)} ({rise:+.0%})" if rise >= 0.005 else "there"))
     drop = la.train_drop
-    return text + (f", while train loss fell {_pct(drop)}" if drop >= 0 else f", while train loss rose {_pct(-drop)}")
+    text += f", while train loss fell {_pct(drop)}" if drop >= 0 else f", while train loss rose {_pct(-drop)}"
+    if la.verdict == "memorizing" and la.onset_step is not None:
+        text += f"; memorizing after step {fmt(la.onset_step)}"
+    t = v.train
+    if t.stopped_at is not None:
+        text += f"; stopped at step {fmt(t.stopped_at)} by train.stop_on ({fmt(t.steps_saved)} of " \
+                f"{fmt(t.steps_planned)} steps saved)"
+    if t.kept == "best" and t.kept_step is not None and t.kept_step != t.steps:
+        text += f"; its samples are from its best adapter, step {fmt(t.kept_step)}"
+    return text
 
 
 def sample_evidence(run: RunResult, v: VariantResult) -> str:

@@ -49,6 +49,7 @@ from harness.train.fast_math import (  # noqa: F401  (re-exported: the plan's bu
     tokenize_like_sft,
 )
 from harness.train.fast_run import FastRun, FastStats
+from harness.train.keep import Keeper
 from harness.train.sft import _peak_memory, eval_steps, make_probes, total_steps
 
 ADAMW = ("auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit")  # what the fast plan runs
@@ -157,13 +158,17 @@ def run_fast_variant(model, tokenizer, ds: Dataset, cfg: RunConfig,
         if on_eval:
             on_eval(step, tr, ho)
 
+    keeper = Keeper(model, cfg.train)
     try:
         measure(0)  # before any update, as the seed plan's on_train_begin (warm-up leaves the weights alone)
+        keeper.observe(curves)
         run.warm_up()
         for point in [p for p in points if p > 0] + [run.total]:
             run.run(point, on_step)
             if run.done not in curves.steps:
                 measure(run.done)
+                if keeper.observe(curves):  # train.stop_on fired: the steps after this probe are not run
+                    break
         losses, fast = run.losses(), run.stats()
     finally:
         run.pause()
@@ -179,6 +184,7 @@ def run_fast_variant(model, tokenizer, ds: Dataset, cfg: RunConfig,
                        trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
                        plan="fast", plan_reason=plan_reason(fast, cfg), warmup_seconds=fast.warmup_seconds,
                        engine="solo")
+    keeper.finish(stats, run.planned)
     return curves, stats, fast
 
 

@@ -34,6 +34,7 @@ from harness.results import LossCurves, TrainStats
 from harness.train import fast
 from harness.train.fast_run import FastStats
 from harness.train.generate import generate_copies, generate_samples
+from harness.train.keep import Keeper
 from harness.train.multi_engine import MultiEngine
 from harness.train.multi_run import MultiRun
 from harness.train.sft import _peak_memory, eval_steps, make_probes, total_steps
@@ -115,6 +116,9 @@ def train_variants(model, tokenizer, datasets: list[Dataset], cfgs: list[RunConf
     curves = [LossCurves() for _ in range(k)]
     eval_s = [0.0]
 
+    # train.keep and train.stop_on per variant (harness.train.keep), each following its own row of the stack
+    keepers = [Keeper(None, c.train, params=[(f"adapter {j}", engine.stack.row(j))]) for j, c in enumerate(cfgs)]
+
     def measure(step: int) -> None:
         due = [j for j in range(k) if step in points[j] and step <= run.totals[j] and step not in curves[j].steps]
         if not due:
@@ -133,11 +137,15 @@ def train_variants(model, tokenizer, datasets: list[Dataset], cfgs: list[RunConf
             c.heldout_loss.append(ho[j])
             if on_eval:
                 on_eval(j, step, tr[j], ho[j])
+            if keepers[j].observe(c) and step > 0:  # stop_on fired: this variant's later steps are not run
+                run.stop(j)
 
     try:
         measure(0)
         run.warm_up()
         for point in sorted({p for pts in points for p in pts if p > 0}):
+            if run.done >= run.total:  # every variant finished or stopped
+                break
             run.run(point, on_step)
             measure(point)
         losses = [run.losses(j) for j in range(k)]
@@ -157,6 +165,7 @@ def train_variants(model, tokenizer, datasets: list[Dataset], cfgs: list[RunConf
                              trainable_parameters=engine.stack.weights.shape[1], plan="fast",
                              plan_reason=plan_reason(k, fs), warmup_seconds=fs.warmup_seconds,
                              engine=f"multi-adapter, K={k}")
+        keepers[j].finish(stats_j, totals[j])  # the kept adapter (best held-out probe) back into its row
         out.append((c, stats_j))
     return out, run
 

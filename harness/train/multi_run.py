@@ -164,13 +164,27 @@ class MultiRun:
         self.train_s += seconds
         return seconds
 
+    def stop(self, k: int) -> None:
+        """Adapter k's training ends after the global steps done (train.stop_on fired at its probe): its later rows
+        are scaled by 0 (no loss, no gradient) and its AdamW factors become no-ops, so it stays as it is now."""
+        import torch
+
+        noop = torch.tensor(adamw_coefficients(0.0, 0.0, None), dtype=torch.float32, device=self.device)
+        self.coeffs[self.done:, k] = noop
+        for step in self.batches[self.done:]:
+            for batch in step:
+                batch[4][k] = 0.0
+        self.totals[k] = min(self.totals[k], self.done)
+        self.total = max(self.totals)
+
     def losses(self, k: int) -> list[float]:
         """Adapter k's per-step training losses of the steps done (one host read)."""
         return self.loss_dev[: min(self.done, self.totals[k]), k].tolist()
 
     def real_tokens(self, k: int) -> int:
         """Adapter k's real tokens over its steps done."""
-        return sum(len(self.seqs[k][j]) for s in self.plans[k][: self.done] for mb in s for j in mb)
+        return sum(len(self.seqs[k][j]) for s in self.plans[k][: min(self.done, self.totals[k])] for mb in s
+                   for j in mb)
 
     def stats(self, k: int) -> FastStats:
         """Adapter k's stats: its own steps, tokens and rows; seconds and memory are the K adapters' together."""

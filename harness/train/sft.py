@@ -21,6 +21,7 @@ from harness.config import RunConfig
 from harness.data import Dataset, check_lengths, format_example, token_lengths
 from harness.errors import UserError
 from harness.results import LossCurves, TrainStats, VariantResult
+from harness.train.keep import Keeper
 
 TRACKING_DIR = "tensorboard"  # <run>/tensorboard/<variant>: TensorBoard event files, beside the run's results
 
@@ -178,9 +179,11 @@ def train_variant(model, tokenizer, ds: Dataset, cfg: RunConfig, output_dir: Pat
     check_lengths(ds.train, token_lengths(ds.train, tokenizer), cfg.model.max_seq_length)
     probes = make_probes(ds, cfg, tokenizer.eos_token)
     train_set = datasets.Dataset.from_dict({"text": [format_example(p.text, tokenizer.eos_token) for p in ds.train]})
-    plan = eval_steps(total_steps(len(ds.train), cfg), cfg.train.eval_points)
+    planned = total_steps(len(ds.train), cfg)
+    plan = eval_steps(planned, cfg.train.eval_points)
     curves = LossCurves()
     eval_time = [0.0]
+    keeper = Keeper(model, cfg.train)
 
     def measure(step: int, epoch: float) -> None:
         t0 = time.perf_counter()
@@ -202,10 +205,12 @@ def train_variant(model, tokenizer, ds: Dataset, cfg: RunConfig, output_dir: Pat
     class LossCurveCallback(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
             measure(0, 0.0)
+            keeper.observe(curves)
 
         def on_step_end(self, args, state, control, **kw):
             if state.global_step in plan and state.global_step not in curves.steps:
                 measure(state.global_step, state.epoch or 0.0)
+                control.should_training_stop = keeper.observe(curves) or control.should_training_stop
             if on_step:
                 on_step(state.global_step, state.max_steps)
 
@@ -227,6 +232,7 @@ def train_variant(model, tokenizer, ds: Dataset, cfg: RunConfig, output_dir: Pat
     state = trainer.state
     if state.global_step not in curves.steps:
         measure(state.global_step, state.epoch or 0.0)
+        keeper.observe(curves)
     train_seconds = max(seconds - eval_time[0], 1e-9)
     tokens = int(state.num_input_tokens_seen)
     peak, kind = _peak_memory()
@@ -234,5 +240,6 @@ def train_variant(model, tokenizer, ds: Dataset, cfg: RunConfig, output_dir: Pat
                        tokens=tokens, tokens_per_s=round(tokens / train_seconds, 2), peak_memory_bytes=peak,
                        peak_memory_kind=kind, eval_seconds=round(eval_time[0], 3),
                        trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad))
+    keeper.finish(stats, planned)
     return curves, stats
 
