@@ -35,8 +35,9 @@ from harness.fsutil import atomic_write_json
 from harness.judge import seeds as seed_model
 from harness.judge.judge import judge
 from harness.judge.reference import for_run
+from harness.judge.rejudge import rejudge_variant
 from harness.judge.samples import read_samples
-from harness.judge.verdict import BANDS, JUDGE_VERSION, combine_verdicts, final_verdict
+from harness.judge.verdict import BANDS, JUDGE_VERSION, SET_MIN_EFFECT, combine_verdicts, final_verdict
 from harness.report.compare import NOISE_SIGMAS, compare
 from harness.results import RunResult, VariantResult, load, resolve_run_dir
 
@@ -105,6 +106,7 @@ def pairs(pools: dict[str, list[VariantResult]]) -> list[dict]:
         records.append({"pair": name, "seeds_a": a, "seeds_b": b, "expect": "fail" if expect_fail else "pass",
                         "gate": "fail" if comp.failed else "pass",
                         "verdicts": [f"{v.metric}: {v.a} -> {v.b} ({v.change})" for v in comp.verdicts],
+                        "failures": [f.message() for f in comp.failures],
                         "correct": comp.failed == expect_fail})
     return records
 
@@ -161,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         asciitune("--reports-dir", args.reports_dir, "run", "--seeds", str(args.seeds), "--no-report")
         (run_dir,) = set((Path(args.reports_dir) / "runs").glob("*")) - before
     run = load(run_dir)
-    pools = {kind: [v for v in run.variants.values() if (v.seed_group or v.name) == kind and v.status == "done"]
+    # judged again by this judge from the run folder, so the file measures the rules as they are now
+    pools = {kind: [rejudge_variant(run, run_dir, v) for v in run.variants.values()
+                    if (v.seed_group or v.name) == kind and v.status == "done"]
              for kind in ("learn", "memorize", "seed")}
     pools["noise"] = [noise_replicate(run_dir, run, v) for v in pools["learn"]]
     records = pairs(pools)
@@ -173,12 +177,15 @@ def main(argv: list[str] | None = None) -> int:
         "miss_rate": sum(r["gate"] == "pass" for r in must_fail) / len(must_fail),
         "thresholds": {"judge_version": JUDGE_VERSION, "noise_sigmas": NOISE_SIGMAS,
                        "verdict_alpha": seed_model.VERDICT_ALPHA, "bands": BANDS,
+                       "set_min_effect": SET_MIN_EFFECT,
                        "tau": seed_model.TAU, "tau_relative": seed_model.TAU_RELATIVE,
                        "noise_temperature": NOISE_TEMPERATURE},
         "how": (f"Run {run.run_id} (`asciitune run --seeds {len(pools['learn'])}` of the default config, "
                 f"{run.environment.get('device', '?')}): learn, memorize and seed retrained at every seed; noise = "
                 f"each learn adapter resampled at temperature {NOISE_TEMPERATURE}, not retrained. Pairs compared "
                 "by harness.report.compare.compare at its defaults; one seed against one and three against three. "
+                "The seed-noise model it uses (seeds.TAU, verdict.SEED_SD) was measured on these same seeds, so the "
+                "rates are in-sample. "
                 "Re-make: .venv/bin/python scripts/calibrate_gate.py [--run RUN]."),
         "counts": {"must_pass": len(must_pass), "must_fail": len(must_fail),
                    "false_alarms": sum(r["gate"] == "fail" for r in must_pass),

@@ -230,3 +230,20 @@ def test_main_parser_reports_dir_is_kept(runs: Path, capsys: pytest.CaptureFixtu
     assert args.reports_dir == runs  # not overwritten by the subcommand's own (unset) --reports-dir
     assert args.func(args) == 0
     capsys.readouterr()
+
+
+def test_valid_rate_and_heldout_loss_regressions_beyond_seed_noise_fail_without_a_threshold(tmp_path: Path) -> None:
+    # A baseline already in the bottom tier cannot get a worse verdict tier, yet its art can still get worse.
+    a = make_run(tmp_path / "a", run_id="a", bench=False)
+    small, large = make_run(tmp_path / "s", run_id="s", bench=False), make_run(tmp_path / "l", run_id="l", bench=False)
+    small.variants["r8"].scores.metrics["valid_rate"].value -= 0.03  # inside 2 x sqrt(0.02^2 + 0.02^2)
+    large.variants["r8"].scores.metrics["valid_rate"].value -= 0.5
+    assert not compare([a, small]).failed
+    comp = compare([a, large])
+    assert [(f.delta.variant, f.delta.metric) for f in comp.failures] == [("r8", "valid_rate")]
+    worse_loss = make_run(tmp_path / "w", run_id="w", bench=False)
+    worse_loss.variants["r8"].loss_analysis.final_heldout_loss *= 1.2  # 20% against a 2.7% seed spread per run
+    assert [f.delta.metric for f in compare([a, worse_loss]).failures] == ["final_heldout_loss"]
+    near = make_run(tmp_path / "n", run_id="n", bench=False)
+    near.variants["r8"].loss_analysis.final_heldout_loss *= 1.05
+    assert not compare([a, near]).failed
