@@ -214,8 +214,8 @@ def test_external_human_reference_is_leave_one_group_out():
 def test_new_words_in_the_same_fonts_are_novel_against_a_house_style(tmp_path):
     """`asciitune score NEW --train FOLDER` on a user's set with a house style: FIGlet banners of new words in the
     set's own fonts are new art of the same kind. Measured: with each piece's whole group of close variants left
-    out of the human reference they came out "mixed" (its pieces never met a close variant, the new words do);
-    leaving out only the drawing (itself and its near duplicates) they are novel."""
+    out of the human reference, the reference is more novel than the new words (its pieces never met a close
+    variant, the new words do); leaving out only the drawing (itself and its near duplicates), it is less."""
     pyfiglet = pytest.importorskip("pyfiglet", reason="the banners need pyfiglet (pip install -e '.[dev]')")
     from art_kinds import BANNER_FONTS, banners
 
@@ -232,5 +232,11 @@ def test_new_words_in_the_same_fonts_are_novel_against_a_house_style(tmp_path):
     judged = judge(reference.external([p.text for p in pool], drawings), new)
     assert len(pool) == 185 and len(set(drawings)) < len(pool)  # near duplicates exist: drawings, not pieces
     assert judged.copy.verdict == "novel", judged.copy.evidence
-    _, groups = build_pool(DataConfig(source=str(folder)))  # whole groups left out instead: the measured failure
-    assert judge(reference.external([p.text for p in pool], groups), new).copy.verdict == "mixed"
+    # Whole groups left out instead: human pieces never meet a close variant of themselves, so the reference
+    # reads as more novel than the new words are (0.279 against 0.261; with drawings left out 0.227); novel
+    # here only by an interval margin of 0.006, and "mixed" before lengths were matched.
+    ev = judged.copy.evidence
+    assert ev.human_novelty_valid.value < ev.novelty_valid.value
+    _, groups = build_pool(DataConfig(source=str(folder)))
+    by_group = judge(reference.external([p.text for p in pool], groups), new).copy.evidence
+    assert by_group.human_novelty_valid.value > by_group.novelty_valid.value
