@@ -293,6 +293,7 @@ class ExportRecord:
     load_s: float | None = None
     generation: GenerationStats | None = None
     scores: Scores | None = None
+    copy_analysis: CopyAnalysis | None = None  # the copy verdict of its samples against the run's human reference
     samples_file: str = ""
 
 

@@ -100,8 +100,9 @@ def _table(scored: dict[str, ExportRecord]) -> tuple[list[str], list[list[str]]]
     for fmt, e in scored.items():
         m = e.scores.metrics
         rows.append([fmt, f"{e.bytes / 1e6:.1f}", f"{e.load_s:.2f}", f"{e.generation.tokens_per_s:.0f}",
-                     fmt_metric(m["width_consistency"]), fmt_metric(m["novelty"]), fmt_metric(m["valid_rate"])])
-    return ["format", "MB", "load s", "tok/s", "width consistency", "novelty", "valid rate"], rows
+                     fmt_metric(m["width_consistency"]), fmt_metric(m["novelty"]), fmt_metric(m["valid_rate"]),
+                     str(e.scores.metrics["valid_rate"].n), e.copy_analysis.verdict if e.copy_analysis else "-"])
+    return ["format", "MB", "load s", "tok/s", "width consistency", "novelty", "valid rate", "n", "verdict"], rows
 
 
 def cmd_llama_cpp(args: argparse.Namespace) -> int:

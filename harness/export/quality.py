@@ -22,7 +22,7 @@ from harness.export.formats import Source
 from harness.judge.judge import judge
 from harness.judge.reference import Reference
 from harness.report.doc import fmt as fmt_num
-from harness.results import ExportRecord, Scores, write_jsonl
+from harness.results import CopyAnalysis, ExportRecord, Scores, write_jsonl
 
 UNEXPORTED = "unexported"
 
@@ -80,10 +80,11 @@ def _close(loaded) -> None:
         model.close()
 
 
-def score_samples(samples: list, ref: Reference) -> tuple[Scores, list[dict]]:
-    """Scores against the run's reference (typicality included), without per-sample rows; the rows for the JSONL."""
+def score_samples(samples: list, ref: Reference) -> tuple[Scores, list[dict], CopyAnalysis | None]:
+    """Scores against the run's reference (typicality included) without per-sample rows, the rows for the JSONL,
+    and the copy verdict."""
     judged = judge(ref, [s.text for s in samples], [s.cut_off for s in samples], meta=[asdict(s) for s in samples])
-    return judged.scores, [r.to_dict() for r in judged.rows]
+    return judged.scores, [r.to_dict() for r in judged.rows], judged.copy
 
 
 def score_formats(src: Source, entries: dict[str, ExportRecord], backend_name: str | None = None,
@@ -107,17 +108,17 @@ def score_formats(src: Source, entries: dict[str, ExportRecord], backend_name: s
         say(f"scoring {fmt}: {gcfg.n_samples} samples from {path}")
         samples, stats, load_s = sample_format("unexported" if fmt == UNEXPORTED else fmt, path, src, gcfg,
                                                backend_name)
-        metrics, rows = score_samples(samples, ref)
+        metrics, rows, copy = score_samples(samples, ref)
         if fmt == UNEXPORTED:
             samples_file = (src.run_dir or Path(".")) / "exports" / src.variant / f"samples-{UNEXPORTED}.jsonl"
         else:
             samples_file = (path.parent if path.is_file() else path) / f"samples-{fmt.replace(':', '-')}.jsonl"
         write_jsonl(samples_file, rows)
-        out[fmt] = replace(entry, format=fmt, load_s=load_s, generation=stats, scores=metrics,
+        out[fmt] = replace(entry, format=fmt, load_s=load_s, generation=stats, scores=metrics, copy_analysis=copy,
                            samples_file=str(samples_file))
         say(f"  {fmt}: load {load_s:.2f}s, {stats.tokens_per_s:.0f} tok/s, "
             f"width {fmt_num(metrics.value('width_consistency'))}, novelty {fmt_num(metrics.value('novelty'))} "
-            f"(valid samples), valid {fmt_num(metrics.value('valid_rate'))}")
+            f"(valid samples), valid {fmt_num(metrics.value('valid_rate'))}, verdict {copy.verdict if copy else '-'}")
     return out
 
 

@@ -125,6 +125,7 @@ def exports(doc: Doc, run: RunResult) -> None:
             metrics = e.scores.metrics if e.scores else {}
             speed = e.generation.tokens_per_s if e.generation else None
             rows.append([name, fmt_bytes(e.bytes), fmt(e.load_s), fmt(speed),
-                         *(fmt_metric(metrics.get(m)) for m in EXPORT_METRICS)])
+                         *(fmt_metric(metrics.get(m)) for m in EXPORT_METRICS),
+                         e.copy_analysis.verdict if e.copy_analysis else "-"])
         doc.table(["format", "file size", "load s", "generate tokens/s", "width consistency", "novelty",
-                   "valid rate"], rows)
+                   "valid rate", "samples' verdict"], rows)
