@@ -85,3 +85,30 @@ def test_the_runner_reaches_its_variants_without_transformers_or_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def test_both_backends_implement_every_function_the_callers_use():
+    """The Backend protocol against each backend module's source (importing both would break one backend per
+    process), and every `backend.<name>(` call in the package against the protocol."""
+    import ast
+    import inspect
+    from pathlib import Path
+
+    from harness.backends import Backend
+
+    root = Path(__file__).resolve().parent.parent / "harness"
+    wanted = {name: [p for p in inspect.signature(fn).parameters if p != "self"]
+              for name, fn in vars(Backend).items() if callable(fn) and not name.startswith("_")}
+    assert set(wanted) == {"load", "load_adapter", "for_inference", "for_training", "decode_counts", "decode_mode"}
+    for module in ("peft_backend", "unsloth_backend"):
+        tree = ast.parse((root / "backends" / f"{module}.py").read_text())
+        defs = {f.name: [a.arg for a in f.args.args] for f in tree.body if isinstance(f, ast.FunctionDef)}
+        for name, params in wanted.items():
+            assert defs.get(name) == params, (module, name, defs.get(name))
+    called = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "backend":
+                called.add(node.func.attr)
+    assert called and called <= set(wanted), called - set(wanted)

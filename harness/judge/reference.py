@@ -14,8 +14,9 @@ run nothing of DATA is held out: every piece is training, and the human referenc
 against DATA without its own drawing, itself and its near duplicates (leave-one-drawing-out). Only the
 drawing is left out, not its group of close variants: a new piece of a shared style (a new word in a
 known font) meets close variants of itself in DATA, and a reference that never did would make such a
-piece look less novel than human art (FIGlet banners of new words in the same fonts: "mixed" with
-groups left out, "novel" with drawings; tests/test_judge_cases.py). Pure (no torch).
+piece look less novel than human art (FIGlet banners of new words in a set's own fonts: novelty 0.261,
+against a reference of 0.279 with groups left out and 0.227 with drawings; tests/test_judge_cases.py).
+Pure (no torch).
 """
 from __future__ import annotations
 
