@@ -1,4 +1,4 @@
-"""The package's imports run one way (README, "Architecture"): parsed from the source, not assumed.
+"""The package's imports run one way (docs/architecture.md): parsed from the source, not assumed.
 
 Every `import` in harness/, at module level or inside a function, is read with `ast`. A module may
 import the floor below it and its own wing, never a wing at its own level or above, and no two
@@ -66,7 +66,7 @@ GRAPH = {module_name(p): harness_imports(p) for p in PACKAGE.rglob("*.py")}
 
 def test_every_module_has_a_layer() -> None:
     missing = sorted({unit(m) for m in GRAPH} - set(LAYERS))
-    assert not missing, f"add these to LAYERS (and the README's architecture section): {missing}"
+    assert not missing, f"add these to LAYERS (and the wings table in docs/architecture.md): {missing}"
 
 
 def test_imports_only_go_down_or_stay_in_the_wing() -> None:

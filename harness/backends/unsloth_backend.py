@@ -13,7 +13,7 @@ os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
 # Unsloth replays its one-token decode step as CUDA graphs (unsloth/models/_decode_graphs.py: the eager
 # step's own code, bit for bit) only inside RL trainers unless this says 1. Sampling 32 x 512 tokens of a
 # 3B model is host-bound without it (hundreds of launches per token); measured in
-# reports/gpu-bench/README.md. UNSLOTH_DECODE_CUDA_GRAPHS=0 in the environment turns it off.
+# reports/gpu-bench/decode-graphs-h200.json. UNSLOTH_DECODE_CUDA_GRAPHS=0 in the environment turns it off.
 os.environ.setdefault("UNSLOTH_DECODE_CUDA_GRAPHS", "1")
 import unsloth  # noqa: E402,F401  (must precede transformers)
 from unsloth import FastLanguageModel  # noqa: E402

@@ -147,7 +147,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="run each variant over N training/generation seeds (shorthand for train.seeds=N): "
                         "verdicts become distributions ('learning 4/5') and compare weighs changes against the "
                         "seeds' spread")
-    g = p.add_argument_group("scaling out (README, \"Scaling out\")")
+    g = p.add_argument_group("scaling out (docs/scaling.md)")
     g.add_argument("--jobs", type=jobs_count, default=None, metavar="N",
                    help="child processes at once, spread round-robin over the visible GPUs (several per GPU "
                         "when N exceeds them; on CPU the cores are split between them); fast-plan variants over "

@@ -55,7 +55,7 @@ class Item:
     micro_tokens: int | None = None  # fast plan: the cap on a packed row (None: the backend's default)
 
 
-# Order is priority: the fast arms, the seed plan's reference (all 105 steps when time allows: parity and
+# Order is priority: the fast arms, the seed plan's reference (every step when time allows: parity and
 # speedup need it), the sweep, then QLoRA and the seed plan on PEFT with whatever time is left.
 SCHEDULE = (
     Item("fast-unsloth", "unsloth", "fast", False, 120, 0, 35),
@@ -63,7 +63,7 @@ SCHEDULE = (
     Item("seed-unsloth", "unsloth", "seed", False, 240, 60, 40),
     Item("sweep", max_s=300, reserve_s=190, min_s=60),  # stopped at its cap it measures nothing: room to spare
     Item("sweep-solo", "unsloth", "fast", False, 180, 0, 60),  # the sweep's variants alone: its parity reference
-    Item("sweep-32", max_s=450, reserve_s=0, min_s=90),  # 8 variants took 151 s on an H200: 32 need more
+    Item("sweep-32", max_s=450, reserve_s=0, min_s=90),  # 32 need more than 8 (reports/gpu-bench/multi-adapter-h200)
     Item("qlora-fast-unsloth", "unsloth", "fast", True, 90, 0, 35),
     Item("qlora-fast-peft", "peft", "fast", True, 80, 0, 30),
     Item("seed-peft", "peft", "seed", False, 240, 0, 25),  # all of it when the budget allows
@@ -103,9 +103,8 @@ def jobs_for(peak_bytes: int | None, total_bytes: int | None, variants: int) -> 
     graphs), fewer if the fast arm's peak does not fit that often in 95% of the card, less 1 GiB each.
 
     Processes time-share one GPU (their kernels never overlap), so more of them add loads, warm-ups and
-    contention but no throughput; they pay off only while the others import, load or sit host-bound. With
-    bytecode cached the 8-variant sweep took 177.7 s with 2 processes, 163.6-166.2 s with 3 (three runs) and
-    168.2 s with 4 (H200, reports/gpu-bench/README.md)."""
+    contention but no throughput; they pay off only while the others import, load or sit host-bound. Three measured
+    best for the 8-variant sweep: reports/gpu-bench/seed-workload.json, `sweep` and `other_sweeps`."""
     want = max(1, min(3, variants))
     if not peak_bytes or not total_bytes:
         return want

@@ -22,12 +22,10 @@ changes:
   row's summed token loss over the probe's target count, so the result is probe_loss's token-weighted
   mean; on a GPU one forward-only graph per row length, and one host read per eval point.
 
-Measured on one H200 (`asciitune bench --workload seed`, reports/gpu-bench/seed-workload.json: random
-Llama-3.2-3B, 120 steps, 120,815 tokens): the seed plan's steps 172.1 s on Unsloth; the fast plan's
-6.47 s on Unsloth and 11.6 s on PEFT after 17.2 s / 3.8 s of warm-up, per-step losses within 0.16% /
-0.29% of the seed plan's, peak reserved memory 9.5 GiB (Unsloth) against the seed plan's 6.7 GiB.
-Eager steps are host-bound (~0.3 s each whatever the row length, bench/seed_fast_probe.py), hence
-graphs on CUDA and eager on CPU.
+Measured by `asciitune bench --workload seed`: step times, warm-up, peak memory and per-step parity with the
+seed plan for both backends are in reports/gpu-bench/seed-workload.json (the chunked loss's in
+reports/gpu-bench/multi-adapter-h200/sweep-8.json), read in reports/gpu-bench/README.md. Eager steps are
+host-bound whatever the row length (bench/seed_fast_probe.py), hence graphs on CUDA and eager on CPU.
 """
 from __future__ import annotations
 

@@ -11,9 +11,10 @@ from harness.train import chunked_loss
 
 BUCKET = 256  # tokens a graphed row is padded to a multiple of: micro_tokens / BUCKET graphs serve every row
 # Tokens per micro-batch on a GPU, per backend: a row's activations without checkpointing are ~2.8 MB per
-# token on Llama-3.2-3B through Unsloth and ~4 MB through PEFT (H200, reports/gpu-bench/README.md), so these
-# keep a step's peak near the seed plan's + 50% (6.4 GB of bf16 weights + one row). A sequence longer than
-# the cap is a row of its own and runs with each decoder layer checkpointed. On the CPU: no cap.
+# token on Llama-3.2-3B through Unsloth and ~4 MB through PEFT (H200, measured when the caps were set in
+# commit 702a8a0; no data file keeps it), so these keep a step's peak near the seed plan's + 50% (6.4 GB of
+# bf16 weights + one row). A sequence longer than the cap is a row of its own and runs with each decoder
+# layer checkpointed. On the CPU: no cap.
 MICRO_TOKENS = {"unsloth": 768, "peft": 512}
 
 

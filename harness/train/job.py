@@ -9,7 +9,8 @@ each variant's result lands in `<run-dir>/variants/<name>.json` as it finishes, 
 it. Fast-plan variants over the same base (`share_key`) share one loaded model. With `multi_adapter` (the
 runner's default, `asciitune run --no-multi-adapter` turns it off) up to 32 of them train together in the
 multi-adapter engine (`run_group`, harness.train.multi: one forward/backward for all per micro-batch, each
-adapter with its own step math), then are saved, sampled and judged one by one. Otherwise they run one after
+adapter with its own step math), then are saved, sampled (in shared generate calls when their generate settings
+match) and judged. Otherwise they run one after
 another: the CUDA graphs captured for the first are replayed by the rest (each starts from the same LoRA
 weights and a zeroed optimizer: harness.train.fast_engine.Engine.begin). A variant that fails is recorded
 and the next one starts over a freshly loaded model; a multi-adapter group whose engine fails is trained

@@ -1,5 +1,5 @@
 """K fast-plan variants over one base, trained, probed and sampled together: the variant-level face of the
-multi-adapter engine (issue 20), as harness.train.fast is the solo plan's.
+multi-adapter engine, as harness.train.fast is the solo plan's.
 
     engine = MultiEngine(model, k)                                           # harness.train.multi_engine
     trained = train_variants(model, tok, datasets, cfgs, engine)             # [(LossCurves, TrainStats)]
@@ -14,11 +14,12 @@ the K variants share, seconds and peak memory, is stated as shared (TrainStats.e
 
 Sampling: when every variant samples with the same settings, one generate call serves up to GENERATE_ROWS
 rows, block k of the rows running adapter k (harness.train.generate.generate_copies); otherwise, or with
-ASCIITUNE_MULTI_SAMPLING=per-variant, each adapter is exported into the PEFT weights and sampled alone as
-today. On Unsloth the batched call runs Unsloth's generate with every LoRA fast path sent through the
+ASCIITUNE_MULTI_SAMPLING=per-variant, each adapter is exported into the PEFT weights and sampled alone.
+On Unsloth the batched call runs Unsloth's generate with every LoRA fast path sent through the
 stacked layers (harness.backends.unsloth_private.plain_lora_forwards), which also means its CUDA-graph
-decode declines and the decode steps run eager; per-variant sampling keeps Unsloth's graphs. Which is faster
-depends on K, rows and the card: not measured yet (the sweep's rows record which ran and how it decoded).
+decode declines and the decode steps run eager; per-variant sampling keeps Unsloth's graphs. Measured at K = 8
+on an H200: the batched call in reports/gpu-bench/multi-adapter-h200/sweep-8.json, one adapter with graphs in
+reports/gpu-bench/decode-graphs-h200.json; each result records how it sampled (GenerationStats.decode).
 """
 from __future__ import annotations
 

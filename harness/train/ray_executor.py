@@ -7,7 +7,7 @@ Each task runs its variant in a fresh worker process (`max_calls=1`: Unsloth mus
 transformers, and a process holds one backend) in a scratch folder on its worker and returns the
 variant's files (result JSON, samples, adapter, log) as bytes, which the driver unpacks into the one run
 folder. No shared file system is needed; the model cache is the only thing each node must have (see
-README, "Scaling out"). The local executor (harness.train.executors) is the default.
+docs/scaling.md). The local executor (harness.train.executors) is the default.
 """
 from __future__ import annotations
 
