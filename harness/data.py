@@ -13,7 +13,8 @@ between 0.80 and 0.85: above it pieces are small edits of one drawing (near dupl
 same cat with another face), while 0.6-0.8 holds redrawings of the same subject. Both thresholds
 are config keys.
 
-Grouping (`group_pieces`, used by the split and by external scoring's leave-one-group-out alike):
+Grouping (`group_pieces`: the split keeps groups together; external scoring's human reference leaves out each
+piece's drawing, harness.judge.reference):
 a drawing is a connected component of the near-duplicate graph, and never straddles the split.
 Groups of close variants are connected components of the >= 0.6 graph while a component holds at
 most a tenth of the pieces; a larger one is a style shared across subjects, which chains, and is
@@ -343,7 +344,7 @@ def group_pieces(texts: list[str], variant_similarity: float = DataConfig.varian
 
 def variant_groups(texts: list[str], variant_similarity: float = DataConfig.variant_similarity,
                    near_duplicate_similarity: float = DataConfig.near_duplicate_similarity) -> list[int]:
-    """A group id per text, as the split and external scoring's leave-one-group-out use them (group_pieces)."""
+    """A group id per text, as the split keeps them together (group_pieces)."""
     return group_pieces(texts, variant_similarity, near_duplicate_similarity).group
 
 

@@ -40,7 +40,7 @@ def add_parser(subparsers) -> None:
                         "default: cats")
     p.add_argument("--human-reference", "--heldout-reference", dest="human_reference",
                    action=argparse.BooleanOptionalAction, default=True,
-                   help="also score DATA's pieces leave-one-group-out as the human reference and give the copy "
+                   help="also score DATA's pieces leave-one-drawing-out as the human reference and give the copy "
                         "verdict (default: on; without it, no typicality either, as it is calibrated on them)")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write scores, reference and verdict as JSON")
     p.set_defaults(func=run_score)

@@ -12,7 +12,7 @@ then the fast plan with `model.load_in_4bit=true` (QLoRA) on both backends and t
 with whatever time is left. Every item has a time cap inside --budget-s and
 runs only if the items after it keep their reserve; a seed-plan arm stopped at its cap reports a
 measured partial (its per-step time x the planned steps is given beside it, labelled as an
-extrapolation). The document (issue 12's schema plus context) is rewritten after every item; per-step
+extrapolation). The document (seed_summary's schema plus context) is rewritten after every item; per-step
 losses and step times go to the `-raw.json` file beside it. Measured: reports/gpu-bench/README.md.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The seed-workload document from the arms' raw records: rows, parity and targets (pure, no torch).
 
-Row fields follow issue 12's schema: name, backend, plan, train_seconds (optimizer steps only),
+Row fields: name, backend, plan, train_seconds (optimizer steps only),
 warmup_seconds (the fast plan's warm-up and graph captures; for the seed plan its first step, which
 carries Unsloth's compiles and is also inside train_seconds), tokens_per_s (real tokens over
 train_seconds), peak_reserved_bytes (from before the load, weights included) and mfu. MFU uses the
@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from harness.gpu.parity import BENCH_RTOL, compare_losses
 
-PARITY_RTOL = 0.005  # issue 12: fast plan vs seed plan, per step, over the whole workload
+PARITY_RTOL = 0.005  # fast plan vs seed plan, per step, over the whole workload
 BACKEND_RTOL = BENCH_RTOL  # the seed plan on another backend: its kernels in bf16 (harness.gpu.parity)
 # The two 4-bit arms dequantize the same NF4 weights and compute in bf16 with other kernels: the
 # backends' own bound. Against the bf16 seed plan the base itself differs: NF4 rounds every frozen
@@ -123,7 +123,7 @@ def targets(rows: dict[str, dict], par: dict, sweep: dict | None, sweep_32: dict
                                 wall <= sweep["target_seconds"] if wall is not None else
                                 (False if sweep and sweep.get("done") is not None else None),
                                 "" if wall is not None else "not every variant finished within the cap"),
-        # issue 20: every sweep variant's per-step losses within 0.5% of the same variant trained alone
+        # every sweep variant's per-step losses within 0.5% of the same variant trained alone
         "sweep_parity_max_rel_diff": t((sweep or {}).get("parity_max_rel_diff"), PARITY_RTOL,
                                        (sweep or {}).get("parity_ok") if (sweep or {}).get("parity") else None,
                                        "" if (sweep or {}).get("parity") else "no solo reference (sweep-solo) ran"),

@@ -84,8 +84,8 @@ MEMORIZING_COPY_RATE = 0.5  # half or more of the valid outputs are copies: the 
 NOVEL_MAX_COPY_RATE = 0.1
 # Real pieces unseen in training (a sixth of the training groups held back, 20 draws) are flagged
 # noise one by one at 7.3% in a run on cats (the 23-piece held-out reference is the limit), 1.3%
-# scored externally (leave-one-group-out over 178 pieces) and 0.8-1.5% on pyfiglet banners. Sets
-# of 20 such pieces went over 20% flagged in 4.8% of draws on cats in a run and never elsewhere;
+# scored externally (leave-one-group-out over 178 pieces, the reference of judge version 1) and 0.8-1.5% on
+# pyfiglet banners. Sets of 20 such pieces went over 20% flagged in 4.8% of draws on cats in a run and never elsewhere;
 # above it "novel" is refused (mixed): up to 1 in 5 noisy samples beside novel art is tolerated.
 NOVEL_MAX_NOISE_RATE = 0.2
 HUMAN_SIMILARITY_PERCENTILE = 95  # a copy must be closer to training than 95% of unseen human pieces

@@ -1,6 +1,6 @@
 """Train one variant with TRL's SFTTrainer and measure train vs held-out loss along the way.
 
-    asciitune train --variant r16            # one variant of the default config, in this process
+    asciitune train --variant learn          # one variant of the default config (its own child process)
 
 The backend module must already be imported (see harness.backends.get): this module only
 imports trl/transformers inside functions so that unsloth can come first.
