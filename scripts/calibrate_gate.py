@@ -9,8 +9,8 @@ Writes reports/examples/gate-calibration.json: {"pairs", "false_alarm_rate", "mi
 - retrained: the default config's three variants at N seeds (`asciitune run --seeds N`): `learn` (learning),
   `memorize` (memorizing: the art got worse by copying) and `seed` (lr 2e-4, undertrained: prose, no art);
 - resampled, not retrained: `noise` = each learn replicate's own adapter sampled again at a temperature that
-  breaks its art (`asciitune generate ... --temperature T`), judged against the same data. Its loss curves are
-  learn's: what got worse is the art alone.
+  breaks its art, the min-p filter off (`asciitune generate ... --temperature T --min-p 0`), judged against the same
+  data. Its loss curves are learn's: what got worse is the art alone.
 
 Pairs (A, B) are compared with `harness.report.compare.compare` at its defaults (no --fail-on), B's variant named
 like A's, as `asciitune compare A B` would see two runs:
@@ -42,7 +42,9 @@ from harness.report.compare import NOISE_SIGMAS, compare
 from harness.results import RunResult, VariantResult, load, resolve_run_dir
 
 OUT = Path("reports/examples/gate-calibration.json")
-NOISE_TEMPERATURE = 1.6  # SmolLM2 after 24 CPU steps: symbol soup at 1.6 (0.7 is the default's sampling)
+# A sampler broken by a change: temperature 1.6 with the min-p filter off (the default samples at 0.6, min_p 0.2),
+# which turns SmolLM2's art into symbol soup. At 1.6 with min_p 0.2 the art still looked like learn's worst seeds.
+NOISE_TEMPERATURE, NOISE_MIN_P = 1.6, 0.0
 KINDS = {"learn": "learning", "memorize": "memorizing", "seed": "undertrained", "noise": "noise"}
 
 
@@ -57,14 +59,15 @@ def noise_replicate(run_dir: Path, run: RunResult, v: VariantResult) -> VariantR
     if not out.is_file():
         out.parent.mkdir(exist_ok=True)
         asciitune("generate", str(run_dir), "--variant", v.name, "--temperature", str(NOISE_TEMPERATURE),
-                  "--out", str(out))
+                  "--min-p", str(NOISE_MIN_P), "--out", str(out))
     samples, cut = read_samples(out)
     ds = build_dataset(RunConfig.from_dict(v.config).data)
     judged = judge(for_run(ds, run.human_reference), samples, cut)
     noisy = copy.deepcopy(v)
     noisy.scores, noisy.copy_analysis, noisy.judge_version = judged.scores, judged.copy, judged.version
     noisy.verdict = combine_verdicts(v.loss_analysis, judged.copy)
-    noisy.config = {**v.config, "generate": {**v.config["generate"], "temperature": NOISE_TEMPERATURE}}
+    noisy.config = {**v.config, "generate": {**v.config["generate"], "temperature": NOISE_TEMPERATURE,
+                                             "min_p": NOISE_MIN_P}}
     return noisy
 
 
@@ -179,11 +182,12 @@ def main(argv: list[str] | None = None) -> int:
                        "verdict_alpha": seed_model.VERDICT_ALPHA, "bands": BANDS,
                        "set_min_effect": SET_MIN_EFFECT,
                        "tau": seed_model.TAU, "tau_relative": seed_model.TAU_RELATIVE,
-                       "noise_temperature": NOISE_TEMPERATURE},
+                       "noise_temperature": NOISE_TEMPERATURE, "noise_min_p": NOISE_MIN_P},
         "how": (f"Run {run.run_id} (`asciitune run --seeds {len(pools['learn'])}` of the default config, "
                 f"{run.environment.get('device', '?')}): learn, memorize and seed retrained at every seed; noise = "
-                f"each learn adapter resampled at temperature {NOISE_TEMPERATURE}, not retrained. Pairs compared "
-                "by harness.report.compare.compare at its defaults; one seed against one and three against three. "
+                f"each learn adapter resampled at temperature {NOISE_TEMPERATURE} with min_p {NOISE_MIN_P}, "
+                "not retrained. Pairs compared by harness.report.compare.compare at its defaults; one seed against "
+                "one and three against three. "
                 "The seed-noise model it uses (seeds.TAU, verdict.SEED_SD) was measured on these same seeds, so the "
                 "rates are in-sample. "
                 "Re-make: .venv/bin/python scripts/calibrate_gate.py [--run RUN]."),

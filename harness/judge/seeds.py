@@ -21,15 +21,16 @@ from harness.results import Metric, SeedSummary, Spread, VariantResult
 # For a variant run once, `compare` cannot see its seed spread, so it uses this model of it: a metric read from one
 # seed moves between seeds by TAU beyond its own sampling stderr (which the metric carries); for numbers stored
 # without a stderr (losses), by TAU_RELATIVE of their value. A difference of two single-seed runs then has
-# variance se_a^2 + se_b^2 + tau_a^2 + tau_b^2. Measured on the default config at 6 seeds (run
-# 20261202-181346-920543, 2-core VM): tau^2 = the replicates' variance minus their mean stderr^2, pooled over the
-# variants (learn, memorize; seed where defined). A metric whose spread its stderr already explains (valid rate,
-# width consistency: tau 0) is left to its stderr; copy rates had no copies at any seed to measure.
-TAU: dict[str, float] = {"novelty": 0.018, "copied_line_share": 0.026, "cross_entropy_bits": 0.387,
-                         "typical_rate": 0.095, "cut_off_rate": 0.113, "mean_pairwise_distance": 0.086,
-                         "distinct_ngrams": 0.110, "valid_rate": 0.0, "width_consistency": 0.0}
-# the final held-out loss: the widest variant's relative spread (memorize 2.7%; learn 0.55%, seed 0.03%), not the
-# pooled 1.6%, which would understate a memorizing variant's
+# variance se_a^2 + se_b^2 + tau_a^2 + tau_b^2. Measured on the default config at 6 seeds
+# (run 20261202-192109-066ff7, 2-core VM): tau^2 = the replicates' variance minus their mean stderr^2, the
+# largest over its variants (seed, learn, memorize), not their pool, which would understate the widest one (valid
+# rate: memorize 0.110, learn 0).
+# A metric whose spread its stderr explains in every variant (cross-entropy, copied-line share) gets 0; copy rates
+# had no copies at any seed to measure.
+TAU: dict[str, float] = {"valid_rate": 0.110, "novelty": 0.022, "width_consistency": 0.051, "typical_rate": 0.281,
+                         "cut_off_rate": 0.141, "mean_pairwise_distance": 0.038, "distinct_ngrams": 0.136,
+                         "cross_entropy_bits": 0.0, "copied_line_share": 0.0}
+# the final held-out loss: the widest variant's relative spread (memorize 2.7%; learn 0.55%, seed 0.03%)
 TAU_RELATIVE: dict[str, float] = {"final_heldout_loss": 0.027}
 # Two sides spread over seeds: a verdict shift counts when a one-sided Fisher exact test of the replicates in the
 # worse tier puts it below this chance.
