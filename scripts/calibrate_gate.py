@@ -22,6 +22,7 @@ split of six seeds into two disjoint triples, compared as seed groups).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import itertools
 import math
@@ -84,6 +85,18 @@ def as_run(template: RunResult, reps: list[VariantResult], label: str) -> RunRes
     return run
 
 
+@contextlib.contextmanager
+def gated(metrics: tuple):
+    """compare.GATED set to metrics for a while."""
+    from harness.report import compare as module
+
+    saved, module.GATED = module.GATED, metrics
+    try:
+        yield
+    finally:
+        module.GATED = saved
+
+
 def pairs(pools: dict[str, list[VariantResult]]) -> list[dict]:
     """Every pair of the plan in the module docstring, compared; one record each."""
     n = min(len(p) for p in pools.values())
@@ -106,10 +119,13 @@ def pairs(pools: dict[str, list[VariantResult]]) -> list[dict]:
         ra = as_run(template, [pools[kind_a][i] for i in a], "A")
         rb = as_run(template, [pools[kind_b][i] for i in b], "B")
         comp = compare([ra, rb])
+        with gated(()):  # the same pair judged on verdicts alone: what the gated metrics add
+            by_verdicts = compare([ra, rb]).failed
         records.append({"pair": name, "seeds_a": a, "seeds_b": b, "expect": "fail" if expect_fail else "pass",
                         "gate": "fail" if comp.failed else "pass",
                         "verdicts": [f"{v.metric}: {v.a} -> {v.b} ({v.change})" for v in comp.verdicts],
                         "failures": [f.message() for f in comp.failures],
+                        "gate_on_verdicts_alone": "fail" if by_verdicts else "pass",
                         "correct": comp.failed == expect_fail})
     return records
 
@@ -191,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                 "The seed-noise model it uses (seeds.TAU, verdict.SEED_SD) was measured on these same seeds, so the "
                 "rates are in-sample. "
                 "Re-make: .venv/bin/python scripts/calibrate_gate.py [--run RUN]."),
+        "on_verdicts_alone": {"false_alarms": sum(r["gate_on_verdicts_alone"] == "fail" for r in must_pass),
+                              "misses": sum(r["gate_on_verdicts_alone"] == "pass" for r in must_fail)},
         "counts": {"must_pass": len(must_pass), "must_fail": len(must_fail),
                    "false_alarms": sum(r["gate"] == "fail" for r in must_pass),
                    "misses": sum(r["gate"] == "pass" for r in must_fail)},

@@ -29,8 +29,8 @@ NOISE_RULE = (
     "it was computed over valid ones) is incomparable.")
 # Gated without a threshold: how often a variant draws art at all, and how well it predicts unseen art. Verdict
 # tiers alone miss a regression from a baseline already in the bottom tier (a learn variant judged noise at one
-# seed against a memorizing one: measured in reports/examples/gate-calibration.json, 90 of 120 such pairs passed
-# on verdicts alone); these two numbers moved far beyond their seed spread in every worse-art pair there.
+# seed against a memorizing one: reports/examples/gate-calibration.json, "on_verdicts_alone": 51 of its 120
+# worse-art pairs pass on verdicts alone); with these two gated, none passes and no reseed pair fails.
 GATED = ("valid_rate", "final_heldout_loss")
 GATE_RULE = ("The gate fails (exit 1), with or without thresholds, when a variant's verdict or copy verdict moved to "
              "a worse tier beyond seed noise (learning or novel -> mixed or undertrained -> memorizing, noise or "
