@@ -42,6 +42,7 @@ from harness.train.fast_parts import (  # noqa: F401  (BUCKET, MICRO_TOKENS, bac
     autocast_dtype,
     backend_of,
     checkpoint_layers,
+    graph_of,
     loss_mode,
     record_graphs,
     replay,
@@ -232,18 +233,13 @@ class Engine:
 
     def capture(self, examples: dict[int, tuple]) -> int:
         """Graphs for the row lengths not captured yet (examples: length -> one row's inputs); returns how many."""
-        import torch
-
         todo = {t: x for t, x in examples.items() if t not in self.graphs}
         if self.mode != "graphs" or (not todo and self.end_graph is not None):
             return 0
         # The warm-up forward/backward also makes every .grad, so captures accumulate in place.
         self.graphs.update(record_graphs(self.forward_backward, {t: x[:5] for t, x in todo.items()}, self.pool))
         if self.end_graph is None:
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g, pool=self.pool):
-                self.end_step()
-            self.end_graph = g
+            self.end_graph = graph_of(self.end_step, self.pool)
         return len(todo)
 
     def step(self, rows: list[tuple], n_items, lr: float, loss_out) -> None:

@@ -105,6 +105,16 @@ class UnslothFlags:
                 os.environ["UNSLOTH_RETURN_LOGITS"] = self._env
 
 
+def graph_of(fn, pool):
+    """fn captured once as a CUDA graph in the shared pool (the step's end: clip, AdamW, zero grads)."""
+    import torch
+
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g, pool=pool):
+        fn()
+    return g
+
+
 def record_graphs(fn, examples: dict[int, tuple], pool) -> dict[int, tuple]:
     """One CUDA graph of fn per row length (examples: length -> one row's inputs), in the shared pool, after one
     eager call each on a side stream; length -> (graph, static inputs, output)."""

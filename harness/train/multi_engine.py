@@ -33,6 +33,7 @@ from harness.train.fast_parts import (
     autocast_dtype,
     backend_of,
     checkpoint_layers,
+    graph_of,
     record_graphs,
     replay,
     uncheckpoint_layers,
@@ -181,17 +182,12 @@ class MultiEngine:
 
     def capture(self, examples: dict[int, tuple]) -> int:
         """Graphs for the row lengths not captured yet (examples: length -> one micro-batch); returns how many."""
-        import torch
-
         todo = {t: x for t, x in examples.items() if t not in self.graphs}
         if self.mode != "graphs" or (not todo and self.end_graph is not None):
             return 0
         self.graphs.update(record_graphs(self.forward_backward, todo, self.pool))
         if self.end_graph is None:
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g, pool=self.pool):
-                self.end_step()
-            self.end_graph = g
+            self.end_graph = graph_of(self.end_step, self.pool)
         return len(todo)
 
     def close(self) -> None:
