@@ -1,8 +1,8 @@
 """`asciitune export`: save a trained variant as an adapter, a merged 16-bit model, or GGUF.
 
-    asciitune export RUN --variant r16 --format adapter
-    asciitune export RUN --variant r16 --format merged gguf:f16 gguf:q8_0 gguf:q4_k_m --score
-    asciitune export RUN --variant r16 --score        # re-score the exports already recorded
+    asciitune export RUN --variant learn --format adapter
+    asciitune export RUN --variant learn --format merged gguf:f16 gguf:q8_0 gguf:q4_k_m --score
+    asciitune export RUN --variant learn --score      # re-score the exports already recorded
 
 RUN is a run folder or a run id under reports/runs. Each format goes to
 `<run>/exports/<variant>/<format>/` unless --out is given, and is recorded in the run's

@@ -1,9 +1,9 @@
 """`asciitune generate`: draw art from a trained variant, an adapter folder, a merged model or a GGUF.
 
-    asciitune generate RUN --variant r16                  # the run's adapter on its base model
+    asciitune generate RUN --variant learn                  # the run's adapter on its base model
     asciitune generate --adapter path/to/adapter --n-samples 3 --greedy
-    asciitune generate --gguf reports/runs/RUN/exports/r16/gguf-q8_0/r16-q8_0.gguf --score
-    asciitune generate --merged reports/runs/RUN/exports/r16/merged --out samples.jsonl
+    asciitune generate --gguf reports/runs/RUN/exports/learn/gguf-q8_0/learn-q8_0.gguf --score
+    asciitune generate --merged reports/runs/RUN/exports/learn/merged --out samples.jsonl
 
 Settings start from the source's config (its `asciitune-config.json`, else the defaults) and
 the flags override them; GGUF files are sampled by llama.cpp (llama-cpp-python) with the same

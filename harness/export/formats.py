@@ -1,7 +1,7 @@
 """Export a trained variant as a LoRA adapter folder, a merged 16-bit model, or a GGUF file.
 
-    asciitune export RUN --variant r16 --format adapter merged gguf:f16 gguf:q8_0 gguf:q4_k_m
-    asciitune export RUN --variant r16 --format gguf:q8_0 --score    # also sample and score it
+    asciitune export RUN --variant learn --format adapter merged gguf:f16 gguf:q8_0 gguf:q4_k_m
+    asciitune export RUN --variant learn --format gguf:q8_0 --score    # also sample and score it
 
 Every export lands in `<run>/exports/<variant>/<format>/` (or --out) with the run's config as
 `asciitune-config.json`, and is recorded in results.json under the variant's `exports`. No step

@@ -1,6 +1,6 @@
 """Quality per export format: load each, sample with the same settings, score like training's samples.
 
-    asciitune export RUN --variant r16 --format merged gguf:q8_0 --score
+    asciitune export RUN --variant learn --format merged gguf:q8_0 --score
 
 The unexported model (base + adapter as trained, unmerged, via the training backend) is
 scored the same way under `exports["unexported"]`, so every format sits next to its source.
