@@ -1,6 +1,7 @@
 """Copy a finished run into reports/examples/ without third-party art, re-render its report, screenshot it.
 
     .venv/bin/python scripts/make_example.py reports/runs/<run-id> [reports/examples/default-cpu]
+    .venv/bin/python scripts/make_example.py --exports reports/runs/<run-id> learn reports/examples/export-quality
 
 The catsart pieces are not ours to commit: every nearest-training-piece text is replaced by a note, and so is
 any sample that is a copy of one (exact, near, or at least as similar as the copy threshold). Adapters,
@@ -57,5 +58,22 @@ def main(src: str, dest: str = "reports/examples/default-cpu") -> int:
     return 0
 
 
+def exports(src: str, variant: str, dest: str) -> int:
+    """A run's results (with a variant's scored exports) and each format's samples, without catsart art."""
+    src_dir, out = Path(src), Path(dest)
+    run = load(src_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src_dir / "results.json", out / "results.json")
+    for fmt, record in run.variants[variant].exports.items():
+        path = src_dir / record.samples_file  # recorded relative to the run folder
+        if path.is_file():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            write_jsonl(out / f"samples-{fmt.replace(':', '-')}.jsonl", [sanitize(r) for r in rows])
+    print(f"export example written to {out}")
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--exports"]:
+        sys.exit(exports(*sys.argv[2:]))
     sys.exit(main(*sys.argv[1:]))
