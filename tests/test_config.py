@@ -48,7 +48,8 @@ def test_builtin_default_has_story_variants_and_cli_wins():
     plan = load_plan("default", ["train.max_steps=3"])
     assert list(plan.variants) == ["seed", "learn", "memorize"]
     assert [v.train.lr for v in plan.variants.values()] == [2e-4, 3e-3, 3e-3]
-    assert [v.data.max_train_pieces for v in plan.variants.values()] == [16, 48, 16]
+    assert [v.data.max_train_pieces for v in plan.variants.values()] == [16, 0, 16]  # learn: every training cat
+    assert [v.train.epochs for v in plan.variants.values()] == [5, 2, 10]
     assert all(v.train.max_steps == 3 for v in plan.variants.values())
 
 

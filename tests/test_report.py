@@ -254,10 +254,11 @@ def test_export_quality_table(report: tuple[Path, str, str]) -> None:
     rows = re.findall(r"<tr>(.*?)</tr>", section.split("<tbody>")[1])
     cells = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in rows]
     assert [c[0] for c in cells] == ["unexported", "gguf:q8_0", "merged"]  # the unexported row leads
-    assert cells[0][1:5] == ["290 MiB", "2.5", "850", "0.9 [0.86, 0.94]"]
-    assert cells[1][1:4] == ["145 MiB", "0.41", "850"] and cells[1][4:] == ["0.88 [0.84, 0.92]", "0.52 [0.48, 0.56]",
-                                                                              "0.8 [0.76, 0.84]"]
-    assert cells[2] == ["merged", "270 MiB", "-", "-", "-", "-", "-"]  # exported, not scored yet
+    assert cells[0][1:5] == ["290 MiB", "2.5", "850", "0.9 [0.86, 0.94]"] and cells[0][-1] == "novel"
+    assert cells[1][1:4] == ["145 MiB", "0.41", "850"] and cells[1][4:7] == ["0.88 [0.84, 0.92]", "0.52 [0.48, 0.56]",
+                                                                               "0.8 [0.76, 0.84]"]
+    assert cells[1][7] == "-"  # no copy analysis recorded for this export
+    assert cells[2] == ["merged", "270 MiB", "-", "-", "-", "-", "-", "-"]  # exported, not scored yet
     assert "| gguf:q8\\_0 | 145 MiB | 0.41 |" in md
 
 
