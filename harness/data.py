@@ -595,3 +595,18 @@ def describe(ds: Dataset, tokenizer=None, max_seq_length: int = 2048) -> dict:
             info["over_max_seq_length"] = sum(t > max_seq_length for t in toks)
         out[side] = info
     return out
+
+
+def pieces_phrase(data: dict) -> str:
+    """A run's piece counts for its header, from Dataset.summary() (+ n_by_variant where variants differ):
+    "16 training / 13 held-out pieces", or each variant's counts where their data settings give different ones."""
+    per = data.get("n_by_variant") or {}
+    if len({tuple(n) for n in per.values()}) > 1:
+        if len({h for _, h in per.values()}) == 1:  # data.max_train_pieces only: one held-out set
+            counts = ", ".join(f"{name} {t}" for name, (t, _) in per.items())
+            trains = [t for t, _ in per.values()]
+            return (f"{min(trains)}-{max(trains)} training pieces ({counts}) / "
+                    f"{data.get('n_heldout', '-')} held-out pieces")
+        return "training / held-out pieces per variant: " + ", ".join(f"{name} {t} / {h}"
+                                                                       for name, (t, h) in per.items())
+    return f"{data.get('n_train', '-')} training / {data.get('n_heldout', '-')} held-out pieces"

@@ -307,3 +307,16 @@ def test_bad_sources_fail_in_one_sentence(tmp_path, setup, message):
     with pytest.raises(UserError) as err:
         build_dataset(DataConfig(source=str(source)))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_pieces_phrase_names_each_variants_count_only_where_they_differ():
+    from harness.data import pieces_phrase
+
+    base = {"n_train": 16, "n_heldout": 13}
+    assert pieces_phrase(base) == "16 training / 13 held-out pieces"
+    assert pieces_phrase({**base, "n_by_variant": {"a": [16, 13], "b": [16, 13]}}) == "16 training / 13 held-out pieces"
+    # the default config: learn trains on every training cat, seed and memorize on 16; one held-out set
+    assert pieces_phrase({**base, "n_by_variant": {"seed": [16, 13], "learn": [93, 13], "memorize": [16, 13]}}) == \
+        "16-93 training pieces (seed 16, learn 93, memorize 16) / 13 held-out pieces"
+    assert pieces_phrase({**base, "n_by_variant": {"cats": [16, 13], "banners": [150, 27]}}) == \
+        "training / held-out pieces per variant: cats 16 / 13, banners 150 / 27"

@@ -234,3 +234,20 @@ def test_the_hash_rule_holds_a_group_out_at_the_fraction_whatever_its_size(m):
     held = [_level(min(int(k[:8], 16) / 0x1_0000_0000 for k in keys[g * m:(g + 1) * m]), m) < 0.15
             for g in range(4000)]
     assert abs(np.mean(held) - 0.15) < 0.02
+
+
+def test_a_run_whose_variants_train_on_different_counts_says_each(tmp_path):
+    from harness.report.run import write_report
+    from harness.train.runner import run_plan
+
+    def no_training(jobs, say):  # only the run's header is under test
+        yield from ()
+
+    config = tmp_path / "two.toml"
+    config.write_text((Path(__file__).parents[1] / "harness/configs/tiny.toml").read_text()
+                      + "\n[variants.few]\n\n[variants.all.data]\nmax_train_pieces = 0\n")
+    run_dir, run = run_plan(load_plan(str(config)), tmp_path / "reports", executor=no_training, console=None)
+    few, every = run.data["n_by_variant"]["few"], run.data["n_by_variant"]["all"]
+    assert few[0] == 8 and every[0] == run.data["n_train_available"] > 8 and few[1] == every[1]
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    assert f"8-{every[0]} training pieces (few 8, all {every[0]}) / {few[1]} held-out pieces" in page

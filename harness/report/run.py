@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.config import flatten
+from harness.data import pieces_phrase
 from harness.judge.verdict import QUALITY_METRICS, RANKING_RULE, final_verdict, quality, rank
 from harness.report import plots, sections, story
 from harness.report.doc import Doc, fmt, fmt_bytes, fmt_mapping, fmt_metric
@@ -38,7 +39,7 @@ def _details(doc: Doc, run: RunResult) -> None:
         ["run id", run.run_id], ["created", run.created or "-"], ["command", run.command or "-"],
         ["config", f"{run.config_source or '-'} (hash {run.config_hash or '-'})"],
         ["data", f"{data.get('name', '-')} (hash {str(data.get('hash', '-'))[:16]}, "
-                 f"{data.get('n_train', '-')} train / {data.get('n_heldout', '-')} held-out pieces)"],
+                 f"{pieces_phrase(data)})"],
         ["git commit", fmt_mapping(env.get("git_commit"))], ["device", fmt_mapping(env.get("device"))],
         ["machine", fmt_mapping(env.get("machine"))], ["versions", fmt_mapping(env.get("versions"))],
         ["schema version", run.schema_version]])

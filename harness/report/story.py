@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.data import pieces_phrase
 from harness.judge.verdict import SAMPLE_FLAGS, final_verdict
 from harness.report import plots
 from harness.report.doc import Doc, fmt
@@ -223,8 +224,7 @@ def story(doc: Doc, run: RunResult, run_dir: Path, images: list[str]) -> None:
     doc.begin("words")
     doc.para(f"{len(variants)} variant{'s' * (len(variants) != 1)} of {Path(run.config_source).stem or '-'} "
              f"on {device_name(run.environment)}, {(run.created or '-')[:16].replace('T', ' ')}; "
-             f"{data.get('name', '-')}: {data.get('n_train', '-')} training / {data.get('n_heldout', '-')} "
-             "held-out pieces.", note=True)
+             f"{data.get('name', '-')}: {pieces_phrase(data)}.", note=True)
     if run.seeds:  # the distribution first: one seed's verdict is one draw of it
         doc.sentences([seeds_sentence(s) for s in run.seeds.values()])
     doc.sentences([verdict_sentence(run, v) for v in variants])

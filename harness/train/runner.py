@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness import environment
 from harness.config import Plan
-from harness.data import Dataset
+from harness.data import Dataset, pieces_phrase
 from harness.errors import UserError
 from harness.results import (
     RESULTS_FILE,
@@ -110,9 +110,13 @@ def run_plan(plan: Plan, reports_dir: Path, resume: str | None = None, command: 
     run = _load_or_new(run_dir, plan, command)
     ds, human = inputs[data_key(plan.base)] if data_key(plan.base) in inputs else next(iter(inputs.values()))
     run.data, run.human_reference = ds.summary(), human
+    counts = {name: [len(inputs[data_key(cfg)][0].train), len(inputs[data_key(cfg)][0].heldout)]
+              for name, cfg in plan.variants.items()}
+    if len({tuple(n) for n in counts.values()}) > 1:  # variants' data settings differ: the header says so
+        run.data["n_by_variant"] = counts
     run.environment = environment.snapshot(run.environment.get("device", "") if run.environment else "")
     run.save(run_dir)
-    say(f"Run {run_dir}: {len(plan.variants)} variant(s), {len(ds.train)} train / {len(ds.heldout)} held-out pieces")
+    say(f"Run {run_dir}: {len(plan.variants)} variant(s), {pieces_phrase(run.data)}")
     jobs = []
     for i, (name, cfg) in enumerate(plan.variants.items(), 1):
         done = run.variants.get(name)
