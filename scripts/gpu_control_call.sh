@@ -2,12 +2,7 @@
 # The second H200 call for issue 20: the bf16 parity control (bench/parity_control.py) and the 32-variant sweep.
 set -u
 T0=$(date +%s)
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT" /tmp/site
-tar xzf .device/unsloth-site.tgz -C /tmp/site
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 OUT \
-  ASCIITUNE_TOKENIZER=$PWD/.device/smollm2-tokenizer ASCIITUNE_CACHE=/tmp/atcache
-SP=$(python3 -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
+. scripts/gpu_env.sh  # OUT, the unpacked bundle, the environment, SP
 python3 -m compileall -q -j 16 "$SP" /tmp/site harness > /dev/null 2>&1
 timeout 200 python3 bench/parity_control.py --out "$OUT/parity-control.json" > "$OUT/parity-control.log" 2>&1
 echo "control rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"

@@ -8,14 +8,9 @@
 # Results under $OUT; a short table printed last (scripts/gpu_multi_table.py).
 set -u
 T0=$(date +%s)
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT" /tmp/site
-tar xzf .device/unsloth-site.tgz -C /tmp/site
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 OUT \
-  ASCIITUNE_TOKENIZER=$PWD/.device/smollm2-tokenizer ASCIITUNE_CACHE=/tmp/atcache
+. scripts/gpu_env.sh  # OUT, the unpacked bundle, the environment, SP
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
 # The image ships no bytecode and sets PYTHONDONTWRITEBYTECODE: compile once, beside the tests (~20 s per process).
-SP=$(python3 -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
 ( python3 -m compileall -q -j 16 "$SP" /tmp/site harness > "$OUT/compileall.log" 2>&1
   echo "compileall rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/setup.txt" ) &
 CA=$!
