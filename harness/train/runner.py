@@ -110,8 +110,8 @@ def run_plan(plan: Plan, reports_dir: Path, resume: str | None = None, command: 
     run = _load_or_new(run_dir, plan, command)
     ds, human = inputs[data_key(plan.base)] if data_key(plan.base) in inputs else next(iter(inputs.values()))
     run.data, run.human_reference = ds.summary(), human
-    counts = {name: [len(inputs[data_key(cfg)][0].train), len(inputs[data_key(cfg)][0].heldout)]
-              for name, cfg in plan.variants.items()}
+    datasets = {name: inputs[data_key(cfg)][0] for name, cfg in plan.variants.items()}
+    counts = {name: [len(d.train), len(d.heldout)] for name, d in datasets.items()}
     if len({tuple(n) for n in counts.values()}) > 1:  # variants' data settings differ: the header says so
         run.data["n_by_variant"] = counts
     run.environment = environment.snapshot(run.environment.get("device", "") if run.environment else "")
