@@ -9,13 +9,15 @@ Writes reports/examples/gate-calibration.json: {"pairs", "false_alarm_rate", "mi
 - retrained: the default config's three variants at N seeds (`asciitune run --seeds N`): `learn` (learning),
   `memorize` (memorizing: the art got worse by copying) and `seed` (lr 2e-4, undertrained: prose, no art);
 - resampled, not retrained: `noise` = each learn replicate's own adapter sampled again at a temperature that
-  breaks its art, the min-p filter off (`asciitune generate ... --temperature T --min-p 0`), judged against the same
-  data. Its loss curves are learn's: what got worse is the art alone.
+  breaks its art, the min-p filter off (`asciitune generate ... --temperature T --min-p 0`), and `looping` = the same
+  adapter sampled at a low-entropy setting that makes a small model write lines again and again (temperature 0.6,
+  min_p 0.2: the default of judge version 2), each judged against the same data. Their loss curves are learn's: what
+  got worse is the art alone.
 
 Pairs (A, B) are compared with `harness.report.compare.compare` at its defaults (no --fail-on), B's variant named
 like A's, as `asciitune compare A B` would see two runs:
 - must pass (a false alarm if the gate fails): A and B the same variant at different seeds;
-- must fail (a miss if the gate passes): A = learn, B = memorize, seed or noise at another seed.
+- must fail (a miss if the gate passes): A = learn, B = memorize, seed, noise or looping at another seed.
 Each kind is paired one seed against one (every pair of distinct seeds) and three seeds against three (every
 split of six seeds into two disjoint triples, compared as seed groups).
 """
@@ -28,6 +30,7 @@ import itertools
 import math
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from harness.config import RunConfig
@@ -43,10 +46,12 @@ from harness.report.compare import NOISE_SIGMAS, compare
 from harness.results import RunResult, VariantResult, load, resolve_run_dir
 
 OUT = Path("reports/examples/gate-calibration.json")
-# A sampler broken by a change: temperature 1.6 with the min-p filter off (the default samples at 0.6, min_p 0.2),
-# which turns SmolLM2's art into symbol soup. At 1.6 with min_p 0.2 the art still looked like learn's worst seeds.
-NOISE_TEMPERATURE, NOISE_MIN_P = 1.6, 0.0
-KINDS = {"learn": "learning", "memorize": "memorizing", "seed": "undertrained", "noise": "noise"}
+# Samplers broken by a change. Noise: temperature 1.6 with the min-p filter off, which turns SmolLM2's art into
+# symbol soup (at 1.6 with min_p 0.2 the art still looked like learn's worst seeds). Loops: temperature 0.6 with
+# min_p 0.2, the default sampler of judge version 2, under which learn's adapter wrote 8-14 of 16 samples as loops
+# (reports/examples/default-cpu of 2026-12-02; tests/golden/learn-samples-judge-v2.jsonl).
+RESAMPLED = {"noise": (1.6, 0.0), "looping": (0.6, 0.2)}  # kind: (temperature, min_p)
+KINDS = {"learn": "learning", "memorize": "memorizing", "seed": "undertrained", "noise": "noise", "looping": "looping"}
 
 
 def asciitune(*args: str) -> None:
@@ -54,22 +59,23 @@ def asciitune(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "harness", *args], check=True)
 
 
-def noise_replicate(run_dir: Path, run: RunResult, v: VariantResult) -> VariantResult:
-    """v's adapter sampled again at NOISE_TEMPERATURE, judged against v's data: v with its art made worse."""
-    out = run_dir / "calibration" / f"noise-{v.name}.jsonl"
+def resampled(run_dir: Path, run: RunResult, v: VariantResult, kind: str) -> VariantResult:
+    """v's adapter sampled again with a RESAMPLED kind's broken sampler, judged against v's data: v with its art
+    made worse."""
+    temperature, min_p = RESAMPLED[kind]
+    out = run_dir / "calibration" / f"{kind}-{v.name}.jsonl"
     if not out.is_file():
         out.parent.mkdir(exist_ok=True)
-        asciitune("generate", str(run_dir), "--variant", v.name, "--temperature", str(NOISE_TEMPERATURE),
-                  "--min-p", str(NOISE_MIN_P), "--out", str(out))
+        asciitune("generate", str(run_dir), "--variant", v.name, "--temperature", str(temperature),
+                  "--min-p", str(min_p), "--out", str(out))
     samples, cut = read_samples(out)
     ds = build_dataset(RunConfig.from_dict(v.config).data)
     judged = judge(for_run(ds, run.human_reference), samples, cut)
-    noisy = copy.deepcopy(v)
-    noisy.scores, noisy.copy_analysis, noisy.judge_version = judged.scores, judged.copy, judged.version
-    noisy.verdict = combine_verdicts(v.loss_analysis, judged.copy)
-    noisy.config = {**v.config, "generate": {**v.config["generate"], "temperature": NOISE_TEMPERATURE,
-                                             "min_p": NOISE_MIN_P}}
-    return noisy
+    worse = copy.deepcopy(v)
+    worse.scores, worse.copy_analysis, worse.judge_version = judged.scores, judged.copy, judged.version
+    worse.verdict = combine_verdicts(v.loss_analysis, judged.copy)
+    worse.config = {**v.config, "generate": {**v.config["generate"], "temperature": temperature, "min_p": min_p}}
+    return worse
 
 
 def as_run(template: RunResult, reps: list[VariantResult], label: str) -> RunResult:
@@ -104,13 +110,13 @@ def pairs(pools: dict[str, list[VariantResult]]) -> list[dict]:
     plans = []  # (kind, expect_fail, A replicates, B replicates)
     for kind in ("learn", "memorize", "seed"):
         plans += [(f"{kind} vs {kind}", False, [i], [j]) for i, j in itertools.combinations(idx, 2)]
-    for bad in ("memorize", "seed", "noise"):
+    for bad in ("memorize", "seed", *RESAMPLED):
         plans += [(f"learn vs {bad}", True, [i], [j]) for i, j in itertools.permutations(idx, 2)]
     if n >= 6:
         splits = [(list(t), [i for i in idx if i not in t]) for t in itertools.combinations(idx, 3) if 0 in t]
         for kind in ("learn", "memorize", "seed"):
             plans += [(f"{kind} vs {kind}", False, a, b) for a, b in splits]
-        for bad in ("memorize", "seed", "noise"):
+        for bad in ("memorize", "seed", *RESAMPLED):
             plans += [(f"learn vs {bad}", True, a, b) for a, b in splits]
     template = RunResult(run_id="")
     records = []
@@ -139,7 +145,7 @@ def spread_table(pools: dict[str, list[VariantResult]]) -> dict:
         out[kind] = {"verdicts": s.verdicts, "borderline": s.borderline,
                      "metrics": {k: {"mean": m.mean, "sd": m.sd, "min": m.min, "max": m.max, "n": m.n}
                                  for k, m in s.metrics.items()}}
-        if kind != "noise":
+        if kind not in RESAMPLED:
             for k, m in s.metrics.items():
                 if m.sd is not None:
                     variances.setdefault(k, []).append(m.sd ** 2)
@@ -161,9 +167,9 @@ def seed_table(pools: dict[str, list[VariantResult]]) -> str:
             cells.append(f"{final_verdict(v)} ({v.verdict.loss_verdict}; {v.verdict.copy_verdict})"
                          + (" *" if v.verdict.borderline else ""))
         rows.append(f"| {seeds['train']['seed']}, {seeds['generate']['seed']} | " + " | ".join(cells) + " |")
-    story = {"seed": "invalid", "learn": "learning", "memorize": "memorizing"}
-    holds = [sum(final_verdict(pools[k][i]) == story[k] for i in range(n)) for k in kinds]
-    rows.append("| the story holds | " + " | ".join(f"{h}/{n}" for h in holds) + " |")
+    counts = [Counter(final_verdict(pools[k][i]) for i in range(n)) for k in kinds]
+    rows.append("| over the seeds | " + " | ".join(", ".join(f"{v} {c}/{n}" for v, c in cs.most_common())
+                                                   for cs in counts) + " |")
     return "\n".join(rows)
 
 
@@ -186,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     pools = {kind: [rejudge_variant(run, run_dir, v) for v in run.variants.values()
                     if (v.seed_group or v.name) == kind and v.status == "done"]
              for kind in ("learn", "memorize", "seed")}
-    pools["noise"] = [noise_replicate(run_dir, run, v) for v in pools["learn"]]
+    for kind in RESAMPLED:
+        pools[kind] = [resampled(run_dir, run, v, kind) for v in pools["learn"]]
     records = pairs(pools)
     must_pass = [r for r in records if r["expect"] == "pass"]
     must_fail = [r for r in records if r["expect"] == "fail"]
@@ -198,12 +205,13 @@ def main(argv: list[str] | None = None) -> int:
                        "verdict_alpha": seed_model.VERDICT_ALPHA, "bands": BANDS,
                        "set_min_effect": SET_MIN_EFFECT,
                        "tau": seed_model.TAU, "tau_relative": seed_model.TAU_RELATIVE,
-                       "noise_temperature": NOISE_TEMPERATURE, "noise_min_p": NOISE_MIN_P},
+                       "resampled": {k: {"temperature": t, "min_p": p} for k, (t, p) in RESAMPLED.items()}},
         "how": (f"Run {run.run_id} (`asciitune run --seeds {len(pools['learn'])}` of the default config, "
-                f"{run.environment.get('device', '?')}): learn, memorize and seed retrained at every seed; noise = "
-                f"each learn adapter resampled at temperature {NOISE_TEMPERATURE} with min_p {NOISE_MIN_P}, "
-                "not retrained. Pairs compared by harness.report.compare.compare at its defaults; one seed against "
-                "one and three against three. "
+                f"{run.environment.get('device', '?')}): learn, memorize and seed retrained at every seed; "
+                + "; ".join(f"{k} = each learn adapter resampled at temperature {t} with min_p {p}"
+                            for k, (t, p) in RESAMPLED.items())
+                + ", not retrained. Pairs compared by harness.report.compare.compare at its defaults; one seed "
+                "against one and three against three. "
                 "The seed-noise model it uses (seeds.TAU, verdict.SEED_SD) was measured on these same seeds, so the "
                 "rates are in-sample. "
                 "Re-make: .venv/bin/python scripts/calibrate_gate.py [--run RUN]."),

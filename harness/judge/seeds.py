@@ -29,7 +29,9 @@ from harness.results import Metric, SeedSummary, Spread, VariantResult
 # had no copies at any seed to measure.
 TAU: dict[str, float] = {"valid_rate": 0.110, "novelty": 0.022, "width_consistency": 0.051, "typical_rate": 0.281,
                          "cut_off_rate": 0.141, "mean_pairwise_distance": 0.038, "distinct_ngrams": 0.136,
-                         "cross_entropy_bits": 0.0, "copied_line_share": 0.0}
+                         "cross_entropy_bits": 0.0, "copied_line_share": 0.0,
+                         # measured later, judge version 3 (5 seeds, run 20261207-033921-91cb8b): memorize's spread
+                         "loop_rate": 0.044}
 # the final held-out loss: the widest variant's relative spread (memorize 2.7%; learn 0.55%, seed 0.03%)
 TAU_RELATIVE: dict[str, float] = {"final_heldout_loss": 0.027}
 # Two sides spread over seeds: a verdict shift counts when a one-sided Fisher exact test of the replicates in the

@@ -70,14 +70,14 @@ STRUCTURE_MARGIN_BITS = 0.25
 # scaled score as well, 93-100%.
 STRUCTURE_SCORE_MARGIN = 2.0
 # A piece loops when either repeated share (harness.judge.repetition) is above the human reference's 99th percentile
-# by this margin. Measured (tests/art_kinds.py, 2026-12-07), repeated lines: human 99th percentiles 0.15 (catsart's
-# 215 distinct cats, most 0.25), 0 (185 FIGlet banners, 150 sympy formulas), so the limit is 0.40 on cats and 0.25
-# on the other two: one repeated line among five is still art, two among five or one among three is a loop. The
-# default run's `learn` samples (judge version 2) had a median of 0.45; a line written 4-8 times into a held-out
-# piece 0.33 (cats) to 0.50 (banners), a head that ends in a loop 0.62-0.80. Units: human 99th percentiles about 0.5
-# (cats: borders, fences), 0.2-0.35 (banners, formulas); the memorize samples that ran to max_new_tokens on one
-# unit ("_/\_/\_/\...") 0.9-1.0. Strictly above the limit: a 5-line piece with one repeated line (0.25) against a
-# reference that never repeats is not flagged.
+# by this margin. Measured (tests/art_kinds.py, 2026-12-07). Repeated lines: human 99th percentiles 0.17 (catsart's
+# 215 distinct cats, 7% of them above 0, at most 0.25), 0 (185 FIGlet banners, 150 sympy formulas), so the limit is
+# about 0.42 on cats and 0.25 on the other two: one repeated line among five is still art, two among five or one
+# among three is a loop. The default run's `learn` samples (judge version 2) had a median of 0.45; a line written
+# 4-8 times into a held-out piece 0.33 (cats) to 0.50 (banners), a head that ends in a loop 0.62-0.80. Units:
+# human 99th percentiles 0.63 (cats: borders, fences), 0.45 (banners), 0.35 (formulas); the memorize samples that ran
+# to max_new_tokens on one unit ("_/\_/\_/\...") 0.9-1.0. Strictly above the limit: a 5-line piece with one repeated
+# line (0.25) against a reference that never repeats is not flagged.
 REPEAT_MARGIN = 0.25
 # The set test (one rank test per measure, each in the direction noise moves it) is judged in
 # harness.judge.verdict, with the evidence for its thresholds there.
@@ -212,7 +212,7 @@ class CharModel:
         return np.where(c_h > 0, (c_hc + t_h * p_below) / np.maximum(c_h + t_h, 1), p_below)
 
     def measure(self, texts: list[str], groups: list | None = None, normalized: bool = False) -> dict[str, np.ndarray]:
-        """Per text: 2-D cross-entropy, structure and vertical bits per character, the share of repeated lines
+        """Per text: 2-D cross-entropy, structure and vertical bits per character, the repeated shares
         (harness.judge.repetition) and the characters scored."""
         if groups is None and len(set(texts)) < len(texts):  # a repeated text is scored once (copy machines)
             unique = list(dict.fromkeys(texts))
