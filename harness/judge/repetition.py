@@ -8,9 +8,10 @@ The best-known failure of sampled text is the loop: a small model at a low tempe
 block of lines, again and again, or one short unit across a line until it runs out of tokens. Human ASCII art rarely
 does the first: of catsart's 215 distinct pieces 7% repeat any line right after itself (whitespace aside), at most
 a quarter of their lines (a fence, a pair of legs); FIGlet banners and sympy's typeset formulas never do
-(tests/art_kinds.py, 2026-12-07). The default run's `learn` samples of judge version 2 did in 14 of 16. Humans do fill lines with units
-(borders, fences): a cat's line may hold one unit 50 times; so both measures are judged against the human reference
-of the same kind (the limits in harness.judge.typicality.reference), never against a fixed bound.
+(tests/art_kinds.py, 2026-12-07). The default run's `learn` samples of judge version 2 did in 14 of 16. Humans do
+fill lines with units (borders, fences): a cat's line may hold one unit 50 times; so both measures are judged against
+the human reference of the same kind (the limits in harness.judge.typicality.reference), never against a fixed
+bound.
 
 Why the character model cannot see loops (harness.judge.typicality): it predicts each character from the three
 before it and the three above it, fitted on art without loops, so a repeated line is not *more* predictable to it.
