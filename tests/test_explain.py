@@ -1,0 +1,109 @@
+"""Verdicts that say why (harness.judge.explain): the deciding clause, its numbers and the samples behind it."""
+from __future__ import annotations
+
+import random
+import string
+
+import pytest
+
+from harness.config import DataConfig
+from harness.data import build_dataset
+from harness.judge import explain as explain_module
+from harness.judge import reference, verdict
+from harness.judge.explain import decided_by, explain
+from harness.judge.judge import judge
+from harness.results import RuleCheck
+
+
+@pytest.fixture(scope="module")
+def cats():
+    """The default config's cats, and the reference a run judges their samples against."""
+    ds = build_dataset(DataConfig())
+    return [p.text for p in ds.train], [p.text for p in ds.heldout], reference.in_run(ds)
+
+
+def _noise(rng: random.Random) -> str:
+    return "\n".join("".join(rng.choice(string.printable[:94]) for _ in range(14)) for _ in range(5))
+
+
+def test_copies_name_their_clause_and_the_copied_samples(cats):
+    train, heldout, ref = cats
+    texts = [heldout[0], train[0], train[1], train[2]]
+    j = judge(ref, texts)
+    why = explain(copy=j.copy, rows=j.rows)
+    assert j.copy.verdict == "memorizing"
+    assert why.reasons[0].checks[0].name == "copy_share_formed"
+    assert why.text().startswith("memorizing: copies among well-formed samples 0.75 against 0.5")
+    assert why.samples["copies"] == [1, 2, 3] and "copies: samples 1, 2, 3 (3 of 4)" in why.samples_text()
+
+
+def test_noise_names_the_noise_samples_and_the_set_test_its_measure(cats):
+    train, heldout, ref = cats
+    rng = random.Random(0)
+    texts = [_noise(rng) for _ in range(12)] + heldout[:4]
+    j = judge(ref, texts)
+    why = explain(copy=j.copy, rows=j.rows)
+    assert j.copy.verdict == "noise" and why.reasons[0].checks[0].name == "noise_rate"
+    assert why.samples["noise"][:12] == list(range(12))
+    assert why.text().startswith(f"noise: noise rate {j.copy.evidence.checks[2].value:.3g} against 0.5")
+    # the set test fired too: it is named with its measure and p-value, as "also"
+    also = [c for c in why.reasons[0].also if c.name == "set_noise"]
+    assert also and "bits, p " in also[0].text
+    # and the stored analysis is not touched by explaining it
+    assert all("bits, p" not in c.text for c in j.copy.evidence.checks)
+
+
+def test_novel_says_every_check_passed_with_the_checks_that_would_have_refused_it(cats):
+    _, heldout, ref = cats
+    j = judge(ref, heldout)
+    why = explain(copy=j.copy, rows=j.rows)
+    assert j.copy.verdict == "novel" and why.reasons[0].passed
+    names = [c.name for c in why.reasons[0].checks]
+    assert names[0] == "copy_rate_novel" and names[-1] == "copied_lines"  # the clause that refuses "novel"
+    assert why.text().startswith("novel: every check passed (copy rate (novel at most) 0 against 0.1")
+
+
+def test_the_run_verdict_names_the_rule_that_decided(cats):
+    _, heldout, ref = cats
+    j = judge(ref, heldout)
+    steps = [0, 10, 20, 30]
+    memorizing = verdict.analyse(steps, [2.0, 1.5, 1.0, 0.5], [2.0, 1.8, 2.0, 2.4])
+    final = verdict.combine_verdicts(memorizing, j.copy)
+    why = explain(j.copy, memorizing, j.rows, final.verdict)
+    assert final.verdict == "memorizing" and [r.rule for r in why.reasons] == ["loss curves"]
+    named = {c.name for c in why.reasons[0].checks}
+    assert named == {"heldout_rise", "train_fall_after_min"}  # both halves of the clause, not the ratio alone
+    assert "held-out rise above its minimum 0.333 against 0.05" in why.text()
+    undertrained = verdict.analyse(steps, [2.0, 1.99, 1.98, 1.97], [2.1, 2.09, 2.08, 2.07])
+    why = explain(None, undertrained, [], "undertrained")
+    assert why.text() == "undertrained: train loss drop 0.015 against 0.1"
+    learning = verdict.analyse(steps, [2.0, 1.5, 1.2, 1.0], [2.1, 1.7, 1.5, 1.4])
+    assert explain(None, learning).text() == "learning: every check passed (train loss drop 0.5 against 0.1)"
+
+
+def test_a_check_added_to_a_rule_is_explained_without_a_change():
+    """A rule with a new check in its place (a loop check between copies and noise, as a judge version may add)."""
+    def rule(fired: dict[str, bool]) -> str:
+        if fired["copies"]:
+            return "memorizing"
+        if fired.get("loop_rate"):
+            return "looping"
+        if fired["noise_rate"]:
+            return "noise"
+        return "mixed" if fired["novelty"] else "novel"
+
+    def c(name: str, value: float, fired: bool) -> RuleCheck:
+        return RuleCheck(name, value, 0.5, True, fired, 0.0, False, f"{name} {value:g} against 0.5")
+
+    checks = [c("copies", 0.1, False), c("loop_rate", 0.7, True), c("noise_rate", 0.6, True), c("novelty", 1, True)]
+    reason = decided_by(checks, rule, "looping")
+    assert [x.name for x in reason.checks] == ["loop_rate"] and reason.also == []  # noise alone says noise, not this
+    assert reason.clause() == "looping: loop_rate 0.7 against 0.5"
+
+
+def test_a_sample_flag_added_to_the_judge_is_named(monkeypatch):
+    monkeypatch.setattr(explain_module, "SAMPLE_FLAGS", (*verdict.SAMPLE_FLAGS, "stuttering"))
+    rows = [{"index": 0, "stuttering": True}, {"index": 1, "cut_off": True}, {"index": 2, "stuttering": True}]
+    why = explain_module.Explanation("looping", [], explain_module.sample_groups(rows), 3)
+    assert why.samples == {"stuttering": [0, 2], "cut_off": [1]}
+    assert why.samples_text() == "stuttering: samples 0, 2 (2 of 3); cut off: sample 1 (1 of 3)"
