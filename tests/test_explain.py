@@ -107,3 +107,19 @@ def test_a_sample_flag_added_to_the_judge_is_named(monkeypatch):
     why = explain_module.Explanation("looping", [], explain_module.sample_groups(rows), 3)
     assert why.samples == {"stuttering": [0, 2], "cut_off": [1]}
     assert why.samples_text() == "stuttering: samples 0, 2 (2 of 3); cut off: sample 1 (1 of 3)"
+
+
+def test_score_and_generate_print_the_clause_and_the_samples(cats, capsys):
+    from types import SimpleNamespace
+
+    from harness.cli.generate import _score
+    from harness.config import RunConfig
+
+    train, heldout, _ = cats
+    rows = [{"index": i, "text": t, "cut_off": False} for i, t in enumerate([train[0], train[1], heldout[0]])]
+    _score(rows, SimpleNamespace(cfg=RunConfig()), None)
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("copy verdict: "))
+    assert line.startswith("copy verdict: memorizing: copies among well-formed samples 0.667 against 0.5")
+    assert "samples behind it (numbered from 0): copies: samples 0, 1 (2 of 3)" in out
+    assert "invalid if < 50%" not in out  # not the whole rule: the clause that decided
