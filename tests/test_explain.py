@@ -123,3 +123,26 @@ def test_score_and_generate_print_the_clause_and_the_samples(cats, capsys):
     assert line.startswith("copy verdict: memorizing: copies among well-formed samples 0.667 against 0.5")
     assert "samples behind it (numbered from 0): copies: samples 0, 1 (2 of 3)" in out
     assert "invalid if < 50%" not in out  # not the whole rule: the clause that decided
+
+
+def test_the_run_summary_and_the_report_say_why(cats, tmp_path):
+    from run_fixture import make_run
+
+    from harness.cli.run import verdict_lines
+    from harness.report.story import verdict_sentence
+    from harness.results import write_jsonl
+
+    train, heldout, ref = cats
+    run = make_run(tmp_path / "run", bench=False)
+    v = run.variants["r8"]
+    j = judge(ref, [train[0], *heldout[:3]], meta=[{"index": i} for i in range(4)])
+    v.loss_analysis = verdict.analyse([0, 10, 20], [2.0, 1.6, 1.3], [2.1, 1.8, 1.6])
+    v.copy_analysis, v.verdict = j.copy, verdict.combine_verdicts(v.loss_analysis, j.copy)
+    write_jsonl(tmp_path / "run" / v.samples_file, [r.to_dict() for r in j.rows])
+    run.save(tmp_path / "run")
+    assert v.verdict.verdict == "mixed"  # one copy in four: more than novel allows
+    line = next(x for x in verdict_lines(run, tmp_path / "run") if x.startswith("r8: "))
+    assert line == ("r8: mixed: copy rate (novel at most) 0.25 against 0.1. Samples: copies: sample 0 (1 of 4)")
+    sentence = "".join(text for text, _ in verdict_sentence(run, v, [r.to_dict() for r in j.rows]))
+    assert sentence.endswith(" Why: mixed: copy rate (novel at most) 0.25 against 0.1. Samples: copies: sample 0 "
+                             "(1 of 4).")

@@ -62,8 +62,12 @@ def _cell_class(text: str) -> str:
 
 
 def _md_text(text: str) -> str:
-    """Markdown inline text: HTML-escaped (renderers pass raw HTML through) and markup characters escaped."""
-    return re.sub(r"([\\`*_\[\]|])", r"\\\1", html.escape(str(text), quote=False)).replace("\n", " ")
+    """Markdown inline text that reads as plain text too: markup characters backslash-escaped, and only the `<` that
+    would open raw HTML or an autolink (before a letter, '/', '!' or '?') and the `&` that would start an entity,
+    so a rule's ">= 5%" and "< 50%" stay as they are in report.md, while "<script>" still renders as text."""
+    text = re.sub(r"([\\`*_\[\]|])", r"\\\1", str(text))
+    text = re.sub(r"<(?=[A-Za-z/!?])", r"\\<", text)
+    return re.sub(r"&(?=#?\w+;)", r"\\&", text).replace("\n", " ")
 
 
 def _fence(text: str) -> str:
@@ -196,6 +200,18 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, int) or abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.{digits}g}"
+
+
+def fmt_apart(*values: Any, digits: int = 3) -> list[str]:
+    """fmt() of each value, with more significant digits (up to 6) where fewer would print two unequal ones alike:
+    "fell from 11.55 to 11.46", never "from 11.5 to 11.5"."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for d in range(digits, 7):
+        out = [fmt(v, d) for v in values]
+        shown = {(fmt(v, d)) for v in numbers}
+        if len(shown) == len(set(numbers)):
+            return out
+    return [fmt(v, 6) for v in values]
 
 
 def fmt_bytes(n: Any) -> str:
