@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,29 @@ def _pre(text: str) -> str:
     return '<pre class="art">\n' + html.escape(text, quote=True).replace("\r", "&#13;") + "</pre>"
 
 
+@dataclass(frozen=True)
+class Link:
+    """A table cell that links elsewhere: its text is escaped like any cell, its href must come URL-quoted."""
+
+    text: str
+    href: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _cell_html(c: Any) -> str:
+    if isinstance(c, Link):
+        return f'<td><a href="{html.escape(c.href, quote=True)}">{html.escape(c.text)}</a></td>'
+    return f"<td{_cell_class(str(c))}>{html.escape(str(c))}</td>"
+
+
+def _cell_md(c: Any) -> str:
+    if isinstance(c, Link):  # a quoted href holds no space or parenthesis to end the link early
+        return f"[{_md_text(c.text)}]({c.href.replace('(', '%28').replace(')', '%29')})"
+    return _md_text(str(c)) or " "
+
+
 class Doc:
     """Builds a report's HTML and Markdown side by side; every text argument is plain text, escaped here."""
 
@@ -142,17 +166,16 @@ class Doc:
         self.md += [re.sub(r"^([#>+-]|\d+\.)", r"\\\1", _md_text(text)), ""]
 
     def table(self, headers: list[str], rows: list[list[Any]]) -> None:
-        """A table of plain-text cells (verdict words are coloured in HTML)."""
+        """A table of plain-text cells (verdict words are coloured in HTML) and Link cells."""
         if not rows:
             return
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-        body = "".join("<tr>" + "".join(f"<td{_cell_class(str(c))}>{html.escape(str(c))}</td>" for c in row)
-                       + "</tr>" for row in rows)
+        body = "".join("<tr>" + "".join(_cell_html(c) for c in row) + "</tr>" for row in rows)
         self.html.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
                          f"<tbody>{body}</tbody></table></div>")
         self.md.append("| " + " | ".join(_md_text(h) for h in headers) + " |")
         self.md.append("|" + "---|" * len(headers))
-        self.md += ["| " + " | ".join(_md_text(str(c)) or " " for c in row) + " |" for row in rows]
+        self.md += ["| " + " | ".join(_cell_md(c) for c in row) + " |" for row in rows]
         self.md.append("")
 
     def image(self, path: Path, alt: str) -> None:
