@@ -406,6 +406,20 @@ def test_score_cli(tmp_path, capsys, cats):
     assert out["copy_verdict"]["verdict"] == "memorizing" and len(out["rows"]) == 5
 
 
+def test_without_the_human_reference_score_says_what_valid_rate_then_counts(tmp_path, capsys, cats):
+    train, _ = cats
+    samples = tmp_path / "s.txt"
+    samples.write_text("\n\n".join(train[:3]) + "\n", encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["score", str(samples), "--no-human-reference", "--json", str(tmp_path / "o.json")])
+    assert args.func(args) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "no typicality model and no copy verdict: noise is the entropy rule alone, so valid_rate counts" in printed
+    assert "not comparable with a valid_rate scored with the reference" in printed
+    assert "valid_rate" in json.loads((tmp_path / "o.json").read_text(encoding="utf-8"))["note"]
+
+
 def test_score_imports_no_torch():
     code = "import sys, harness.judge.score, harness.cli.score; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
