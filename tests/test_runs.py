@@ -205,3 +205,17 @@ def test_the_leaderboard_names_each_data_set_and_links_each_report(realistic: Pa
     assert "no report" in page
     md = (tmp_path / "board.md").read_text(encoding="utf-8")
     assert "[report](" in md
+
+
+def test_unequal_losses_never_read_alike_in_the_table(tmp_path: Path) -> None:
+    from harness.report.runs import table_columns, table_rows
+
+    for run_id, loss in (("a", 11.4635), ("b", 11.5432), ("c", 11.5432)):
+        run = make_run(tmp_path / run_id, run_id=run_id, bench=False)
+        for v in run.variants.values():
+            if v.loss_analysis:
+                v.loss_analysis.heldout_min = loss
+        run.save(tmp_path / run_id)
+    listing = scan(tmp_path)
+    headers, rows = table_rows(listing, table_columns(listing))
+    assert [r[headers.index("held-out min")] for r in rows] == ["11.46", "11.54", "11.54"]  # not 11.5 three times

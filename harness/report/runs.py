@@ -23,7 +23,7 @@ from harness.errors import UserError
 from harness.fsutil import atomic_write_text
 from harness.judge.seeds import describe
 from harness.judge.verdict import RANKING_RULE, final_verdict, quality, rank
-from harness.report.doc import Doc, Link, fmt
+from harness.report.doc import Doc, Link, fmt, fmt_apart
 from harness.report.run import settings
 from harness.report.story import device_name
 from harness.results import RESULTS_FILE, SCHEMA_VERSION, RunResult, VariantResult, from_dict
@@ -200,6 +200,8 @@ class Column:
     cell: Callable[[RunRow, str], str]  # (row, its data label) -> text
     keep: int  # the table drops the lowest first to fit the terminal; 0: only with --wide (and on the page)
     no_wrap: bool = False  # never wraps: run ids, which a reader copies into the next command
+    # a number: printed with as many digits as tell the runs' unequal values apart (fmt_apart), not the cell
+    number: Callable[[RunRow], float | None] | None = None
 
 
 def config_label(r: RunRow) -> str:
@@ -224,11 +226,11 @@ COLUMNS_TABLE = [
     Column("variants", lambda r, d: f"{r.variants}" + (f" ({r.failed} failed)" if r.failed else ""), 0),
     Column("best", lambda r, d: r.best_variant or "-", 80),
     Column("verdict", lambda r, d: _verdict(r), 95),
-    Column("quality", lambda r, d: fmt(r.quality), 0),
-    Column("valid", lambda r, d: fmt(r.valid_rate), 60),
-    Column("novelty", lambda r, d: fmt(r.novelty), 50),
-    Column("copies", lambda r, d: fmt(r.copy_rate), 0),
-    Column("held-out min", lambda r, d: fmt(r.heldout_min), 55),
+    Column("quality", lambda r, d: fmt(r.quality), 0, number=lambda r: r.quality),
+    Column("valid", lambda r, d: fmt(r.valid_rate), 60, number=lambda r: r.valid_rate),
+    Column("novelty", lambda r, d: fmt(r.novelty), 50, number=lambda r: r.novelty),
+    Column("copies", lambda r, d: fmt(r.copy_rate), 0, number=lambda r: r.copy_rate),
+    Column("held-out min", lambda r, d: fmt(r.heldout_min), 55, number=lambda r: r.heldout_min),
     Column("held-out min @ step", lambda r, d: _heldout(r), 0),
     Column("device", lambda r, d: short_device(r.device), 40),
     Column("over seeds", lambda r, d: r.seed_verdicts or "-", 30),
@@ -266,7 +268,12 @@ def table_rows(listing: Listing, columns: list[Column] | None = None) -> tuple[l
     rows = listing.rows()
     labels = data_labels(rows)
     columns = columns if columns is not None else [c for c in COLUMNS_TABLE if c.header not in WIDE_ONLY]
-    return [c.header for c in columns], [[c.cell(r, labels[r.path]) for c in columns] for r in rows]
+    cells = [[c.cell(r, labels[r.path]) for c in columns] for r in rows]
+    for k, c in enumerate(columns):  # 11.46 and 11.54 must not both read 11.5
+        if c.number is not None:
+            for row, text in zip(cells, fmt_apart(*(c.number(r) for r in rows)), strict=True):
+                row[k] = text
+    return [c.header for c in columns], cells
 
 
 def data_sets(rows: list[RunRow]) -> list[str]:
