@@ -273,3 +273,14 @@ def test_a_metric_neither_run_measured_is_unmeasured_not_missing(tmp_path: Path)
     assert _delta(comp, "r8", "width_consistency").change == "unmeasured"
     b.variants["r8"].scores.metrics.pop("novelty")
     assert _delta(compare([a, b]), "r8", "novelty").change == "missing"  # measured in one run only
+
+
+def test_a_change_is_never_rounded_away(tmp_path: Path) -> None:
+    from harness.report.compare import delta_rows
+
+    a = make_run(tmp_path / "a", run_id="a", bench=False)
+    b = make_run(tmp_path / "b", run_id="b", bench=False)
+    a.variants["r8"].loss_analysis.final_heldout_loss = 11.4635
+    b.variants["r8"].loss_analysis.final_heldout_loss = 11.5420
+    row = next(r for r in delta_rows(compare([a, b])) if r[0] == "r8" and r[1].startswith("final_heldout_loss"))
+    assert row[3:6] == ["11.46", "11.54", "+0.0785"]  # it read "11.5", "11.5", "+0.0785"

@@ -15,7 +15,7 @@ from pathlib import Path
 from harness.errors import UserError
 from harness.judge import seeds
 from harness.judge.verdict import final_verdict, verdict_tier
-from harness.report.doc import Doc, fmt, fmt_mapping, fmt_metric
+from harness.report.doc import Doc, fmt, fmt_apart, fmt_mapping, fmt_metric
 from harness.results import Metric, RunResult, VariantResult
 
 NOISE_SIGMAS = 2.0
@@ -92,8 +92,9 @@ class Failure:
             return f"{d.metric} ({d.variant}, {d.run_a} -> {d.run_b}): {d.a} -> {d.b}, a worse verdict"
         if d.change == "missing":
             return f"{d.metric} ({d.variant}): measured in {d.run_a} but missing from {d.run_b}"
-        return (f"{d.metric} ({d.variant}, {d.run_a} -> {d.run_b}): {fmt(d.a and d.a.value)} -> "
-                f"{fmt(d.b and d.b.value)}, worse by {fmt(d.worse_by)} > {fmt(self.threshold)}")
+        a, b = fmt_apart(d.a and d.a.value, d.b and d.b.value)
+        return (f"{d.metric} ({d.variant}, {d.run_a} -> {d.run_b}): {a} -> {b}, worse by {fmt(d.worse_by)} > "
+                f"{fmt(self.threshold)}")
 
 
 @dataclass
@@ -368,8 +369,8 @@ def delta_rows(comp: Comparison) -> list[list[str]]:
     """One row of plain text per delta (DELTA_HEADERS), for the terminal and CI logs; '!' marks a gate failure."""
     rows = []
     for d in comp.deltas:
-        rows.append([d.variant, d.metric + (" ↑" if d.higher_is_better else " ↓"), d.run_b,
-                     fmt(d.a and d.a.value), fmt(d.b and d.b.value), _signed(d.delta),
+        a, b = fmt_apart(d.a and d.a.value, d.b and d.b.value)  # 11.46 -> 11.54 must not read 11.5 -> 11.5
+        rows.append([d.variant, d.metric + (" ↑" if d.higher_is_better else " ↓"), d.run_b, a, b, _signed(d.delta),
                      "-" if d.stderr is None else fmt(NOISE_SIGMAS * d.stderr, 2),
                      d.change + (" !" if any(f.delta is d for f in comp.failures) else "")])
     for v in comp.verdicts:
