@@ -31,7 +31,7 @@ TABLE_SUFFIXES = (".jsonl", ".csv", ".parquet")
 TEXT_COLUMNS = ("text", "ascii")  # the column read when none is named, first found
 # What `asciitune generate` prints before each sample, and any other marker line of its printed output (the
 # scores it prints after the samples start with one): in a file of such headers each sample runs to the next.
-SAMPLE_HEADER = re.compile(r"^--- sample \S+ .*---\s*$")
+SAMPLE_HEADER = re.compile(r"^--- sample \S+ (.*)---\s*$")  # "(41 tokens, eos) " or "(64 tokens, cut off) "
 MARKER = re.compile(r"^--- .* ---\s*$")
 # Control characters other than tab, newline and carriage return: no art holds them (C0, DEL and C1 controls).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x80-\x9f]")
@@ -56,6 +56,7 @@ class TextSplit:
     first_lines: list[int]  # 1-based line number where each piece starts
     how: str
     note: str = ""
+    cut_off: list[bool] | None = None  # from `generate`'s headers, where each says "eos" or "cut off"
 
 
 def _lines(text: str) -> list[str]:
@@ -63,18 +64,16 @@ def _lines(text: str) -> list[str]:
 
 
 def _by_headers(lines: list[str]) -> TextSplit:
-    pieces, starts, current, start, before = [], [], None, 0, 0
+    pieces, starts, ends, current, start, before = [], [], [], None, 0, 0
     for number, line in enumerate(lines, start=1):
-        if SAMPLE_HEADER.match(line):
+        header = SAMPLE_HEADER.match(line)
+        if header or MARKER.match(line):  # a marker ends the samples (`generate --score` prints its scores after one)
             if current is not None:
                 pieces.append("\n".join(current))
                 starts.append(start)
-            current, start = [], number + 1
-        elif MARKER.match(line):  # the end of the samples (`generate --score` prints its scores after one)
-            if current is not None:
-                pieces.append("\n".join(current))
-                starts.append(start)
-            current = None
+            current, start = ([], number + 1) if header else (None, 0)
+            if header:
+                ends.append("cut off" if "cut off" in header.group(1) else "eos" if "eos" in header.group(1) else "")
         elif current is not None:
             current.append(line)
         elif line.strip() and not pieces:
@@ -84,8 +83,9 @@ def _by_headers(lines: list[str]) -> TextSplit:
         starts.append(start)
     note = (f"{before} line(s) before the first '--- sample' header are not a sample and were skipped"
             if before else "")
+    cut = [e == "cut off" for e in ends] if all(ends) else None
     return TextSplit(pieces, starts, "one piece per '--- sample N ---' header, as `asciitune generate` prints them",
-                     note)
+                     note, cut)
 
 
 def split_text(text: str, blank_lines: int | None = None) -> TextSplit:
@@ -255,6 +255,9 @@ def read(path: str | Path, text_column: str = "", blank_lines: int | None = None
     suffix = path.suffix.lower()
     if suffix == ".txt" and text_files:
         split = split_text(_read_utf8(path), blank_lines)
+        if split.cut_off is not None:  # `generate`'s headers: every sample counts, an empty one is a failed one
+            return PieceFile(split.pieces, [f"{path.name}:{n}" for n in split.first_lines], split.cut_off,
+                             split.how, split.note)
         kept = [(p, n) for p, n in zip(split.pieces, split.first_lines, strict=True) if p.strip()]
         return PieceFile([p for p, _ in kept], [f"{path.name}:{n}" for _, n in kept], None, split.how, split.note)
     if suffix == ".jsonl":

@@ -50,7 +50,7 @@ def test_generate_printed_output_reads_back_as_its_samples(tmp_path):
     f.write_text(printed, encoding="utf-8")
     got = read(f)
     assert [normalize(p) for p in got.texts] == [CAT, f"{DOG}\n\n{OWL}"]
-    assert "--- sample N ---" in got.how
+    assert "--- sample N ---" in got.how and got.cut_off == [False, True]  # read from the headers' "eos", "cut off"
 
 
 def test_score_reads_the_pieces_not_one_blob(tmp_path, capsys):
