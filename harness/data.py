@@ -347,11 +347,11 @@ def _held_out_groups(members: dict[int, list[int]], keys: list[str], is_variant:
     return held
 
 
-def _uneven_facts(e: dict, n_heldout: int, fraction: float) -> str:
+def _uneven_facts(e: dict, n_heldout: int, fraction: float, keeps: str = "keeps") -> str:
     """What an uneven split holds against what data.heldout_fraction asks, from Dataset.extra; '' when even."""
     if max(abs(e["train_share"] - (1 - fraction)), abs(e["heldout_share"] - fraction)) <= SPLIT_TOLERANCE + 1e-12:
         return ""
-    return (f"training would keep {round(e['train_share'] * e['n_distinct'])} of its {e['n_distinct']} distinct "
+    return (f"training {keeps} {round(e['train_share'] * e['n_distinct'])} of its {e['n_distinct']} distinct "
             f"pieces ({e['train_share']:.2f}) and the held-out set {n_heldout} of its {e['n_drawings']} drawings "
             f"({e['heldout_share']:.2f}), not within {SPLIT_TOLERANCE:g} of {1 - fraction:g} and {fraction:g}")
 
@@ -363,7 +363,7 @@ def uneven_split(ds: Dataset, cfg: DataConfig) -> str:
     of the drawings, the held-out set holds about the fraction (one piece each).
     """
     e, f = ds.extra, cfg.heldout_fraction
-    facts = _uneven_facts(e, len(ds.heldout), f)
+    facts = _uneven_facts(e, len(ds.heldout), f, keeps="would keep")
     if not facts:
         return ""
     return (f"Data source '{cfg.source}' cannot be split as data.heldout_fraction={f:g} asks: {facts} "

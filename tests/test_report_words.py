@@ -62,7 +62,7 @@ def test_an_uneven_split_that_a_run_allowed_is_flagged_in_the_summary_and_the_re
     run.save(tmp_path / "run")
     out = Console(file=io.StringIO(), width=200)
     print_summary(run, out, tmp_path / "run")
-    assert "warning: Uneven split (data.allow_uneven_split let the run go on): training would keep" \
+    assert "warning: Uneven split (data.allow_uneven_split let the run go on): training keeps" \
         in out.file.getvalue()
     write_report(tmp_path / "run")
     first_screen = (tmp_path / "run" / "report.md").read_text(encoding="utf-8").split("## ")[0]
