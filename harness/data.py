@@ -587,8 +587,12 @@ def pieces_phrase(data: dict) -> str:
         if len({h for _, h in per.values()}) == 1:  # data.max_train_pieces only: one held-out set
             counts = ", ".join(f"{name} {t}" for name, (t, _) in per.items())
             trains = [t for t, _ in per.values()]
-            return (f"{min(trains)}-{max(trains)} training pieces ({counts}) / "
-                    f"{data.get('n_heldout', '-')} held-out pieces")
+            return f"{min(trains)}-{max(trains)} training pieces ({counts}) / {_held_out(data)}"
         return "training / held-out pieces per variant: " + ", ".join(f"{name} {t} / {h}"
                                                                        for name, (t, h) in per.items())
-    return f"{data.get('n_train', '-')} training / {data.get('n_heldout', '-')} held-out pieces"
+    return f"{data.get('n_train', '-')} training / {_held_out(data)}"
+
+
+def _held_out(data: dict) -> str:
+    n = data.get("n_heldout", "-")
+    return f"{n} held-out piece{'' if n == 1 else 's'}"  # "1 held-out piece", never "1 ... pieces"
