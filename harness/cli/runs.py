@@ -105,9 +105,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the `runs` subcommand."""
     p = subparsers.add_parser("runs", help="list every run under the reports folder (table, JSON, CSV, HTML)",
-                              description="List every results.json under the reports folder, one row per run with "
-                                          "its best variant's verdict and numbers. Files of another schema "
-                                          "version, or damaged ones, are listed as skipped with the reason.")
+                              description="List every results.json under the reports folder, one row per run: its "
+                                          "config with the overrides its command line gave, its data source, its "
+                                          "best variant's verdict and numbers. The table fits the terminal, "
+                                          "leaving out the least needed columns and saying which. Files of another "
+                                          "schema version, or damaged ones, are listed as skipped with the reason.")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print a JSON list of flat rows (one per run)")
     out.add_argument("--csv", action="store_true", help="print CSV, one row per run, with a header")
