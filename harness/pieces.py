@@ -42,7 +42,7 @@ class PieceFile:
     """The pieces of one file or folder, where each came from, and how it was read."""
 
     texts: list[str]
-    origins: list[str]  # per piece: "cat.txt", "art.jsonl:3" (row), "s.txt:12" (the piece's first line)
+    origins: list[str]  # per piece: "cat.txt", "art.jsonl:3" (its line), "art.csv:3" (its row, from 0), "s.txt:12"
     cut_off: list[bool] | None  # per piece, where every record carries a boolean cut_off
     how: str  # "pieces separated by blank lines", "one piece per .txt file", "the 'text' column", ...
     note: str = ""  # where the file could be read another way: the reading taken and how to ask for the other

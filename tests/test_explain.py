@@ -146,3 +146,17 @@ def test_the_run_summary_and_the_report_say_why(cats, tmp_path):
     sentence = "".join(text for text, _ in verdict_sentence(run, v, [r.to_dict() for r in j.rows]))
     assert sentence.endswith(" Why: mixed: copy rate (novel at most) 0.25 against 0.1. Samples: copies: sample 0 "
                              "(1 of 4).")
+
+
+def test_export_score_says_why_each_format_is_judged_as_it_is(cats, tmp_path):
+    from harness.cli.export import verdict_lines
+    from harness.results import ExportRecord, write_jsonl
+
+    train, heldout, ref = cats
+    j = judge(ref, [train[0], train[1], heldout[0]], meta=[{"index": i} for i in range(3)])
+    write_jsonl(tmp_path / "samples-merged.jsonl", [r.to_dict() for r in j.rows])
+    scored = {"merged": ExportRecord(format="merged", copy_analysis=j.copy, samples_file="samples-merged.jsonl"),
+              "gguf:q8_0": ExportRecord(format="gguf:q8_0")}  # exported, not judged: nothing to explain
+    assert verdict_lines(scored, tmp_path) == [
+        "merged: memorizing: copies among well-formed samples 0.667 against 0.5; also copy rate 0.667 against 0.5. "
+        "Samples: copies: samples 0, 1 (2 of 3)"]

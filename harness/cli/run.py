@@ -147,7 +147,10 @@ def verdict_lines(run: RunResult, run_dir=None) -> list[str]:
     for name, v in run.variants.items():
         if v.status != "done" or (v.copy_analysis is None and v.loss_analysis is None):
             continue
-        rows = read_samples(run_dir, v) if run_dir is not None else []
+        try:
+            rows = read_samples(run_dir, v) if run_dir is not None else []
+        except (OSError, ValueError):  # a damaged samples file: the verdict's clause still prints, its samples not
+            rows = []
         final = v.verdict.verdict if v.verdict else ""
         lines.append(f"{name}: {explain(v.copy_analysis, v.loss_analysis, rows, final).text()}")
     return lines
