@@ -95,6 +95,19 @@ class TypicalityEvidence:
 
 
 @dataclass
+class RepetitionEvidence:
+    """How often the samples write their lines again, per sample and as a set (harness.judge.repetition)."""
+
+    loop_rate: float = 0.0  # share of all samples flagged looping
+    human_loop_rate: float = 0.0  # share of the human pieces flagged looping by the same limit
+    limits: dict[str, float] = field(default_factory=dict)  # per-sample bounds on each repeated share (human reference)
+    repeated_line_share: Metric = field(default_factory=Metric)  # over the samples the set test reads
+    human_repeated_line_share: Metric = field(default_factory=Metric)
+    test: RankTest = field(default_factory=RankTest)  # samples repeat more than human pieces, as a set
+    set_loop: bool = False  # the test beyond the rule's p-value and effect (harness.judge.verdict)
+
+
+@dataclass
 class CopyEvidence:
     """The numbers behind a copy verdict."""
 
@@ -111,6 +124,7 @@ class CopyEvidence:
     length_matched: bool = False
     well_formed_rate: float | None = None  # no failure but noise: non-empty, >= 3 lines, ASCII, not prose, not cut off
     typicality: TypicalityEvidence | None = None  # None when the samples or the reference were scored without it
+    repetition: RepetitionEvidence | None = None  # None likewise (judge versions before 3 did not measure it)
     checks: list[RuleCheck] = field(default_factory=list)  # each rate the rule compares with a bound
 
 
@@ -135,6 +149,7 @@ class SampleRow:
     non_ascii: bool = False
     prose: bool = False
     noise: bool = False
+    looping: bool = False  # repeats its lines beyond the human reference's limit (harness.judge.repetition)
     width_consistency: float = 0.0
     width_percentile: float = 0.0  # among the training pieces' width consistency
     chars: int = 0  # characters after normalize()
@@ -154,6 +169,9 @@ class SampleRow:
     structure_bits: float | None = None
     structure_score: float | None = None
     vertical_bits: float | None = None
+    # loops (harness.judge.repetition): lines repeating the block right above them; characters in one repeated unit
+    repeated_line_share: float | None = None
+    repeated_unit_share: float | None = None
     typicality_percentile: float | None = None
     atypical: bool | None = None
     atypical_reasons: list[str] = field(default_factory=list)

@@ -350,12 +350,12 @@ _PER_SAMPLE_METRICS = (  # (metric name, per-sample key, higher_is_better, popul
     ("width_consistency", "width_consistency", True, "valid"), ("novelty", "novelty", True, "valid"),
     ("exact_copy_rate", "exact_copy", False, "valid"), ("near_copy_rate", "near_copy", False, "valid"),
     ("copied_line_share", "copied_line_share", False, "valid"), ("valid_rate", "valid", True, "all"),
-    ("cut_off_rate", "cut_off", False, "all"),
+    ("cut_off_rate", "cut_off", False, "all"), ("loop_rate", "looping", False, "all"),
     # cross-entropy: lower is more like the training art, and copies are lowest of all, so read it
     # beside the copy rates; typical_rate is the share not flagged atypical (higher is better).
     ("typical_rate", "typical", True, "well-formed"),
     ("cross_entropy_bits", "cross_entropy_bits", False, "well-formed"))
-_TYPICALITY_KEYS = ("typical", "cross_entropy_bits")
+_TYPICALITY_KEYS = ("typical", "cross_entropy_bits", "looping")  # measured only with a calibrated reference
 _DIVERSITY_METRICS = (("duplicate_rate", False), ("mean_pairwise_distance", True), ("distinct_ngrams", True))
 
 
@@ -404,8 +404,12 @@ def sample_row(text: str, cut: bool, near: dict, widths: np.ndarray, typical: di
     # Atypical for the training art is noise too: neither art nor a failure of form. Not for a copy (exact, or at
     # least 0.85 similar to a training piece or to its first lines): it is training art, however odd its
     # statistics (the top half of a FIGlet banner or of a typeset formula is atypical on its own).
-    if typical is not None and not (near.get("exact_copy") or near.get("near_copy")):
-        flags["noise"] = flags["noise"] or typical["atypical"]
+    # A piece that writes its lines again right after themselves beyond human art of its kind loops (typicality.flag,
+    # harness.judge.repetition): not art either, and like noise never said of a copy.
+    if typical is not None:
+        copy = bool(near.get("exact_copy") or near.get("near_copy"))
+        flags["noise"] = flags["noise"] or (typical["atypical"] and not copy)
+        flags["looping"] = bool(typical.get("looping")) and not copy
         flags["valid"] = not any(v for k, v in flags.items() if k != "valid")
     well_formed = not any(flags[f] for f in FORM_FLAGS)
     percentile = 100.0 * float(np.searchsorted(widths, wc, "right")) / len(widths)  # percentile_of, widths sorted

@@ -31,6 +31,7 @@ from harness.results import (
     CopyEvidence,
     LossAnalysis,
     RankTest,
+    RepetitionEvidence,
     RuleCheck,
     Scores,
     TypicalityEvidence,
@@ -41,7 +42,8 @@ from harness.results import (
 # The judge's version: raised whenever a score, a rule or a threshold changes what a verdict can be. Results record
 # it per variant; `asciitune compare` re-judges stored samples judged by another version (harness.judge.rejudge).
 # 1: results written before versions were recorded. 2: typed rows, one entry point (harness.judge.judge.judge).
-JUDGE_VERSION = 2
+# 3: loops (harness.judge.repetition): a looping sample is not valid, a set that mostly loops is "looping".
+JUDGE_VERSION = 3
 
 # ---------------------------------------------------------------- how near a bound is borderline
 # RuleCheck.band per check: BAND_SIGMAS x the standard deviation of the check's value across training/generation
@@ -56,7 +58,8 @@ JUDGE_VERSION = 2
 BAND_SIGMAS = 2.0
 SEED_SD = {"heldout_rise": 0.031, "train_fall_after_min": 0.028, "ratio_growth": 0.053, "train_drop": 0.010,
            "well_formed_rate": 0.162, "noise_rate": 0.056, "set_noise": 0.115, "valid_rate": 0.130, "copy_rate": 0.0,
-           "copy_rate_novel": 0.0, "noise_rate_novel": 0.056, "novelty": 0.028, "copied_lines": 0.016}
+           "copy_rate_novel": 0.0, "noise_rate_novel": 0.056, "novelty": 0.028, "copied_lines": 0.016,
+           "loop_rate": 0.0, "loop_rate_novel": 0.0, "set_loop": 0.0}  # LOOPSD: to be measured
 BANDS = {name: BAND_SIGMAS * sd for name, sd in SEED_SD.items()}
 
 # ---------------------------------------------------------------- the loss rule
@@ -111,39 +114,58 @@ HUMAN_LINES_ALPHA = 0.025
 # which is why the set is judged as well as each piece.
 SET_ALPHA = 0.01
 SET_MIN_EFFECT = 0.85
-COPY_RULE = (f"invalid if < {MIN_WELL_FORMED_RATE:.0%} of samples are well-formed (no failure but noise); memorizing "
-             f"if >= {MEMORIZING_COPY_RATE:.0%} of the well-formed samples are copies (a copy is training art, never "
-             f"noise); noise if >= {NOISE_RATE:.0%} of samples are well-formed noise (atypical for the training art, "
-             "or character entropy > 5 bits) or the well-formed samples that are not copies differ from the human "
-             "reference in typicality as a set "
+# Loops (harness.judge.repetition; the per-sample limit is typicality.REPEAT_MARGIN above the human 99th percentile).
+# Half or more of all samples loop: the model writes lines again and again, "looping", whatever else they show.
+LOOP_RATE = 0.5
+# Human pieces are flagged looping at 0% on banners and formulas and at most 0.5% on cats (the limit sits above the
+# 99th percentile by a margin), so one looping sample in ten is already far more than human art of the kind does;
+# above it "novel" is refused (mixed).
+NOVEL_MAX_LOOP_RATE = 0.1
+# The set test for repetition: one-sided Mann-Whitney U of the samples' repeated_line_share against the human
+# pieces' (samples repeat more), p < SET_ALPHA and effect >= SET_LOOP_EFFECT refuses "novel". Most human pieces
+# repeat nothing, so a set whose samples each stutter once, under the per-sample limit, shows here. Measured
+# (tests/art_kinds.py, 2026-12-07): 200 random sets of 16 human pieces against their kind's reference 0.50-0.60
+# (cats), 0.50 (banners, formulas); sets of 16 held-out pieces with one line doubled 0.97-1.00, loops made from them
+# 0.99-1.00, the default run's learn samples (judge version 2) 0.93, the export-quality example's formats 0.79-0.90.
+SET_LOOP_EFFECT = 0.75
+COPY_RULE = (f"invalid if < {MIN_WELL_FORMED_RATE:.0%} of samples are well-formed (no failure but noise or looping); "
+             f"memorizing if >= {MEMORIZING_COPY_RATE:.0%} of the well-formed samples are copies (a copy is training "
+             f"art, never noise); looping if >= {LOOP_RATE:.0%} of samples loop (more of their lines repeat the block "
+             "right above them, or more of their characters repeat one short unit, than the human reference's 99th "
+             f"percentile plus a margin); noise if >= {NOISE_RATE:.0%} of samples are well-formed noise (atypical for "
+             "the training art, or character entropy > 5 bits) or the well-formed samples that are not copies "
+             "differ from the human reference in typicality as a set "
              f"(one-sided Mann-Whitney U, p < {SET_ALPHA}/3 and effect >= {SET_MIN_EFFECT} on cross-entropy, "
              f"structure or vertical bits); invalid if valid_rate < {MIN_VALID_RATE}; memorizing if >= "
              f"{MEMORIZING_COPY_RATE:.0%} of valid samples are copies (exact, or similarity to the nearest training "
              "piece, or to the first lines of one as many as the sample has, >= "
              f"max({NEAR_COPY_SIMILARITY}, human p{HUMAN_SIMILARITY_PERCENTILE})); novel if <= "
-             f"{NOVEL_MAX_COPY_RATE:.0%} are copies, <= {NOVEL_MAX_NOISE_RATE:.0%} of samples are noise, and valid "
+             f"{NOVEL_MAX_COPY_RATE:.0%} are copies, <= {NOVEL_MAX_NOISE_RATE:.0%} of samples are noise, <= "
+             f"{NOVEL_MAX_LOOP_RATE:.0%} loop, the samples do not repeat lines more than human pieces as a set "
+             f"(one-sided Mann-Whitney U, p < {SET_ALPHA} and effect >= {SET_LOOP_EFFECT}), and valid "
              "samples' novelty and copied-line share are within the human reference's 95% intervals (the copied-line "
              "share's upper limit at least 1 - 0.025^(1/n) for n human pieces); mixed otherwise")
 # Memorizing comes first: a held-out loss that turned up while the train loss kept falling is evidence of
 # memorization whatever the samples look like (a small model that memorizes often still writes broken art);
 # below it, samples that are not art (invalid, noise) overrule a loss curve that says learning.
-COMBINED_RULE = ("memorizing if either verdict is memorizing; else invalid if the copy verdict is invalid; noise if "
-                 "it is noise (whatever the loss curves say: the samples are not art); mixed if the loss says "
+COMBINED_RULE = ("memorizing if either verdict is memorizing; else invalid, looping or noise if the copy verdict is "
+                 "(whatever the loss curves say: the samples are not art); mixed if the loss says "
                  "learning but the copy verdict is mixed; otherwise the loss verdict")
 
 # ---------------------------------------------------------------- the ranking
 QUALITY_METRICS = ("valid_rate", "width_consistency", "novelty")
 TOP_TIER = ("learning", "novel")
 MIDDLE_TIER = ("mixed", "undertrained")
-BOTTOM_TIER = ("memorizing", "invalid", "noise")
+BOTTOM_TIER = ("memorizing", "invalid", "looping", "noise")
 # How reports colour a verdict word: the tiers above, plus "failed" (a variant that did not finish) as bad.
 TONES = {"good": TOP_TIER, "mid": MIDDLE_TIER, "bad": (*BOTTOM_TIER, "failed")}
-# A sample's failure flags, in the order reports name them (score.FORM_FLAGS plus noise).
-SAMPLE_FLAGS = ("empty", "too_few_lines", "non_printable", "non_ascii", "prose", "noise", "cut_off")
+# A sample's failure flags, in the order reports name them (score.FORM_FLAGS plus noise and looping).
+SAMPLE_FLAGS = ("empty", "too_few_lines", "non_printable", "non_ascii", "prose", "noise", "looping", "cut_off")
 RANKING_RULE = (
     "Ranking: variants are first put in tiers by their final memorization verdict - (1) learning or novel, "
-    "(2) mixed (some copying or noise) or undertrained, (3) memorizing, noise (samples unlike the training art) or "
-    "invalid (under half the samples valid) - (4) failed or unscored - and within a tier sorted by quality = "
+    "(2) mixed (some copying, noise or loops) or undertrained, (3) memorizing, looping (samples that write lines "
+    "again and again), noise (samples unlike the training art) or invalid (under half the samples valid) - (4) "
+    "failed or unscored - and within a tier sorted by quality = "
     "valid_rate x width_consistency x novelty (each 0-1, higher is better; the last two over valid samples), ties "
     "going to the lower final held-out loss. The product means a variant that copies its training pieces (novelty "
     "near 0) or draws broken art (low validity or uneven line widths) cannot rank high on the strength of the "
@@ -226,6 +248,8 @@ def typicality_evidence(per_sample: list[dict], human_rows: list[dict]) -> Typic
     limits = typicality.limits_from_rows(human_rows)
     if limits is None:
         return None
+    if limits is None:
+        return None
     # Copies (exact, or >= 0.85 to a training piece or its head) are training art: the set test asks whether the
     # rest looks like it too, so a copy machine is judged by its copies (memorizing), not as noise.
     samples = [s for s in per_sample if well_formed(s) and not (s["exact_copy"] or s["near_copy"])]
@@ -247,6 +271,32 @@ def typicality_evidence(per_sample: list[dict], human_rows: list[dict]) -> Typic
         thresholds={k: float(v) for k, v in limits.items() if k != "values"})
 
 
+def repetition_evidence(per_sample: list[dict], human_rows: list[dict]) -> RepetitionEvidence | None:
+    """The samples' loops against the human reference's, one by one and as a set; None if either lacks the measure."""
+    key = "repeated_line_share"
+    human = [r for r in human_rows if isinstance(r.get(key), (int, float))]
+    if not per_sample or not human or not all(isinstance(s.get(key), (int, float)) for s in per_sample):
+        return None
+    limits = typicality.limits_from_rows(human_rows)
+    if limits is None:
+        return None
+    # The set reads what the typicality set test reads: well-formed samples that are not copies (copies are judged
+    # as copies); the per-sample rate reads every sample, as noise does, since a loop that never ends is cut off.
+    samples = [s for s in per_sample if well_formed(s) and not (s["exact_copy"] or s["near_copy"])]
+    t = typicality.rank_test([s[key] for s in samples], [r[key] for r in human], "greater")
+    flagged = t["p_value"] is not None and t["p_value"] < SET_ALPHA and t["effect"] >= SET_LOOP_EFFECT
+    test = RankTest(measure=key, direction="greater", flagged=flagged,
+                    median_samples=float(np.median([s[key] for s in samples])) if samples else None,
+                    median_human=float(np.median([r[key] for r in human])),
+                    **{k: t[k] for k in ("statistic", "effect", "p_value", "n_samples", "n_human")})
+    return RepetitionEvidence(
+        loop_rate=sum(bool(s.get("looping")) for s in per_sample) / len(per_sample),
+        human_loop_rate=sum(bool(r.get("looping")) for r in human) / len(human),
+        limits={k: float(limits[f"max_{k}"]) for k in typicality.REPEAT_KEYS},
+        repeated_line_share=metric([s[key] for s in samples], False),
+        human_repeated_line_share=metric([r[key] for r in human], False), test=test, set_loop=flagged)
+
+
 def copy_threshold(human_rows: list[dict]) -> float:
     """The copy similarity at or above which a sample is a copy: max(0.85, the human pieces' 95th percentile)."""
     sims = [copy_similarity(s) for s in human_rows]
@@ -264,13 +314,16 @@ def copy_rule(fired: dict[str, bool]) -> str:
         return "invalid"
     if fired["copy_share_formed"]:
         return "memorizing"
+    if fired.get("loop_rate"):  # .get: results judged before version 3 stored no loop checks
+        return "looping"
     if fired["noise_rate"] or fired["set_noise"]:
         return "noise"
     if fired["valid_rate"]:
         return "invalid"
     if fired["copy_rate"]:
         return "memorizing"
-    if not (fired["copy_rate_novel"] or fired["noise_rate_novel"] or fired["novelty"] or fired["copied_lines"]):
+    if not (fired["copy_rate_novel"] or fired["noise_rate_novel"] or fired.get("loop_rate_novel")
+            or fired.get("set_loop") or fired["novelty"] or fired["copied_lines"]):
         return "novel"
     return "mixed"
 
@@ -304,9 +357,11 @@ def copy_verdict(per_sample: list[dict], human: Scores) -> CopyAnalysis:
     lines_limit = max(h_lines.ci_high or 0.0, 1 - HUMAN_LINES_ALPHA ** (1 / max(h_lines.n, 1)))
     effects = [t.effect for t in typ.tests if t.effect is not None] if typ else []
     effect = max(effects, default=0.0)
+    rep = repetition_evidence(per, hper)
     checks = [check("well_formed_rate", formed_rate, MIN_WELL_FORMED_RATE, False, BANDS["well_formed_rate"]),
               check("copy_share_formed", copy_share, MEMORIZING_COPY_RATE, True, BANDS["copy_rate"],
                     "copies among well-formed samples"),
+              *([check("loop_rate", rep.loop_rate, LOOP_RATE, True, BANDS["loop_rate"])] if rep else []),
               check("noise_rate", noise_rate, NOISE_RATE, True, BANDS["noise_rate"]),
               check("set_noise", effect, SET_MIN_EFFECT, True, BANDS["set_noise"], "set test effect"),
               check("valid_rate", valid_rate, MIN_VALID_RATE, False, BANDS["valid_rate"]),
@@ -316,19 +371,26 @@ def copy_verdict(per_sample: list[dict], human: Scores) -> CopyAnalysis:
                     "copy rate (novel at most)"),
               check("noise_rate_novel", noise_rate, NOVEL_MAX_NOISE_RATE, True, BANDS["noise_rate_novel"],
                     "noise rate (novel at most)"),
+              *([check("loop_rate_novel", rep.loop_rate, NOVEL_MAX_LOOP_RATE, True, BANDS["loop_rate_novel"],
+                       "loop rate (novel at most)"),
+                 check("set_loop", rep.test.effect or 0.0, SET_LOOP_EFFECT, True, BANDS["set_loop"],
+                       "repeated-line set test effect")] if rep else []),
               check("novelty", (nov.ci_high - h_nov.ci_low) if both else -1.0, 0.0, False, BANDS["novelty"],
                     "novelty interval's top minus the human interval's bottom"),
               check("copied_lines", (lines_limit - lines.ci_low) if both else -1.0, 0.0, False, BANDS["copied_lines"],
                     "human copied-line limit minus the samples' interval bottom")]
     # the two rules above are strict inequalities in COPY_RULE (> 10%, > 20% refuse novel); a check fires at >=
     by = {c.name: c for c in checks}
-    for name in ("copy_rate_novel", "noise_rate_novel"):
-        by[name].fired = by[name].value > by[name].bound
+    for name in ("copy_rate_novel", "noise_rate_novel", "loop_rate_novel"):
+        if name in by:
+            by[name].fired = by[name].value > by[name].bound
     by["set_noise"].fired = bool(typ is not None and typ.set_noise)  # the set test needs its p-value too (flagged)
+    if rep is not None:
+        by["set_loop"].fired = rep.set_loop
     verdict = copy_rule({c.name: c.fired for c in checks})
     mark_borderline(checks, copy_rule)
     evidence = CopyEvidence(valid_rate, copy_rate, threshold, nov, h_nov, lines, h_lines, not by["novelty"].fired,
-                            not by["copied_lines"].fired, w is not None, formed_rate, typ, checks)
+                            not by["copied_lines"].fired, w is not None, formed_rate, typ, rep, checks)
     return CopyAnalysis(verdict, COPY_RULE, evidence)
 
 
@@ -336,7 +398,7 @@ def combined(loss_verdict: str, copy_verdict: str) -> str:
     """COMBINED_RULE on the two verdicts."""
     if "memorizing" in (loss_verdict, copy_verdict):
         return "memorizing"
-    if copy_verdict in ("invalid", "noise"):
+    if copy_verdict in ("invalid", "looping", "noise"):
         return copy_verdict
     if copy_verdict == "mixed" and loss_verdict == "learning":
         return "mixed"

@@ -28,7 +28,8 @@ h3{margin-bottom:.4rem}nav{margin:.6rem 0}nav a{margin-right:1rem}.note{color:#5
 th,td{border:1px solid #d0d0d0;padding:.25rem .45rem;text-align:left;vertical-align:top}
 td.long{min-width:16rem;overflow-wrap:anywhere}
 th{background:#f3f3f5}tr:nth-child(even) td{background:#fafafa}.good{color:#116b2b;font-weight:600}
-.bad{color:#b00020;font-weight:600}.mid{color:#8a5a00;font-weight:600}
+.bad{color:#b00020;font-weight:600}
+.badge{background:#b00020;color:#fff;font-weight:600;border-radius:3px;padding:0 4px}.mid{color:#8a5a00;font-weight:600}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.5rem 0}
 .pair{display:flex;flex-wrap:wrap;gap:1rem;margin:0 0 1.2rem;padding-bottom:1rem;border-bottom:1px dashed #ddd}
 figure{margin:0;flex:1 1 24rem;min-width:0}figcaption{font-size:.85rem;color:#444;margin-bottom:.25rem}
@@ -184,14 +185,16 @@ class Doc:
         self.html.append(f'<p><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"></p>')
         self.md += [f"![{_md_text(alt)}]({path.name})", ""]
 
-    def art_pair(self, left: tuple[str, str], right: tuple[str, str] | None) -> None:
-        """Two (caption, art) pieces side by side, whitespace kept exactly."""
+    def art_pair(self, left: tuple[str, str], right: tuple[str, str] | None, badge: str = "") -> None:
+        """Two (caption, art) pieces side by side, whitespace kept exactly; badge marks the left one ("looping")."""
         figs = [p for p in (left, right) if p is not None]
+        marks = [f'<span class="badge">{html.escape(badge)}</span> ' if badge else "", ""]
         self.html.append('<div class="pair">' + "".join(
-            f"<figure><figcaption>{html.escape(cap)}</figcaption>{_pre(art)}</figure>" for cap, art in figs) + "</div>")
-        for cap, art in figs:
+            f"<figure><figcaption>{mark}{html.escape(cap)}</figcaption>{_pre(art)}</figure>"
+            for mark, (cap, art) in zip(marks, figs)) + "</div>")
+        for mark, (cap, art) in zip([f"**[{_md_text(badge)}]** " if badge else "", ""], figs):
             fence = _fence(art)
-            self.md += [f"*{_md_text(cap)}*", "", fence, art.rstrip("\n"), fence, ""]
+            self.md += [f"{mark}*{_md_text(cap)}*", "", fence, art.rstrip("\n"), fence, ""]
 
     def render_html(self) -> str:
         """The complete, self-contained HTML page."""

@@ -131,8 +131,8 @@ def _gallery(doc: Doc, run: RunResult, run_dir: Path) -> None:
         if len(samples) > MAX_GALLERY:
             doc.para(f"Showing {MAX_GALLERY} of {len(samples)} samples; all are in {v.samples_file}.", note=True)
         for s in samples[:MAX_GALLERY]:
-            flags = [f for f, on in (("exact copy", s.get("exact_copy")), ("near copy", s.get("near_copy")),
-                                     ("cut off", s.get("cut_off")), ("invalid", s.get("valid") is False)) if on]
+            flags = [f for f, on in (("exact copy", s.get("exact_copy")), ("near copy", s.get("near_copy"))) if on]
+            flags += [story.sample_state(s)] if s.get("valid") is False else []  # "invalid (looping, cut off)"
             cap = (f"sample {s.get('index', '?')}: novelty {fmt(s.get('novelty'))}, width consistency "
                    f"{fmt(s.get('width_consistency'))}" + (f" ({', '.join(flags)})" if flags else ""))
             nearest = s.get("nearest_train_text")
@@ -140,7 +140,7 @@ def _gallery(doc: Doc, run: RunResult, run_dir: Path) -> None:
                 f"nearest training piece #{s.get('nearest_train_index', '?')}: similarity {fmt(s.get('similarity'))}"
                 + (f"; first lines of #{s.get('head_train_index')}: {fmt(s['head_similarity'])}"
                    if s.get("head_similarity") else ""), str(nearest))
-            doc.art_pair((cap, str(s.get("text", ""))), right)
+            doc.art_pair((cap, str(s.get("text", ""))), right, badge=story.badge(s))
 
 
 def write_report(run_dir: str | Path, run: RunResult | None = None) -> Path:

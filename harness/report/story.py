@@ -84,7 +84,7 @@ def loss_evidence(v: VariantResult) -> str:
 
 
 def sample_evidence(run: RunResult, v: VariantResult) -> str:
-    """The samples in one clause: valid rate, copy rate, noise, novelty against unseen human pieces."""
+    """The samples in one clause: valid rate, copy rate, loops, noise, novelty against unseen human pieces."""
     if not v.scores.metrics:
         return ""
     ca = v.copy_analysis
@@ -95,6 +95,10 @@ def sample_evidence(run: RunResult, v: VariantResult) -> str:
         parts.append(f"{_pct(valid)} are valid art")
     if copy is not None and valid:  # copy rates are over the valid samples
         parts.append(f"{_pct(copy)} of them copies")
+    rep = ca.evidence.repetition if ca else None
+    if rep is not None and (rep.loop_rate or rep.set_loop):
+        parts.append(f"{_pct(rep.loop_rate)} loop (write a line or block again and again)"
+                     + (" and as a set they repeat lines more than human art does" if rep.set_loop else ""))
     typ = ca.evidence.typicality if ca else None
     if typ is not None and (typ.noise_rate or typ.set_noise):
         parts.append(f"{_pct(typ.noise_rate)} are noise for the training art"
@@ -188,9 +192,24 @@ def plot_overview(run: RunResult, out_dir: Path, name: str = OVERVIEW) -> list[s
         return [save_png(fig, out_dir, name)]
 
 
+def failure_flags(s: dict) -> list[str]:
+    """A sample row's failure flags in words (verdict.SAMPLE_FLAGS order): "looping", "cut off", ..."""
+    return [f.replace("_", " ") for f in SAMPLE_FLAGS if s.get(f) is True]
+
+
+def badge(s: dict) -> str:
+    """What marks a sample at a glance in cards and the gallery: "looping" for a loop, else nothing."""
+    return "looping" if s.get("looping") is True else ""
+
+
+def sample_state(s: dict) -> str:
+    """ "valid", or "invalid" with its failure flags in words: "invalid (looping, cut off)"."""
+    flags = failure_flags(s)
+    return "valid" if s.get("valid") is True else "invalid" + (f" ({', '.join(flags)})" if flags else "")
+
+
 def _caption(label: str, s: dict) -> str:
-    flags = [f.replace("_", " ") for f in SAMPLE_FLAGS if s.get(f) is True]
-    state = "valid" if s.get("valid") is True else "invalid" + (f" ({', '.join(flags)})" if flags else "")
+    state = sample_state(s)
     return (f"{label}, sample {s.get('index', '?')}: {state}; width consistency {fmt(s.get('width_consistency'))}, "
             f"novelty {fmt(s.get('novelty'))}")
 
@@ -217,7 +236,7 @@ def card(doc: Doc, run_dir: Path, v: VariantResult) -> None:
     best, worst = best_and_worst(samples)
     for label, s in (("best", best), ("worst", worst)):
         if s is not None:
-            doc.art_pair((_caption(label, s), str(s.get("text", ""))), _nearest(s))
+            doc.art_pair((_caption(label, s), str(s.get("text", ""))), _nearest(s), badge=badge(s))
     doc.end()
 
 
