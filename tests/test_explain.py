@@ -45,12 +45,24 @@ def test_noise_names_the_noise_samples_and_the_set_test_its_measure(cats):
     why = explain(copy=j.copy, rows=j.rows)
     assert j.copy.verdict == "noise" and why.reasons[0].checks[0].name == "noise_rate"
     assert why.samples["noise"][:12] == list(range(12))
-    assert why.text().startswith(f"noise: noise rate {j.copy.evidence.checks[2].value:.3g} against 0.5")
+    noise_rate = next(c for c in j.copy.evidence.checks if c.name == "noise_rate")
+    assert why.text().startswith(f"noise: noise rate {noise_rate.value:.3g} against 0.5")
     # the set test fired too: it is named with its measure and p-value, as "also"
     also = [c for c in why.reasons[0].also if c.name == "set_noise"]
     assert also and "bits, p " in also[0].text
     # and the stored analysis is not touched by explaining it
     assert all("bits, p" not in c.text for c in j.copy.evidence.checks)
+
+
+def test_loops_are_explained_by_the_judge_version_that_added_them(cats):
+    """Judge version 3 added a loop check and a 'looping' flag; this module explains them as it found them."""
+    _, heldout, ref = cats
+    lines = heldout[1].split("\n")
+    loop = "\n".join(lines[:2] + [lines[2]] * 6)  # a cat whose third line is written six times
+    j = judge(ref, [loop, loop, loop, heldout[0]])
+    why = explain(copy=j.copy, rows=j.rows)
+    assert j.copy.verdict == "looping" and why.reasons[0].checks[0].name == "loop_rate"
+    assert why.text() == "looping: loop rate 0.75 against 0.5. Samples: looping: samples 0, 1, 2 (3 of 4)"
 
 
 def test_novel_says_every_check_passed_with_the_checks_that_would_have_refused_it(cats):
