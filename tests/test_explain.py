@@ -117,8 +117,8 @@ def test_a_sample_flag_added_to_the_judge_is_named(monkeypatch):
     monkeypatch.setattr(explain_module, "SAMPLE_FLAGS", (*verdict.SAMPLE_FLAGS, "stuttering"))
     rows = [{"index": 0, "stuttering": True}, {"index": 1, "cut_off": True}, {"index": 2, "stuttering": True}]
     why = explain_module.Explanation("looping", [], explain_module.sample_groups(rows), 3)
-    assert why.samples == {"stuttering": [0, 2], "cut_off": [1]}
-    assert why.samples_text() == "stuttering: samples 0, 2 (2 of 3); cut off: sample 1 (1 of 3)"
+    assert why.samples == {"cut_off": [1], "stuttering": [0, 2]}  # in SAMPLE_FLAGS order, not the samples'
+    assert why.samples_text() == "cut off: sample 1 (1 of 3); stuttering: samples 0, 2 (2 of 3)"
 
 
 def test_score_and_generate_print_the_clause_and_the_samples(cats, capsys):

@@ -130,7 +130,8 @@ def sample_groups(rows: Sequence[SampleRow | dict]) -> dict[str, list[int]]:
         for flag in SAMPLE_FLAGS:
             if _get(row, flag) is True:
                 groups.setdefault(flag, []).append(number)
-    return groups
+    order = ["copies", *SAMPLE_FLAGS]  # the flags in the order reports name them, whatever sample came first
+    return {k: groups[k] for k in order if k in groups}
 
 
 def copy_reason(copy: CopyAnalysis) -> Reason:
