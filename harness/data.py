@@ -55,6 +55,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness import pieces as piece_files  # `pieces` names lists of Piece here
 from harness.config import DataConfig
 from harness.errors import UserError
 from harness.fsutil import sha256_json
@@ -136,13 +137,6 @@ def format_example(art: str, eos_token: str) -> str:
 
 # ---------------------------------------------------------------- loading
 
-def _read_utf8(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"File '{path}' is not UTF-8 text: re-save it as UTF-8 or remove it.") from None
-
-
 def _cats() -> list[tuple[str, str]]:
     spec = importlib.util.find_spec("catsart")
     if spec is None or spec.origin is None:
@@ -154,68 +148,19 @@ def _cats() -> list[tuple[str, str]]:
     return rows
 
 
-def _pick_column(columns: list[str], wanted: str, source: str) -> str:
-    if wanted:
-        if wanted not in columns:
-            raise UserError(f"'{source}' has no column '{wanted}' (it has: {', '.join(columns)}): "
-                            "set data.text_column to one of those.")
-        return wanted
-    for name in ("text", "ascii"):
-        if name in columns:
-            return name
-    raise UserError(f"'{source}' has no 'text' or 'ascii' column (it has: {', '.join(map(str, columns)) or 'none'}): "
-                    "set data.text_column=NAME.")
-
-
-def _table(path: Path, text_column: str) -> list[tuple[str, str]]:
-    import pandas as pd
-
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            _read_utf8(path)  # a clear message for non-UTF-8 before pandas' own
-            frame = pd.read_json(path, lines=True, dtype=False)
-        elif suffix == ".csv":
-            _read_utf8(path)
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        else:
-            frame = pd.read_parquet(path)
-    except UserError:
-        raise
-    except Exception as exc:  # pandas raises many types for malformed files
-        raise UserError(f"Could not read '{path}' as {suffix[1:]} ({str(exc).splitlines()[0]}).") from None
-    column = _pick_column([str(c) for c in frame.columns], text_column, str(path))
-    return [(str(v), f"{path.name}:{i}") for i, v in enumerate(frame[column].tolist()) if isinstance(v, str)]
-
-
-def _saved_dataset(path: Path, text_column: str) -> list[tuple[str, str]]:
-    import datasets
-
-    ds = datasets.load_from_disk(str(path))
-    if isinstance(ds, datasets.DatasetDict):
-        ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-    column = _pick_column(ds.column_names, text_column, str(path))
-    return [(str(v), f"{path.name}:{i}") for i, v in enumerate(ds[column])]
-
-
 def load_raw(cfg: DataConfig) -> list[tuple[str, str]]:
-    """(text, origin) rows from the configured source, before any cleaning."""
+    """(text, origin) rows from the configured source, before any cleaning (files: harness.pieces.read)."""
     if cfg.source == "cats":
         return _cats()
     path = Path(cfg.source).expanduser()
     if not path.exists():
         raise UserError(f"Data source '{cfg.source}' does not exist: pass 'cats', a folder of .txt files, "
                         "or a .jsonl/.csv/.parquet file.")
-    if path.is_file():
-        if path.suffix.lower() not in (".jsonl", ".csv", ".parquet"):
-            raise UserError(f"Data file '{path}' has an unsupported type: use .jsonl, .csv or .parquet "
-                            "(or a folder of .txt files).")
-        rows = _table(path, cfg.text_column)
-    elif (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
-        rows = _saved_dataset(path, cfg.text_column)
-    else:
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-        rows = [(_read_utf8(f), str(f.relative_to(path))) for f in files]
+    if path.is_file() and path.suffix.lower() not in (*piece_files.TABLE_SUFFIXES, ".txt"):
+        raise UserError(f"Data file '{path}' has an unsupported type: use .jsonl, .csv or .parquet "
+                        "(or a folder of .txt files).")
+    read = piece_files.read(path, cfg.text_column, text_files=False)
+    rows = list(zip(read.texts, read.origins, strict=True))
     if not rows:
         raise UserError(f"Data source '{cfg.source}' holds no pieces of art: add .txt files (one piece each) "
                         "or rows with a text column.")
@@ -402,6 +347,15 @@ def _held_out_groups(members: dict[int, list[int]], keys: list[str], is_variant:
     return held
 
 
+def _uneven_facts(e: dict, n_heldout: int, fraction: float, keeps: str = "keeps") -> str:
+    """What an uneven split holds against what data.heldout_fraction asks, from Dataset.extra; '' when even."""
+    if max(abs(e["train_share"] - (1 - fraction)), abs(e["heldout_share"] - fraction)) <= SPLIT_TOLERANCE + 1e-12:
+        return ""
+    return (f"training {keeps} {round(e['train_share'] * e['n_distinct'])} of its {e['n_distinct']} distinct "
+            f"pieces ({e['train_share']:.2f}) and the held-out set {n_heldout} of its {e['n_drawings']} drawings "
+            f"({e['heldout_share']:.2f}), not within {SPLIT_TOLERANCE:g} of {1 - fraction:g} and {fraction:g}")
+
+
 def uneven_split(ds: Dataset, cfg: DataConfig) -> str:
     """One sentence when the split misses data.heldout_fraction by more than SPLIT_TOLERANCE, else ''.
 
@@ -409,14 +363,34 @@ def uneven_split(ds: Dataset, cfg: DataConfig) -> str:
     of the drawings, the held-out set holds about the fraction (one piece each).
     """
     e, f = ds.extra, cfg.heldout_fraction
-    if max(abs(e["train_share"] - (1 - f)), abs(e["heldout_share"] - f)) <= SPLIT_TOLERANCE + 1e-12:
+    facts = _uneven_facts(e, len(ds.heldout), f, keeps="would keep")
+    if not facts:
         return ""
-    return (f"Data source '{cfg.source}' cannot be split as data.heldout_fraction={f:g} asks: training would keep "
-            f"{round(e['train_share'] * e['n_distinct'])} of its {e['n_distinct']} distinct pieces "
-            f"({e['train_share']:.2f}) and the held-out set {len(ds.heldout)} of its {e['n_drawings']} drawings "
-            f"({e['heldout_share']:.2f}), not within {SPLIT_TOLERANCE:g} of {1 - f:g} and {f:g} ({ds.n_groups} "
-            f"group(s) of close variants, the largest of {e['largest_group']} piece(s)): add pieces, change "
-            "data.heldout_fraction, or set data.allow_uneven_split=true to go on with this split.")
+    return (f"Data source '{cfg.source}' cannot be split as data.heldout_fraction={f:g} asks: {facts} "
+            f"({ds.n_groups} group(s) of close variants, the largest of {e['largest_group']} piece(s)): add pieces, "
+            "change data.heldout_fraction, or set data.allow_uneven_split=true to go on with this split.")
+
+
+def data_warnings(summary: dict) -> list[str]:
+    """What a run's data summary (Dataset.summary) says a reader of its verdicts must know: an uneven split that
+    data.allow_uneven_split let through, and pieces that hold non-ASCII characters (the judge's non_ascii flag)."""
+    out = []
+    if summary.get("uneven_split"):
+        out.append(f"Uneven split (data.allow_uneven_split let the run go on): {summary['uneven_split']}; "
+                   "verdicts read against so few held-out pieces are weak evidence.")
+    return out + non_ascii_warning(summary)
+
+
+def non_ascii_warning(summary: dict) -> list[str]:
+    """One sentence where pieces of the data hold non-ASCII characters, saying what the judge does with them."""
+    n = summary.get("n_non_ascii") or 0
+    if not n:
+        return []
+    chars = " ".join(summary.get("non_ascii_chars") or [])
+    total = (summary.get("n_train") or 0) + (summary.get("n_heldout") or 0)
+    return [f"{n} of the {total} pieces a run trains on or holds out contain{'s' * (n == 1)} non-ASCII characters "
+            f"({chars}): the judge flags every sample holding one non_ascii, which makes it invalid, so art that uses "
+            "them is judged invalid (docs/data.md, Non-ASCII pieces)."]
 
 
 def check_split(ds: Dataset, cfg: DataConfig) -> None:
@@ -450,6 +424,7 @@ def distinct_pieces(cfg: DataConfig) -> tuple[list[Piece], dict]:
     raw = load_raw(cfg)
     pieces, seen, n_empty, n_long = [], set(), 0, 0
     for text, origin in raw:
+        piece_files.check_art(text, origin, cfg.source)  # NUL, escape sequences, controls: refused, never trained on
         art = normalize(text)
         if not art.strip():
             n_empty += 1
@@ -544,6 +519,13 @@ def build_dataset(cfg: DataConfig) -> Dataset:
              "largest_group": max(map(len, members.values())), "group_cap": grouping.cap}
     if manifest_skipped:
         extra["manifest_skipped"] = manifest_skipped
+    # Recorded only where present, so the summary of a plain ASCII, even split reads as it always did.
+    n_non_ascii, chars = piece_files.non_ascii([pieces[i].text for i in train] + [p.text for p in heldout])
+    if n_non_ascii:
+        extra["n_non_ascii"], extra["non_ascii_chars"] = n_non_ascii, chars
+    uneven = _uneven_facts(extra, len(heldout), cfg.heldout_fraction)
+    if uneven:
+        extra["uneven_split"] = uneven
     return Dataset(cfg.source, [pieces[i] for i in train], heldout, counts["n_raw"], counts["n_exact"], n_variants,
                    len(members), counts["n_empty"], extra, dropped)
 
@@ -605,8 +587,12 @@ def pieces_phrase(data: dict) -> str:
         if len({h for _, h in per.values()}) == 1:  # data.max_train_pieces only: one held-out set
             counts = ", ".join(f"{name} {t}" for name, (t, _) in per.items())
             trains = [t for t, _ in per.values()]
-            return (f"{min(trains)}-{max(trains)} training pieces ({counts}) / "
-                    f"{data.get('n_heldout', '-')} held-out pieces")
+            return f"{min(trains)}-{max(trains)} training pieces ({counts}) / {_held_out(data)}"
         return "training / held-out pieces per variant: " + ", ".join(f"{name} {t} / {h}"
                                                                        for name, (t, h) in per.items())
-    return f"{data.get('n_train', '-')} training / {data.get('n_heldout', '-')} held-out pieces"
+    return f"{data.get('n_train', '-')} training / {_held_out(data)}"
+
+
+def _held_out(data: dict) -> str:
+    n = data.get("n_heldout", "-")
+    return f"{n} held-out piece{'' if n == 1 else 's'}"  # "1 held-out piece", never "1 ... pieces"

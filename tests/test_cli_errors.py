@@ -34,13 +34,18 @@ def _bad_sources(tmp_path):
     (latin / "cat.txt").write_bytes("caf\xe9\n /\\_/\\".encode("latin-1"))
     nocol = tmp_path / "art.jsonl"
     nocol.write_text(json.dumps({"body": " /\\_/\\"}) + "\n")
-    return {"empty": empty, "latin": latin, "nocol": nocol}
+    binary = tmp_path / "binary"
+    binary.mkdir()
+    (binary / "cat.txt").write_text(" /\\_/\\\n( o.o )\n > ^ <\n")
+    (binary / "a.out.txt").write_bytes(b"\x7fELF\x02\x01\x01\x00\x1b[31m")
+    return {"empty": empty, "latin": latin, "nocol": nocol, "binary": binary}
 
 
 CASES = [
     ("empty folder", ["data.source=@empty"], "holds no pieces of art"),
     ("not UTF-8", ["data.source=@latin"], "is not UTF-8"),
     ("JSONL without text column", ["data.source=@nocol"], "has no 'text' or 'ascii' column"),
+    ("NUL and escape bytes", ["data.source=@binary"], "Piece 'a.out.txt' of data source"),
     ("unknown model", ["--model", "no-such-model"], "Unknown model 'no-such-model'"),
     ("unknown hub id offline", ["--model", "someone/not-cached"], "is not on this machine"),
     ("malformed config key", ["lora.rank=8"], "Unknown config key 'lora.rank'"),
@@ -55,7 +60,7 @@ def test_bad_input_one_sentence_nothing_lost(tmp_path, reports, capsys, monkeypa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as the CLI subprocess tests run: no hub attempt from a test
     sources = _bad_sources(tmp_path)
     args = [a.replace("@empty", str(sources["empty"])).replace("@latin", str(sources["latin"]))
-            .replace("@nocol", str(sources["nocol"])) for a in args]
+            .replace("@nocol", str(sources["nocol"])).replace("@binary", str(sources["binary"])) for a in args]
     before = _snapshot(reports)
     code = main(["--reports-dir", str(reports), "run", "--config", "tiny", *args]
                 if "--config" not in args else ["--reports-dir", str(reports), "run", *args])

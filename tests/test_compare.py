@@ -71,7 +71,8 @@ def test_variant_failing_in_new_run_fails_the_gate(tmp_path: Path) -> None:
     assert any("r8 failed in b: boom" in w for w in comp.warnings)
     assert [(f.delta.variant, f.delta.metric) for f in comp.failures] == [("r8", "novelty"), ("r8", "verdict")]
     assert "missing from b" in comp.failures[0].message()
-    assert comp.failures[1].message() == "verdict (r8, b vs a): learning -> failed, a worse verdict"
+    # the runs named in the order of the values, baseline first (it once read "b vs a: learning -> failed")
+    assert comp.failures[1].message() == "verdict (r8, a -> b): learning -> failed, a worse verdict"
     assert compare([a, b]).failed  # a worse verdict fails the gate without any threshold
 
 
@@ -247,3 +248,39 @@ def test_valid_rate_and_heldout_loss_regressions_beyond_seed_noise_fail_without_
     near = make_run(tmp_path / "n", run_id="n", bench=False)
     near.variants["r8"].loss_analysis.final_heldout_loss *= 1.05
     assert not compare([a, near]).failed
+
+
+def test_a_passing_gate_says_so_and_a_failing_one_names_runs_in_the_order_of_its_values(
+        runs: Path, capsys: pytest.CaptureFixture) -> None:
+    base, worse, better = (str(runs / "runs" / n) for n in ("base", "worse", "better"))
+    assert _cli("compare", base, better, "--fail-on", "novelty=0") == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == ("PASS: no verdict moved to a worse tier and no gated metric (valid_rate, "
+                                            "final_heldout_loss, novelty) regressed beyond noise or its threshold, "
+                                            "in 2 variants of 1 run against base.")
+    assert _cli("compare", base, worse, "--fail-on", "novelty=0.05") == 1
+    captured = capsys.readouterr()
+    assert "PASS" not in captured.out
+    assert "  novelty (r8, base -> worse): 0.55 -> 0.35, worse by 0.2 > 0.05" in captured.err
+
+
+def test_a_metric_neither_run_measured_is_unmeasured_not_missing(tmp_path: Path) -> None:
+    a = make_run(tmp_path / "a", run_id="a", bench=False)
+    b = make_run(tmp_path / "b", run_id="b", bench=False)
+    for run in (a, b):  # no valid sample in either run: metrics over valid samples have no value
+        run.variants["r8"].scores.metrics["width_consistency"] = Metric(None, n=0)
+    comp = compare([a, b])
+    assert _delta(comp, "r8", "width_consistency").change == "unmeasured"
+    b.variants["r8"].scores.metrics.pop("novelty")
+    assert _delta(compare([a, b]), "r8", "novelty").change == "missing"  # measured in one run only
+
+
+def test_a_change_is_never_rounded_away(tmp_path: Path) -> None:
+    from harness.report.compare import delta_rows
+
+    a = make_run(tmp_path / "a", run_id="a", bench=False)
+    b = make_run(tmp_path / "b", run_id="b", bench=False)
+    a.variants["r8"].loss_analysis.final_heldout_loss = 11.4635
+    b.variants["r8"].loss_analysis.final_heldout_loss = 11.5420
+    row = next(r for r in delta_rows(compare([a, b])) if r[0] == "r8" and r[1].startswith("final_heldout_loss"))
+    assert row[3:6] == ["11.46", "11.54", "+0.0785"]  # it read "11.5", "11.5", "+0.0785"

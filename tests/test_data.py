@@ -314,6 +314,7 @@ def test_pieces_phrase_names_each_variants_count_only_where_they_differ():
 
     base = {"n_train": 16, "n_heldout": 13}
     assert pieces_phrase(base) == "16 training / 13 held-out pieces"
+    assert pieces_phrase({"n_train": 8, "n_heldout": 1}) == "8 training / 1 held-out piece"  # not "1 ... pieces"
     assert pieces_phrase({**base, "n_by_variant": {"a": [16, 13], "b": [16, 13]}}) == "16 training / 13 held-out pieces"
     # the default config: learn trains on every training cat, seed and memorize on 16; one held-out set
     assert pieces_phrase({**base, "n_by_variant": {"seed": [16, 13], "learn": [93, 13], "memorize": [16, 13]}}) == \

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 LAYERS = {
     "harness": 0, "harness.errors": 0, "harness.fsutil": 0, "harness.quiet": 0, "harness.procs": 0,
     "harness.environment": 0,
-    "harness.config": 1,
+    "harness.config": 1, "harness.pieces": 1,
     "harness.data": 2, "harness.models": 2, "harness.results": 2,
     "harness.backends": 3,
     "harness.judge": 4,
@@ -30,6 +30,7 @@ LAYERS = {
 }
 # Wings that judge results anywhere, without a model: they must never pull in torch or a backend.
 TORCH_FREE = ("harness.judge.score", "harness.judge.verdict", "harness.judge.samples", "harness.judge.typicality",
+              "harness.judge.explain", "harness.pieces",
               "harness.judge.reference", "harness.report.run", "harness.report.story", "harness.report.runs",
               "harness.report.compare", "harness.results", "harness.config", "harness.data")
 

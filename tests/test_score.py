@@ -14,7 +14,7 @@ import pytest
 from harness.cli.common import print_table
 from harness.cli.score import add_parser, score_rows
 from harness.config import DataConfig
-from harness.data import build_dataset
+from harness.data import build_dataset, normalize
 from harness.errors import UserError
 from harness.judge import score
 from harness.judge.samples import read_pieces, read_samples
@@ -358,14 +358,14 @@ def test_score_table(cats, human):
 def test_read_text_single_blank_separators(tmp_path):
     f = tmp_path / "s.txt"
     f.write_text(f"{CAT}\n\n{CAT}\n \t\n  x\n y\n", encoding="utf-8")  # a whitespace-only line is blank
-    assert read_pieces(f) == [CAT, CAT, " x\ny"]
+    assert [normalize(p) for p in read_pieces(f)] == [CAT, CAT, " x\ny"]
 
 
 def test_read_text_double_blank_separators_keep_inner_blank(tmp_path):
     f = tmp_path / "s.txt"
     inner = CAT + "\n\n" + CAT
     f.write_text(f"{inner}\n\n\n{CAT}\n\n\n\n{CAT}\n", encoding="utf-8")
-    assert read_pieces(f) == [inner, CAT, CAT]
+    assert [normalize(p) for p in read_pieces(f)] == [inner, CAT, CAT]
 
 
 def test_read_jsonl(tmp_path):
@@ -404,6 +404,20 @@ def test_score_cli(tmp_path, capsys, cats):
     assert "human reference" in printed and "copy verdict: memorizing" in printed
     out = json.loads((tmp_path / "o.json").read_text(encoding="utf-8"))
     assert out["copy_verdict"]["verdict"] == "memorizing" and len(out["rows"]) == 5
+
+
+def test_without_the_human_reference_score_says_what_valid_rate_then_counts(tmp_path, capsys, cats):
+    train, _ = cats
+    samples = tmp_path / "s.txt"
+    samples.write_text("\n\n".join(train[:3]) + "\n", encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["score", str(samples), "--no-human-reference", "--json", str(tmp_path / "o.json")])
+    assert args.func(args) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "no typicality model and no copy verdict: noise is the entropy rule alone, so valid_rate counts" in printed
+    assert "not comparable with a valid_rate scored with the reference" in printed
+    assert "valid_rate" in json.loads((tmp_path / "o.json").read_text(encoding="utf-8"))["note"]
 
 
 def test_score_imports_no_torch():

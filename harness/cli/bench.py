@@ -1,10 +1,13 @@
 """`asciitune bench` (Unsloth vs plain PEFT on the GPU) and `asciitune bench-parity` (two training runs).
 
     asciitune bench --config seed --model random:llama-3.2-3b                  # both backends, default grid
-    asciitune bench --config seed --model random:llama-3.2-3b bench.batch_sizes=[2,8] bench.seq_lens=[512,1024] \
-        --extra-point 2x512:adamw_torch --bare-loop .device/bare_loop.py        # plus the bare-loop check
+    asciitune bench --config seed --model random:llama-3.2-3b 'bench.batch_sizes=[2,8]' --extra-point 2x512:adamw_torch
     asciitune bench-parity RUN_UNSLOTH RUN_PEFT                                  # parity of two training runs
     asciitune bench --workload seed --config seed --model random:llama-3.2-3b    # seed vs fast plan, QLoRA, sweep
+
+--bare-loop SCRIPT also times a training loop of your own at the first extra point's shape: asciitune ships
+none; it runs `python SCRIPT --backend B --model FOLDER --steps N --seq S --bs B` per backend and reads the
+last line that starts with `RESULT ` followed by a JSON object holding "median_step_s".
 """
 from __future__ import annotations
 
@@ -174,8 +177,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-cats", action="store_true", help="leave out the original cats workload point")
     p.add_argument("--extra-point", action="append", metavar="BxS[:OPTIM]",
                    help="an extra synthetic point outside the grid, e.g. 2x512:adamw_torch (repeatable)")
-    p.add_argument("--bare-loop", metavar="SCRIPT", help="also run this bare_loop.py per backend at the first "
-                   "extra point's shape (default 2x512) and compare step times")
+    p.add_argument("--bare-loop", metavar="SCRIPT", help="also run a loop script of your own per backend at the "
+                   "first extra point's shape (default 2x512) and compare step times (below: what it is called "
+                   "with and must print; none ships with asciitune)")
     p.add_argument("--workload", choices=["grid", "seed"], default="grid",
                    help="grid: the batch x length points above (default); seed: the seed workload's arms (seed and "
                         "fast plan, both backends, 4-bit) and an 8-variant concurrent sweep, in one call")

@@ -48,11 +48,17 @@ def seeds_count(text: str) -> int:
     return int(text)
 
 
-def console():
-    """A rich console; piped output (CI logs, `| tee`) gets a wide fixed width instead of 80 columns."""
+PIPED_WIDTH = 140  # columns of console output that goes to a pipe or a file (CI logs, `| tee`) rather than 80
+
+
+def console(width: int | None = None):
+    """A rich console: the terminal's width, or PIPED_WIDTH when piped; width=0 is unlimited (a table as wide as
+    it is, for a pager or a file), another number that many columns."""
     from rich.console import Console
 
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+    if width == 0:
+        width = 10_000
+    return Console(highlight=False, width=width or (None if sys.stdout.isatty() else PIPED_WIDTH))
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]], title: str | None = None,

@@ -6,7 +6,15 @@ from dataclasses import replace
 
 from harness.cli.common import add_config_args, console, load_plan, print_table
 from harness.config import RunConfig
-from harness.data import SPLIT_TOLERANCE, build_dataset, default_manifest_path, describe, manifest_of, uneven_split
+from harness.data import (
+    SPLIT_TOLERANCE,
+    build_dataset,
+    default_manifest_path,
+    describe,
+    manifest_of,
+    non_ascii_warning,
+    uneven_split,
+)
 from harness.fsutil import atomic_write_json
 
 
@@ -56,6 +64,10 @@ def print_data(cfg: RunConfig, console, samples: int = 3, freeze: bool = False) 
     for piece in ds.train[:samples]:
         console.print(f"[dim]--- {piece.origin}[/dim]")
         console.print(piece.text, markup=False, highlight=False)
+    for warning in non_ascii_warning(s):  # trained on, but every sample that draws them is judged invalid
+        where = [p.origin for p in ds.train + ds.heldout if not p.text.isascii()]
+        console.print(f"[yellow]{warning} In: {', '.join(where[:5])}{', ...' if len(where) > 5 else '.'}[/yellow]",
+                      highlight=False)
     problem = uneven_split(ds, cfg.data)
     if problem:  # `asciitune run` stops on this sentence unless data.allow_uneven_split
         allowed = " (data.allow_uneven_split is true: a run goes on)" if cfg.data.allow_uneven_split else ""

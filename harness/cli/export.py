@@ -11,11 +11,13 @@ results.json under the variant's `exports`. GGUF needs `asciitune llama-cpp inst
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
 from pathlib import Path
 
 from harness.cli.common import print_table
 from harness.errors import UserError
+from harness.judge.explain import explain
 from harness.report.doc import fmt_metric
 from harness.results import ExportRecord
 
@@ -86,7 +88,26 @@ def run_export(args: argparse.Namespace) -> int:
         for fmt, entry in scored.items():
             formats.record(src.run_dir, src.variant, fmt, entry)
         print_table(*_table(scored))
+        for line in verdict_lines(scored, src.run_dir):
+            print(line)
     return 0
+
+
+def verdict_lines(scored: dict[str, ExportRecord], run_dir: Path | None) -> list[str]:
+    """Per scored format: why its copy verdict is what it is (harness.judge.explain), with the samples behind it."""
+    lines = []
+    for fmt, e in scored.items():
+        if e.copy_analysis is None:
+            continue
+        rows: list[dict] = []
+        paths = [Path(e.samples_file), _abs(run_dir or Path("."), e.samples_file)] if e.samples_file else []
+        path = next((p for p in paths if p.is_file()), None)
+        try:
+            rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path else []
+        except (OSError, ValueError):  # a damaged samples file: the clause is printed without its samples
+            rows = []
+        lines.append(f"{fmt}: {explain(copy=e.copy_analysis, rows=rows).text()}")
+    return lines
 
 
 def _abs(run_dir: Path, path: str) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -94,12 +95,16 @@ def run_generate(args: argparse.Namespace) -> int:
         write_jsonl(args.out, _score(rows, src, args.train) if args.score else rows)
         print(f"wrote {len(rows)} samples to {args.out}")
     else:
+        # Each sample under a header line that `asciitune score` reads back (harness.pieces.SAMPLE_HEADER), so this
+        # output saved to a .txt file scores as the samples it shows; the scores follow under a marker line.
         for r in rows:
             end = "cut off" if r["cut_off"] else "eos"
             print(f"--- sample {r['index']} ({r['new_tokens']} tokens, {end}) ---\n{r['text']}\n")
         if args.score:
+            print("--- scores ---")
             _score(rows, src, args.train)
-    print(f"{fmt} from {path}: loaded in {load_s:.2f}s, {stats.new_tokens} tokens at {stats.tokens_per_s:.1f} tok/s")
+    print(f"{fmt} from {path}: loaded in {load_s:.2f}s, {stats.new_tokens} tokens at {stats.tokens_per_s:.1f} tok/s",
+          file=sys.stderr if not args.out else sys.stdout)  # status, not samples: stdout saved to a file stays samples
     return 0
 
 
@@ -109,9 +114,10 @@ def _score(rows: list[dict], src, train: str | None) -> list[dict]:
     Against the source config's data as its run did (training pieces, held-out human reference),
     or, with --train DATA, as `asciitune score` does (all of DATA is training).
     """
-    from harness.cli.score import score_rows
+    from harness.cli.score import print_verdict, score_rows
     from harness.data import build_dataset, build_pool
     from harness.judge import reference
+    from harness.judge.explain import explain
     from harness.judge.judge import judge
 
     if train:
@@ -123,5 +129,8 @@ def _score(rows: list[dict], src, train: str | None) -> list[dict]:
     judged = judge(ref, [r["text"] for r in rows], [r["cut_off"] for r in rows], meta=rows)
     print(f"scored against {what}")
     print_table(*score_rows({"samples": judged.scores, "human reference": ref.human}))
-    print(f"copy verdict: {judged.copy.verdict if judged.copy else '-'}")
+    if judged.copy is not None:
+        print_verdict("copy verdict", explain(copy=judged.copy, rows=judged.rows))
+    else:
+        print("copy verdict: - (no human pieces to judge the samples against)")
     return [r.to_dict() for r in judged.rows]

@@ -17,7 +17,15 @@ from pathlib import Path
 from harness.cli.common import print_table
 from harness.errors import UserError
 from harness.judge.rejudge import same_judge
-from harness.report.compare import DELTA_HEADERS, GATE_RULE, NOISE_RULE, compare, delta_rows, write_comparison
+from harness.report.compare import (
+    DELTA_HEADERS,
+    GATE_RULE,
+    GATED,
+    NOISE_RULE,
+    compare,
+    delta_rows,
+    write_comparison,
+)
 from harness.results import load, resolve_run_dir
 
 
@@ -100,4 +108,14 @@ def run_compare(args: argparse.Namespace) -> int:
         for f in comp.failures:
             print(f"  {f.message()}", file=sys.stderr)
         return 1
+    print(pass_line(comp))
     return 0
+
+
+def pass_line(comp) -> str:
+    """What a passing gate checked, in one line (a CI log shows the gate ran, not only that nothing failed)."""
+    n_runs, n_units = len(comp.runs) - 1, len({d.variant for d in comp.deltas})
+    gated = ", ".join(dict.fromkeys([*GATED, *comp.thresholds]))
+    return (f"PASS: no verdict moved to a worse tier and no gated metric ({gated}) regressed beyond noise or its "
+            f"threshold, in {n_units} variant{'s' * (n_units != 1)} of {n_runs} run{'s' * (n_runs != 1)} against "
+            f"{comp.labels[0]}.")

@@ -29,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         out.print("Interrupted: finished variants are kept; rerun with --resume to skip them.")
         return 130
-    print_summary(run, out)
+    print_summary(run, out, run_dir)
     if not args.no_report:
         from harness.report.run import write_report
         out.print(f"Report: {write_report(run_dir, run)}")
@@ -67,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = console()
     run_dir, run = run_plan(plan.only([name]), args.reports_dir, command=" ".join(sys.argv), console=out,
                             resume_from=args.resume_from)
-    print_summary(run, out)
+    print_summary(run, out, run_dir)
     return 0 if all(v.status == "done" for v in run.variants.values()) else 1
 
 
@@ -116,9 +116,11 @@ SUMMARY_HEADERS = ["variant", "verdict", "train loss", "held-out loss (min@step)
                    "train s", "tok/s"]
 
 
-def print_summary(run: RunResult, out) -> None:
-    """Print the summary table with rich."""
+def print_summary(run: RunResult, out, run_dir=None) -> None:
+    """Print the summary table with rich, then why each verdict is what it is and what the data warns of."""
     from rich.table import Table
+
+    from harness.data import data_warnings
 
     rows = summary_rows(run)
     if not rows:
@@ -130,6 +132,28 @@ def print_summary(run: RunResult, out) -> None:
     for row in rows:
         table.add_row(*row)
     out.print(table)
+    for line in verdict_lines(run, run_dir):
+        out.print(line, markup=False, highlight=False)
+    for warning in data_warnings(run.data or {}):
+        out.print(f"warning: {warning}", markup=False, highlight=False, style="yellow")
+
+
+def verdict_lines(run: RunResult, run_dir=None) -> list[str]:
+    """Per judged variant: its verdict, the clause that decided it with its numbers, and the samples behind it."""
+    from harness.judge.explain import explain
+    from harness.results import read_samples
+
+    lines = []
+    for name, v in run.variants.items():
+        if v.status != "done" or (v.copy_analysis is None and v.loss_analysis is None):
+            continue
+        try:
+            rows = read_samples(run_dir, v) if run_dir is not None else []
+        except (OSError, ValueError):  # a damaged samples file: the verdict's clause still prints, its samples not
+            rows = []
+        final = v.verdict.verdict if v.verdict else ""
+        lines.append(f"{name}: {explain(v.copy_analysis, v.loss_analysis, rows, final).text()}")
+    return lines
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

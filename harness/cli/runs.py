@@ -1,6 +1,7 @@
 """`asciitune runs`: every run under the reports folder as one table, JSON or CSV, or a leaderboard page.
 
     asciitune runs                                  # one row per run: its best variant, verdict, numbers
+    asciitune runs --wide                           # every column (date, quality, copies, full device names)
     asciitune runs --json > runs.json               # pandas.read_json("runs.json")
     asciitune runs --csv > runs.csv                 # pandas.read_csv("runs.csv")
     asciitune runs --html reports/leaderboard       # every variant of every run ranked, in one page
@@ -15,23 +16,61 @@ from pathlib import Path
 
 from harness.cli.common import REPORTS_DIR, console
 
-FOLDING = ("config", "best variant", "device", "held-out min")  # the rest are short and read better whole
+GAP = 2  # spaces between two columns of the runs table
 
 
-def _print_table(listing, root: Path) -> None:
-    """A rich table whose run ids and dates never wrap: they are what a reader copies into the next command."""
+def column_widths(cells: list[list[str]], no_wrap: list[bool], width: int) -> list[int] | None:
+    """Widths that fit `width` with GAP between columns, each column at least its longest word (its whole text when
+    it must not wrap), the slack taken from the columns with the most; None when even the least does not fit."""
+    natural = [max(map(len, column)) for column in cells]
+    least = [n if keep_whole else max((len(w) for c in column for w in c.split()), default=1)
+             for n, keep_whole, column in zip(natural, no_wrap, cells, strict=True)]
+    if sum(least) + GAP * (len(cells) - 1) > width:
+        return None
+    widths = list(natural)
+    excess = sum(widths) + GAP * (len(cells) - 1) - width
+    while excess > 0:
+        i = max(range(len(widths)), key=lambda k: widths[k] - least[k])
+        widths[i] -= 1
+        excess -= 1
+    return widths
+
+
+def fit_table(listing, root: Path, out, wide: bool = False) -> list[str]:
+    """Print the runs as a table that fits the console: columns dropped by priority (Column.keep) until it does, run
+    ids never cut, no word split across lines (every column at least as wide as its longest word); with `wide`, every
+    column at its natural width. Returns the headers of the columns left out."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    from harness.report.runs import TABLE_HEADERS, table_rows
+    from harness.report.runs import table_columns, table_rows
 
-    table = Table(title=f"runs under {root}", box=box.SIMPLE_HEAD, collapse_padding=True)
-    for header in TABLE_HEADERS:
-        table.add_column(header, no_wrap=header not in FOLDING, overflow="fold")
-    for row in table_rows(listing):
+    columns = table_columns(listing, wide)
+    dropped: list[str] = []
+    while True:
+        headers, rows = table_rows(listing, columns)
+        cells = [[h, *(r[i] for r in rows)] for i, h in enumerate(headers)]
+        no_wrap = [c.no_wrap for c in columns]
+        widths = column_widths(cells, no_wrap, 10**6 if wide else out.width)
+        droppable = [c for c in columns if c.keep < 100]
+        if widths is not None or not droppable:
+            break
+        lowest = min(droppable, key=lambda c: c.keep)
+        columns = [c for c in columns if c is not lowest]
+        dropped.append(lowest.header)
+    widths = widths or [max(map(len, c)) for c in cells]  # the id columns alone are wider: let the terminal wrap
+    table = Table(title=f"runs under {root}", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, GAP // 2),
+                  collapse_padding=True, pad_edge=False, show_edge=False)
+    for header, w in zip(headers, widths, strict=True):
+        table.add_column(header, width=w)
+    for row in rows:
         table.add_row(*(Text(c) for c in row))
-    console().print(table)
+    out.print(table)
+    if dropped:
+        out.print(f"Left out to fit {out.width} columns: {', '.join(dropped)}. `asciitune runs --wide` shows every "
+                  "column, --json or --csv every field.", markup=False, highlight=False)
+    return dropped
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -49,13 +88,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(row_dicts(listing))
     elif listing.runs:
-        _print_table(listing, root)
+        # --wide: as wide as the table is (a pager or a file scrolls sideways); else the terminal's width
+        fit_table(listing, root, console(width=0) if args.wide else console(), wide=args.wide)
     else:
         print(f"No runs under {root}: `asciitune run` writes one there.")
     for s in listing.skipped:
         print(f"skipped {root / s.path}: {s.reason}", file=sys.stderr)
     if args.html:
-        print(f"leaderboard: {write_leaderboard(listing, args.html)}", file=sys.stderr if args.json or args.csv
+        page = write_leaderboard(listing, args.html)
+        twin = page.with_name("report.md") if page.name == "index.html" else page.with_suffix(".md")
+        print(f"leaderboard: {page} (and its Markdown twin, {twin})", file=sys.stderr if args.json or args.csv
               else sys.stdout)
     return 0
 
@@ -63,14 +105,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the `runs` subcommand."""
     p = subparsers.add_parser("runs", help="list every run under the reports folder (table, JSON, CSV, HTML)",
-                              description="List every results.json under the reports folder, one row per run with "
-                                          "its best variant's verdict and numbers. Files of another schema "
-                                          "version, or damaged ones, are listed as skipped with the reason.")
+                              description="List every results.json under the reports folder, one row per run: its "
+                                          "config with the overrides its command line gave, its data source, its "
+                                          "best variant's verdict and numbers. The table fits the terminal, "
+                                          "leaving out the least needed columns and saying which. Files of another "
+                                          "schema version, or damaged ones, are listed as skipped with the reason.")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print a JSON list of flat rows (one per run)")
     out.add_argument("--csv", action="store_true", help="print CSV, one row per run, with a header")
+    out.add_argument("--wide", action="store_true", help="every column of the table, at its full width (the default "
+                     "fits the terminal: fewer columns, short device names)")
     p.add_argument("--html", metavar="OUT", help="also write a leaderboard page across runs: a folder "
-                   "(index.html + report.md) or a .html file")
+                   "(index.html + report.md) or a .html file (and the .md of the same name beside it)")
     # SUPPRESS: only set when given after the subcommand, so the main parser's --reports-dir is not overwritten.
     p.add_argument("--reports-dir", default=argparse.SUPPRESS,
                    help="where to look (default: the main --reports-dir, else reports)")

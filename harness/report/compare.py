@@ -15,7 +15,7 @@ from pathlib import Path
 from harness.errors import UserError
 from harness.judge import seeds
 from harness.judge.verdict import final_verdict, verdict_tier
-from harness.report.doc import Doc, fmt, fmt_mapping, fmt_metric
+from harness.report.doc import Doc, fmt, fmt_apart, fmt_mapping, fmt_metric
 from harness.results import Metric, RunResult, VariantResult
 
 NOISE_SIGMAS = 2.0
@@ -67,7 +67,7 @@ class Delta:
     delta: float | None  # B - A
     stderr: float | None  # combined, sqrt(sa^2 + sb^2)
     higher_is_better: bool
-    change: str  # improvement | regression | noise | missing | incomparable
+    change: str  # improvement | regression | noise | missing (from one run) | unmeasured (in both) | incomparable
 
     @property
     def worse_by(self) -> float:
@@ -87,12 +87,14 @@ class Failure:
     def message(self) -> str:
         """One line naming the metric, variant, run and amounts."""
         d = self.delta
+        # runs named in the order of the values: baseline first, as "A -> B"
         if isinstance(d, VerdictChange):
-            return f"{d.metric} ({d.variant}, {d.run_b} vs {d.run_a}): {d.a} -> {d.b}, a worse verdict"
+            return f"{d.metric} ({d.variant}, {d.run_a} -> {d.run_b}): {d.a} -> {d.b}, a worse verdict"
         if d.change == "missing":
             return f"{d.metric} ({d.variant}): measured in {d.run_a} but missing from {d.run_b}"
-        return (f"{d.metric} ({d.variant}, {d.run_b} vs {d.run_a}): {fmt(d.a and d.a.value)} -> "
-                f"{fmt(d.b and d.b.value)}, worse by {fmt(d.worse_by)} > {fmt(self.threshold)}")
+        a, b = fmt_apart(d.a and d.a.value, d.b and d.b.value)
+        return (f"{d.metric} ({d.variant}, {d.run_a} -> {d.run_b}): {a} -> {b}, worse by {fmt(d.worse_by)} > "
+                f"{fmt(self.threshold)}")
 
 
 @dataclass
@@ -127,13 +129,15 @@ def stderr_of(m: Metric | None) -> float | None:
 
 def classify(a: Metric | None, b: Metric | None, higher_is_better: bool,
              seed_sd: float | None = None) -> tuple[float | None, float | None, str]:
-    """(delta, combined stderr, change) under NOISE_RULE.
+    """(delta, combined stderr, change) under NOISE_RULE; "missing" when one side has no value, "unmeasured" when
+    neither has (a metric over valid samples where no sample of either run was valid).
 
     seed_sd: how much the difference itself moves from seed to seed beyond the metrics' own stderrs (both sides
     together; harness.judge.seeds.seed_sd), added in quadrature; None leaves the stderrs alone.
     """
-    if a is None or b is None or a.value is None or b.value is None:
-        return None, None, "missing"
+    has_a, has_b = a is not None and a.value is not None, b is not None and b.value is not None
+    if not (has_a and has_b):
+        return None, None, "missing" if has_a or has_b else "unmeasured"
     delta = b.value - a.value
     sa, sb = stderr_of(a), stderr_of(b)
     combined = math.sqrt(sa ** 2 + sb ** 2) if sa is not None and sb is not None else None
@@ -365,8 +369,8 @@ def delta_rows(comp: Comparison) -> list[list[str]]:
     """One row of plain text per delta (DELTA_HEADERS), for the terminal and CI logs; '!' marks a gate failure."""
     rows = []
     for d in comp.deltas:
-        rows.append([d.variant, d.metric + (" ↑" if d.higher_is_better else " ↓"), d.run_b,
-                     fmt(d.a and d.a.value), fmt(d.b and d.b.value), _signed(d.delta),
+        a, b = fmt_apart(d.a and d.a.value, d.b and d.b.value)  # 11.46 -> 11.54 must not read 11.5 -> 11.5
+        rows.append([d.variant, d.metric + (" ↑" if d.higher_is_better else " ↓"), d.run_b, a, b, _signed(d.delta),
                      "-" if d.stderr is None else fmt(NOISE_SIGMAS * d.stderr, 2),
                      d.change + (" !" if any(f.delta is d for f in comp.failures) else "")])
     for v in comp.verdicts:

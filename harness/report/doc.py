@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,12 @@ def _cell_class(text: str) -> str:
 
 
 def _md_text(text: str) -> str:
-    """Markdown inline text: HTML-escaped (renderers pass raw HTML through) and markup characters escaped."""
-    return re.sub(r"([\\`*_\[\]|])", r"\\\1", html.escape(str(text), quote=False)).replace("\n", " ")
+    """Markdown inline text that reads as plain text too: markup characters backslash-escaped, and only the `<` that
+    would open raw HTML or an autolink (before a letter, '/', '!' or '?') and the `&` that would start an entity,
+    so a rule's ">= 5%" and "< 50%" stay as they are in report.md, while "<script>" still renders as text."""
+    text = re.sub(r"([\\`*_\[\]|])", r"\\\1", str(text))
+    text = re.sub(r"<(?=[A-Za-z/!?])", r"\\<", text)
+    return re.sub(r"&(?=#?\w+;)", r"\\&", text).replace("\n", " ")
 
 
 def _fence(text: str) -> str:
@@ -77,6 +82,29 @@ def _pre(text: str) -> str:
     # The HTML parser drops one newline right after <pre>: give it one, so art that starts
     # with a newline keeps it. A raw CR would be normalized away; a character reference keeps it.
     return '<pre class="art">\n' + html.escape(text, quote=True).replace("\r", "&#13;") + "</pre>"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A table cell that links elsewhere: its text is escaped like any cell, its href must come URL-quoted."""
+
+    text: str
+    href: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _cell_html(c: Any) -> str:
+    if isinstance(c, Link):
+        return f'<td><a href="{html.escape(c.href, quote=True)}">{html.escape(c.text)}</a></td>'
+    return f"<td{_cell_class(str(c))}>{html.escape(str(c))}</td>"
+
+
+def _cell_md(c: Any) -> str:
+    if isinstance(c, Link):  # a quoted href holds no space or parenthesis to end the link early
+        return f"[{_md_text(c.text)}]({c.href.replace('(', '%28').replace(')', '%29')})"
+    return _md_text(str(c)) or " "
 
 
 class Doc:
@@ -139,17 +167,16 @@ class Doc:
         self.md += [re.sub(r"^([#>+-]|\d+\.)", r"\\\1", _md_text(text)), ""]
 
     def table(self, headers: list[str], rows: list[list[Any]]) -> None:
-        """A table of plain-text cells (verdict words are coloured in HTML)."""
+        """A table of plain-text cells (verdict words are coloured in HTML) and Link cells."""
         if not rows:
             return
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-        body = "".join("<tr>" + "".join(f"<td{_cell_class(str(c))}>{html.escape(str(c))}</td>" for c in row)
-                       + "</tr>" for row in rows)
+        body = "".join("<tr>" + "".join(_cell_html(c) for c in row) + "</tr>" for row in rows)
         self.html.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
                          f"<tbody>{body}</tbody></table></div>")
         self.md.append("| " + " | ".join(_md_text(h) for h in headers) + " |")
         self.md.append("|" + "---|" * len(headers))
-        self.md += ["| " + " | ".join(_md_text(str(c)) or " " for c in row) + " |" for row in rows]
+        self.md += ["| " + " | ".join(_cell_md(c) for c in row) + " |" for row in rows]
         self.md.append("")
 
     def image(self, path: Path, alt: str) -> None:
@@ -199,6 +226,18 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, int) or abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.{digits}g}"
+
+
+def fmt_apart(*values: Any, digits: int = 3) -> list[str]:
+    """fmt() of each value, with more significant digits (up to 6) where fewer would print two unequal ones alike:
+    "fell from 11.55 to 11.46", never "from 11.5 to 11.5"."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for d in range(digits, 7):
+        out = [fmt(v, d) for v in values]
+        shown = {(fmt(v, d)) for v in numbers}
+        if len(shown) == len(set(numbers)):
+            return out
+    return [fmt(v, 6) for v in values]
 
 
 def fmt_bytes(n: Any) -> str:

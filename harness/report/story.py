@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.data import pieces_phrase
+from harness.data import data_warnings, pieces_phrase
+from harness.judge.explain import explain
 from harness.judge.verdict import SAMPLE_FLAGS, final_verdict
 from harness.report import plots
-from harness.report.doc import Doc, fmt
+from harness.report.doc import Doc, fmt, fmt_apart
 from harness.report.plots import COLORS, save_png  # the one PNG writer of every report plot (atomic, small, stable)
 from harness.results import RunResult, SeedSummary, VariantResult
 
@@ -59,15 +60,16 @@ def loss_evidence(v: VariantResult) -> str:
     last = c.steps[-1] if c.steps else v.train.steps
     start = c.heldout_loss[0] if c.heldout_loss else None
     rise = la.final_heldout_loss / la.heldout_min - 1 if la.heldout_min > 0 else 0.0
+    # enough digits that unequal losses read unequal (11.55 -> 11.46, not 11.5 -> 11.5)
+    start_s, min_s, final_s = fmt_apart(start, la.heldout_min, la.final_heldout_loss)
     if la.heldout_min_step == last:
-        text = f"held-out loss fell from {fmt(start)} to {fmt(la.heldout_min)} by the last step ({fmt(last)})"
+        text = f"held-out loss fell from {start_s} to {min_s} by the last step ({fmt(last)})"
     elif c.steps and la.heldout_min_step == c.steps[0]:
-        text = f"held-out loss never fell below its start, {fmt(la.heldout_min)}, and ended at " \
-               f"{fmt(la.final_heldout_loss)} ({rise:+.0%})"
+        text = f"held-out loss never fell below its start, {min_s}, and ended at {final_s} ({rise:+.0%})"
     else:
-        text = (f"held-out loss fell from {fmt(start)} to its minimum {fmt(la.heldout_min)} at step "
+        text = (f"held-out loss fell from {start_s} to its minimum {min_s} at step "
                 f"{fmt(la.heldout_min_step)} of {fmt(last)}, then ended " +
-                (f"at {fmt(la.final_heldout_loss)} ({rise:+.0%})" if rise >= 0.005 else "there"))
+                (f"at {final_s} ({rise:+.0%})" if rise >= 0.005 else "there"))
     drop = la.train_drop
     text += f", while train loss fell {_pct(drop)}" if drop >= 0 else f", while train loss rose {_pct(-drop)}"
     if la.verdict == "memorizing" and la.onset_step is not None:
@@ -112,8 +114,9 @@ def sample_evidence(run: RunResult, v: VariantResult) -> str:
     return ", ".join(parts)
 
 
-def verdict_sentence(run: RunResult, v: VariantResult) -> Parts:
-    """One sentence: the variant, its verdict (with the loss and copy verdicts behind it) and the numbers."""
+def verdict_sentence(run: RunResult, v: VariantResult, samples: list[dict] | None = None) -> Parts:
+    """One sentence: the variant, its verdict (with the loss and copy verdicts behind it) and the numbers; then why,
+    the clause that decided it and the samples behind it (harness.judge.explain), where it was judged."""
     verdict = final_verdict(v)
     if v.status == "failed":
         lines = [line.strip() for line in (v.error or "").splitlines() if line.strip()]
@@ -126,6 +129,9 @@ def verdict_sentence(run: RunResult, v: VariantResult) -> Parts:
         parts.append((f" (loss curves: {v.verdict.loss_verdict}; samples: {v.verdict.copy_verdict})", ""))
     evidence = "; ".join(x for x in (loss_evidence(v), sample_evidence(run, v)) if x)
     parts.append((f": {evidence}." if evidence else ".", ""))
+    if v.copy_analysis is not None or v.loss_analysis is not None:
+        why = explain(v.copy_analysis, v.loss_analysis, samples or [], v.verdict.verdict if v.verdict else "")
+        parts.append((f" Why: {why.text()}.", ""))
     return parts
 
 
@@ -244,9 +250,11 @@ def story(doc: Doc, run: RunResult, run_dir: Path, images: list[str]) -> None:
     doc.para(f"{len(variants)} variant{'s' * (len(variants) != 1)} of {Path(run.config_source).stem or '-'} "
              f"on {device_name(run.environment)}, {(run.created or '-')[:16].replace('T', ' ')}; "
              f"{data.get('name', '-')}: {pieces_phrase(data)}.", note=True)
+    for warning in data_warnings(data):  # an uneven split let through, art the judge calls invalid
+        doc.para(f"Warning: {warning}", note=True)
     if run.seeds:  # the distribution first: one seed's verdict is one draw of it
         doc.sentences([seeds_sentence(s) for s in run.seeds.values()])
-    doc.sentences([verdict_sentence(run, v) for v in variants])
+    doc.sentences([verdict_sentence(run, v, plots.samples_of(run_dir, v)) for v in variants])
     doc.end()
     if OVERVIEW in images:
         doc.image(run_dir / OVERVIEW, "held-out and train loss of every variant")
