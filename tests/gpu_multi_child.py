@@ -41,11 +41,11 @@ def main() -> int:
     from harness.config import load_plan
     from harness.data import build_dataset, format_example
     from harness.models import resolve
-    from harness.train import fast
-    from harness.train.fast_engine import Engine
-    from harness.train.fast_run import FastRun
-    from harness.train.multi_engine import MultiEngine
-    from harness.train.multi_run import MultiRun
+    from harness.train.fast import plan as fast
+    from harness.train.fast.engine import Engine
+    from harness.train.fast.run import FastRun
+    from harness.train.multi.engine import MultiEngine
+    from harness.train.multi.run import MultiRun
 
     folder = Path(tempfile.mkdtemp(prefix="asciitune-multi-gpu-"))
     (folder / "config.json").write_text(json.dumps(ARCH))

@@ -16,11 +16,13 @@ pytest.importorskip("peft")
 
 from test_fast_plan import TEXTS, _model, _tokenizer  # noqa: E402
 
-from harness.train import fast_engine, multi_lora  # noqa: E402
-from harness.train.fast_engine import Engine  # noqa: E402
-from harness.train.fast_run import FastRun  # noqa: E402
-from harness.train.multi_engine import MultiEngine  # noqa: E402
-from harness.train.multi_run import MultiRun  # noqa: E402
+from harness.train.fast import engine as fast_engine  # noqa: E402
+from harness.train.fast.engine import Engine  # noqa: E402
+from harness.train.fast.run import FastRun  # noqa: E402
+from harness.train.multi import layers as multi_layers  # noqa: E402
+from harness.train.multi import ops as multi_ops  # noqa: E402
+from harness.train.multi.engine import MultiEngine  # noqa: E402
+from harness.train.multi.run import MultiRun  # noqa: E402
 
 # float32 on the CPU: a stacked bmm against peft's per-layer matmuls, K rows in one batch against one: only
 # summation order differs, as in tests/test_fast_plan.py (GRAD_RTOL); through AdamW over several steps its
@@ -80,7 +82,7 @@ def tight_clip(monkeypatch):
     """Clip at 0.3 in both engines: the tiny model's step gradients (~0.4-0.5) are then clipped, each adapter by
     its own factor, so a clip over the K adapters together would show."""
     monkeypatch.setattr(fast_engine, "MAX_GRAD_NORM", 0.3)
-    monkeypatch.setattr(multi_lora, "MAX_GRAD_NORM", 0.3)
+    monkeypatch.setattr(multi_ops, "MAX_GRAD_NORM", 0.3)
 
 
 def test_k_variants_train_as_their_solo_runs(tight_clip):
@@ -164,7 +166,7 @@ def test_the_stack_refuses_what_it_cannot_stack():
     cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
                       num_attention_heads=4, num_key_value_heads=2)
     model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=4, lora_dropout=0.1, target_modules=["q_proj"]))
-    assert "dropout" in multi_lora.refusal(model)
+    assert "dropout" in multi_layers.refusal(model)
     with pytest.raises(ValueError, match="dropout"):
         MultiEngine(model, k=2)
-    assert multi_lora.refusal(_model()) == ""
+    assert multi_layers.refusal(_model()) == ""

@@ -35,10 +35,10 @@ def test_multi_graphs_replay_eager_and_match_solo_in_fp32():
     from test_fast_plan import _model, _tokenizer
     from test_multi_engine import VARIANTS
 
-    from harness.train.fast_engine import Engine
-    from harness.train.fast_run import FastRun
-    from harness.train.multi_engine import MultiEngine
-    from harness.train.multi_run import MultiRun
+    from harness.train.fast.engine import Engine
+    from harness.train.fast.run import FastRun
+    from harness.train.multi.engine import MultiEngine
+    from harness.train.multi.run import MultiRun
 
     tok = _tokenizer()
 

@@ -18,8 +18,8 @@ from test_fast_plan import TEXTS, _model, _tiny_cfg, _tokenizer  # noqa: E402
 
 from harness.config import GenerateConfig  # noqa: E402
 from harness.train.generate import generate_copies, generate_samples  # noqa: E402
-from harness.train.multi_engine import MultiEngine  # noqa: E402
-from harness.train.multi_run import MultiRun  # noqa: E402
+from harness.train.multi.engine import MultiEngine  # noqa: E402
+from harness.train.multi.run import MultiRun  # noqa: E402
 
 # Probe losses of a variant trained in the engine against the same variant trained alone: float32, the
 # summation-order noise of tests/test_multi_engine.py carried through a few AdamW steps.
@@ -62,7 +62,7 @@ def test_batched_sampling_runs_each_row_block_with_its_own_adapter():
 
 
 def test_sample_variants_batches_when_settings_match_and_falls_back_when_asked(monkeypatch):
-    from harness.train import multi
+    from harness.train.multi import plan as multi
 
     model, tok, engine = _trained_engine(2)
     greedy = GenerateConfig(n_samples=2, batch_size=2, max_new_tokens=8, temperature=0.0, prompt="\n")
@@ -78,8 +78,8 @@ def test_sample_variants_batches_when_settings_match_and_falls_back_when_asked(m
 
 
 def test_groups_put_shareable_fast_variants_together(tmp_path):
-    from harness.train import multi
     from harness.train.job import groups
+    from harness.train.multi import plan as multi
 
     jobs = _jobs(tmp_path, True)
     seed = replace(jobs[0], name="seed", config=replace(jobs[0].config, train=replace(jobs[0].config.train,
@@ -156,8 +156,8 @@ def test_a_group_whose_engine_fails_is_trained_alone_and_says_so(tmp_path, monke
     import json
 
     from harness.results import VariantResult, build
-    from harness.train import multi
     from harness.train.job import run_jobs, variant_file
+    from harness.train.multi import plan as multi
 
     def broken(*args, **kwargs):
         raise RuntimeError("no room on the card")
@@ -180,8 +180,9 @@ def test_keep_and_stop_on_per_variant_as_each_would_alone(monkeypatch):
     from harness import backends
     from harness.data import build_dataset
     from harness.models import resolve
-    from harness.train import keep, multi
-    from harness.train.fast import run_fast_variant
+    from harness.train import keep
+    from harness.train.fast.plan import run_fast_variant
+    from harness.train.multi import plan as multi
 
     monkeypatch.setattr(keep, "analyse", lambda steps, tr, ho: SimpleNamespace(
         verdict="memorizing" if len(steps) >= 3 else "learning"))

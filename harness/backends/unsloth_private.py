@@ -38,7 +38,7 @@ class Private:
 PRIVATE = (
     Private("attribute", "unsloth.models.llama", "_unsloth_keep_padding_mask",
             "set on the decoder stack, keeps the fast plan's block-diagonal masks in training "
-            "(harness.train.fast_parts.UnslothFlags)"),
+            "(harness.train.fast.parts.UnslothFlags)"),
     Private("attribute", "unsloth.models.llama", "_unsloth_allow_packed_overlength",
             "set on the decoder stack, stops Unsloth cutting packed rows at max_seq_length"),
     Private("env", "unsloth.models.llama", "UNSLOTH_RETURN_LOGITS",

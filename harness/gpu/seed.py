@@ -6,7 +6,7 @@ Arms, each in its own process (`python -m harness.gpu.seed_arm`): the fast plan 
 the seed plan on Unsloth (the reference for parity and speed-up), then the sweep: 8 variants of the
 workload (train.lr values) run as `asciitune run train.plan=fast` runs them, through the runner's Python
 API (harness.gpu.seed_sweep): all 8 trained, probed and sampled together in one process's multi-adapter
-engine (harness.train.multi); sweep-solo, the same 8 trained alone one after another, the reference for
+engine (harness.train.multi.plan); sweep-solo, the same 8 trained alone one after another, the reference for
 each sweep variant's per-step losses (`sweep.parity_max_rel_diff`); sweep-32, 32 variants' wall time;
 then the fast plan with `model.load_in_4bit=true` (QLoRA) on both backends and the seed plan on PEFT,
 with whatever time is left. Every item has a time cap inside --budget-s and

@@ -3,7 +3,7 @@
     python -m harness.gpu.seed_arm --config ARM.json --name fast-unsloth --out ARM-OUT.json
 
 The config says the backend, `train.plan` ("seed": TRL's SFTTrainer exactly as `asciitune run` sets it
-up; "fast": harness.train.fast, the path `asciitune run train.plan=fast` takes) and `model.load_in_4bit`.
+up; "fast": harness.train.fast.plan, the path `asciitune run train.plan=fast` takes) and `model.load_in_4bit`.
 Both plans load through the backend's own `load()`. The record is rewritten after every seed-plan step
 (synchronized step times, the trainer's logged loss, peak memory), so an arm the parent stops at its time
 cap still reports a measured partial run. Peak memory counts from before the load: weights included.
@@ -58,7 +58,7 @@ def _load(cfg: RunConfig, rec: dict, out: Path):
     import torch
 
     from harness.models import resolve
-    from harness.train import fast
+    from harness.train.fast import plan as fast
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -128,8 +128,8 @@ def run_fast(cfg: RunConfig, rec: dict, out: Path, mode: str = "auto", micro_tok
     """The fast plan through harness.train.fast.run_fast_variant: probes at the eval steps, as in a run."""
     model, tok, _ = _load(cfg, rec, out)
     from harness.data import build_dataset
-    from harness.train.fast import Engine, run_fast_variant
-    from harness.train.fast_math import seed_plan_batches
+    from harness.train.fast.plan import Engine, run_fast_variant
+    from harness.train.fast.stepmath import seed_plan_batches
 
     ds, t = build_dataset(cfg.data), cfg.train
     engine = Engine(model, cfg.train, mode=mode, micro_tokens=micro_tokens)
@@ -157,9 +157,9 @@ def run_solo_sweep(cfg: RunConfig, rec: dict, out: Path, lrs: list[float], mode:
 
     model, tok, _ = _load(cfg, rec, out)
     from harness.data import build_dataset, format_example
-    from harness.train.fast import plan_reason
-    from harness.train.fast_engine import Engine
-    from harness.train.fast_run import FastRun
+    from harness.train.fast.engine import Engine
+    from harness.train.fast.plan import plan_reason
+    from harness.train.fast.run import FastRun
 
     ds = build_dataset(cfg.data)
     texts = [format_example(p.text, tok.eos_token) for p in ds.train]

@@ -1,7 +1,7 @@
 """The seed bench's sweeps (`asciitune bench --workload seed`, items sweep, sweep-solo, sweep-32): N variants of
 the seed workload (train.lr values) run as `asciitune run` runs them, through the runner's Python API.
 
-    sweep      the 8 variants: fast plan on Unsloth, by default all in one multi-adapter engine (harness.train.multi)
+    sweep      the 8 variants: fast plan on Unsloth, by default in one multi-adapter engine (harness.train.multi)
     sweep-solo the same 8 trained alone on the fast plan, one after another in one process (harness.gpu.seed_arm):
                the reference for each sweep variant's per-step losses (`sweep.parity_max_rel_diff`)
     sweep-32   32 variants: how the sweep's wall time grows with K

@@ -7,7 +7,7 @@ order they finish; the runner merges each into results.json at once, so an inter
 finished and `--resume` (with either executor) trains the rest. Variants run in fresh processes:
 Unsloth must be imported before transformers, and a process holds one backend. Fast-plan variants
 over one base share a process (`units`): by default up to 32 of them train together in that process's
-multi-adapter engine (harness.train.multi), else they run one after another there, the model loaded once
+multi-adapter engine (harness.train.multi.plan), else they run one after another there, the model loaded once
 and the CUDA graphs captured once (harness.train.job); every other variant gets a process of its own.
 """
 from __future__ import annotations

@@ -8,11 +8,11 @@ dataset and human reference, computed once per run) and starts this module on on
 each variant's result lands in `<run-dir>/variants/<name>.json` as it finishes, and the runner merges
 it. Fast-plan variants over the same base (`share_key`) share one loaded model. With `multi_adapter` (the
 runner's default, `asciitune run --no-multi-adapter` turns it off) up to 32 of them train together in the
-multi-adapter engine (`run_group`, harness.train.multi: one forward/backward for all per micro-batch, each
+multi-adapter engine (`run_group`, harness.train.multi.plan: one forward/backward for all per micro-batch, each
 adapter with its own step math), then are saved, sampled (in shared generate calls when their generate settings
 match) and judged. Otherwise they run one after
 another: the CUDA graphs captured for the first are replayed by the rest (each starts from the same LoRA
-weights and a zeroed optimizer: harness.train.fast_engine.Engine.begin). A variant that fails is recorded
+weights and a zeroed optimizer: harness.train.fast.engine.Engine.begin). A variant that fails is recorded
 and the next one starts over a freshly loaded model; a multi-adapter group whose engine fails is trained
 again one variant at a time.
 """
@@ -95,7 +95,8 @@ def groups(jobs: list[Job]) -> list[list[Job]]:
     """The jobs in the order a process runs them: fast-plan variants over one base that may share the multi-adapter
     engine as one group (at most harness.train.multi.MAX_ADAPTERS, placed where the first of them was), every
     other job alone (those over one base still share the loaded model, one after another)."""
-    from harness.train import fast, multi
+    from harness.train.fast import plan as fast
+    from harness.train.multi import plan as multi
 
     out: list[list[Job]] = []
     open_group: dict[str, list[Job]] = {}
@@ -177,8 +178,8 @@ def run_job(job: Job, session: Session | None = None, note: str = "") -> Variant
 
     train = train_variant
     load_cfg = cfg
-    if cfg.train.plan == "fast":  # the same step math, executed fast (harness.train.fast); refused up front if not
-        from harness.train import fast
+    if cfg.train.plan == "fast":  # the same step math, executed fast (harness.train.fast.plan); refused up front if not
+        from harness.train.fast import plan as fast
 
         fast.check(cfg)
         train, load_cfg = fast.train_variant_fast, fast.load_config(cfg)
@@ -281,14 +282,15 @@ class Declined(Exception):
 
 
 def run_group(jobs: list[Job], session: Session) -> int:
-    """Fast-plan variants over one base through the multi-adapter engine (harness.train.multi): loaded once,
+    """Fast-plan variants over one base through the multi-adapter engine (harness.train.multi.plan): loaded once,
     trained, probed and sampled together, each variant saved, judged and written on its own (a failure there is
     its own). Returns 0, or 1 when a variant failed; raises Declined when the engine declines the loaded model
     before any step (the caller then trains the variants solo)."""
     from harness import backends
     from harness.models import resolve
-    from harness.train import fast, multi
-    from harness.train.multi_engine import MultiEngine
+    from harness.train.fast import plan as fast
+    from harness.train.multi import plan as multi
+    from harness.train.multi.engine import MultiEngine
 
     for job in jobs:
         print(f"{VARIANT_MARK} {job.name}", file=sys.stderr, flush=True)

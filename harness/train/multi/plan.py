@@ -1,7 +1,7 @@
 """K fast-plan variants over one base, trained, probed and sampled together: the variant-level face of the
-multi-adapter engine, as harness.train.fast is the solo plan's.
+multi-adapter engine, as harness.train.fast.plan is the solo plan's.
 
-    engine = MultiEngine(model, k)                                           # harness.train.multi_engine
+    engine = MultiEngine(model, k)                                           # harness.train.multi.engine
     trained = train_variants(model, tok, datasets, cfgs, engine)             # [(LossCurves, TrainStats)]
     engine.stack.uninstall(); engine.stack.export(k); model.save_pretrained(...)   # each adapter, as PEFT saves it
     sampled, how = sample_variants(model, tok, engine, [c.generate for c in cfgs])  # [(samples, GenerationStats)]
@@ -32,12 +32,12 @@ from collections.abc import Callable
 from harness.config import RunConfig
 from harness.data import Dataset, check_lengths, format_example, token_lengths
 from harness.results import LossCurves, TrainStats
-from harness.train import fast
-from harness.train.fast_run import FastStats
+from harness.train.fast import plan as fast
+from harness.train.fast.run import FastStats
 from harness.train.generate import generate_copies, generate_samples
 from harness.train.keep import Keeper
-from harness.train.multi_engine import MultiEngine
-from harness.train.multi_run import MultiRun
+from harness.train.multi.engine import MultiEngine
+from harness.train.multi.run import MultiRun
 from harness.train.sft import _peak_memory, eval_steps, make_probes, total_steps
 
 # Adapters per engine: each holds its LoRA weights, grads and AdamW state in fp32 (16 bytes per LoRA parameter,

@@ -1,11 +1,11 @@
 """How the fast plan executes optimizer steps: packed micro-batches, fused AdamW, eager or CUDA graphs.
 
     engine = Engine(model, cfg.train)                        # once per process and model
-    run = FastRun(engine, tokenizer, texts, cfg.train)       # per variant (harness.train.fast_run)
+    run = FastRun(engine, tokenizer, texts, cfg.train)       # per variant (harness.train.fast.run)
     run.warm_up(); run.run(run.total); losses = run.losses(); run.pause()
     ... probe, sample ...; the next variant over the same base: FastRun(engine, ...) replays the same graphs
 
-The step math is harness.train.fast_math's (the seed plan's). A step's sequences are packed into rows of at
+The step math is harness.train.fast.stepmath's (the seed plan's). A step's sequences are packed into rows of at
 most `micro_tokens` tokens (padding-free inside a row: positions restart per sequence, attention is
 block-diagonal); each row's loss is divided by the whole step's target count and the rows' gradients add
 up in .grad, then clip, AdamW and zero grads end the step.
@@ -27,15 +27,8 @@ from __future__ import annotations
 import gc
 import re
 
-from harness.train import chunked_loss
-from harness.train.fast_math import (
-    ADAM_BETAS,
-    ADAM_EPS,
-    MAX_GRAD_NORM,
-    NO_DECAY,
-    block_causal_mask,
-)
-from harness.train.fast_parts import (  # noqa: F401  (BUCKET, MICRO_TOKENS, backend_of: re-exported)
+from harness.train.fast import chunked_loss
+from harness.train.fast.parts import (  # noqa: F401  (BUCKET, MICRO_TOKENS, backend_of: re-exported)
     BUCKET,
     MICRO_TOKENS,
     UnslothFlags,
@@ -47,6 +40,13 @@ from harness.train.fast_parts import (  # noqa: F401  (BUCKET, MICRO_TOKENS, bac
     record_graphs,
     replay,
     uncheckpoint_layers,
+)
+from harness.train.fast.stepmath import (
+    ADAM_BETAS,
+    ADAM_EPS,
+    MAX_GRAD_NORM,
+    NO_DECAY,
+    block_causal_mask,
 )
 
 
@@ -91,7 +91,7 @@ class Engine:
                  micro_tokens: int | None = None, checkpoint_long: bool = True, loss: str = "auto"):
         """cfg: the first variant's TrainConfig (lr, weight decay); mode "auto" = graphs on CUDA, eager on CPU;
         checkpoint_long: rows over micro_tokens (one long sequence each) recompute each decoder layer in backward;
-        loss "auto" = the chunked loss over hidden states (harness.train.chunked_loss) where the model allows it,
+        loss "auto" = the chunked loss over hidden states (harness.train.fast.chunked_loss) where the model allows it,
         else "model" (the model's own loss, which materializes a row's full-vocabulary logits)."""
         import torch
 

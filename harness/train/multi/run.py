@@ -1,20 +1,19 @@
-"""K variants' fast-plan training on a MultiEngine (harness.train.multi_engine): each variant's own steps, rows,
+"""K variants' fast-plan training on a MultiEngine (harness.train.multi.engine): each variant's own steps, rows,
 lr schedule and AdamW factors, batched into [K, T] micro-batches; timings, per-step losses and probes.
 
     run = MultiRun(engine, tokenizer, [(texts, cfg.train), ...])   # every micro-batch on the device, up front
     run.warm_up(); run.run(run.total); losses = run.losses(k); stats = run.stats(k); run.pause()
 
-Variant k's steps are exactly its solo plan's (harness.train.fast_math: seed_plan_batches, lr_schedule,
+Variant k's steps are exactly its solo plan's (harness.train.fast.stepmath: seed_plan_batches, lr_schedule,
 split_step under the engine's row cap, its step's target count); global step s holds step s of every
 variant that has one. Variants that differ in data, epochs, lr, seed, warm-up or weight decay share the
 engine; a finished variant's rows are empty and its AdamW factors are no-ops.
 """
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
-from harness.train.fast_math import (
+from harness.train.fast.loop import StepLoop
+from harness.train.fast.run import FastStats
+from harness.train.fast.stepmath import (
     PackedRow,
     lr_schedule,
     pack_step,
@@ -22,9 +21,8 @@ from harness.train.fast_math import (
     split_step,
     tokenize_like_sft,
 )
-from harness.train.fast_run import FastStats
-from harness.train.multi_engine import MultiEngine
-from harness.train.multi_lora import adamw_coefficients
+from harness.train.multi.engine import MultiEngine
+from harness.train.multi.ops import adamw_coefficients
 
 
 def pad_row(row: PackedRow | None, width: int, pad_id: int) -> PackedRow:
@@ -36,7 +34,7 @@ def pad_row(row: PackedRow | None, width: int, pad_id: int) -> PackedRow:
                      row.segments + [seg] * pad, row.lengths + ([pad] if pad else []), row.n_items)
 
 
-class MultiRun:
+class MultiRun(StepLoop):
     """K variants' fast-plan training on one MultiEngine, run in segments of global steps."""
 
     def __init__(self, engine: MultiEngine, tokenizer, variants: list[tuple[list[str], object]], *,
@@ -77,8 +75,7 @@ class MultiRun:
         self.coeffs = torch.tensor(coeffs, dtype=torch.float32).to(self.device)  # [S, K, COEFFS]
         engine.begin()
         self.loss_dev = torch.zeros(self.total, self.k, dtype=torch.float32, device=self.device)
-        self.events = [torch.cuda.Event(enable_timing=True) for _ in range(2 * self.total)] if engine.cuda else []
-        self.done, self.train_s, self.warmup_s = 0, 0.0, 0.0
+        StepLoop.__init__(self, self.total, engine.cuda)
 
     def _parts(self, k: int, s: int) -> tuple[list[PackedRow], int]:
         """Adapter k's rows at global step s (none once its training is over) and its step's target count."""
@@ -121,17 +118,9 @@ class MultiRun:
             parts.append((rows, sum(r.n_items for r in rows)))
         return self._batches(parts)[0]
 
-    def _sync(self) -> None:
-        import torch
-
-        if self.engine.cuda:
-            torch.cuda.synchronize()
-
-    def warm_up(self) -> float:
+    def _warm(self) -> None:
         """Graph mode: capture every row length the steps use (eager: one forward/backward); grads zeroed after."""
         e = self.engine
-        self._sync()
-        t0 = time.perf_counter()
         if e.mode == "eager":
             e.forward_backward(*self.batches[0][0])
         else:
@@ -141,28 +130,9 @@ class MultiRun:
                     examples.setdefault(b[0].shape[-1], b)
             e.capture(examples)
         e.zero_grads()  # the warm-up's gradients; weights and AdamW state untouched (captures do not run)
-        self._sync()
-        self.warmup_s += time.perf_counter() - t0
-        return self.warmup_s
 
-    def run(self, stop: int, on_step: Callable[[int, int], None] | None = None) -> float:
-        """Global steps done..stop-1, synchronized at both ends; returns this segment's seconds."""
-        stop = min(stop, self.total)
-        self._sync()
-        t0 = time.perf_counter()
-        for s in range(self.done, stop):
-            if self.events:
-                self.events[2 * s].record()
-            self.engine.step(self.batches[s], self.coeffs[s], self.loss_dev[s])
-            if self.events:
-                self.events[2 * s + 1].record()
-            if on_step:
-                on_step(s + 1, self.total)
-        self._sync()
-        seconds = time.perf_counter() - t0
-        self.done = max(self.done, stop)
-        self.train_s += seconds
-        return seconds
+    def _step(self, s: int) -> None:
+        self.engine.step(self.batches[s], self.coeffs[s], self.loss_dev[s])
 
     def stop(self, k: int) -> None:
         """Adapter k's training ends after the global steps done (train.stop_on fired at its probe): its later rows
@@ -191,8 +161,7 @@ class MultiRun:
         import torch
 
         e, steps = self.engine, min(self.done, self.totals[k])
-        step_ms = [round(self.events[2 * s].elapsed_time(self.events[2 * s + 1]), 3)
-                   for s in range(self.done)] if self.events else []
+        step_ms = self.step_ms()
         real = self.real_tokens(k)
         return FastStats(mode=e.mode, device="cuda" if e.cuda else "cpu", attention="mask", backend=e.backend,
                          steps=steps, real_tokens=real, padded_tokens=sum(self.padded_of[k][:steps]),
