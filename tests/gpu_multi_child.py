@@ -64,11 +64,11 @@ def main() -> int:
     run.run(run.total)
     doc["multi"] = {"mode": multi.mode, "graphs": sorted(multi.graphs), "seconds": round(time.perf_counter() - t0, 2),
                     "losses": [run.losses(k) for k in range(3)], "rows": [run.stats(k).rows for k in range(3)]}
-    probe = run.probe_set(tok, [texts[:8]] * 3)
+    probe = run.probe_batches(tok, [[texts[:8]] * 3])
     dev = next(model.parameters()).device  # a GPU where this runs for real; the CPU for a smoke run
-    sums = torch.zeros(3, device=dev)
+    sums = torch.zeros(1, 3, device=dev)
     multi.probe(probe, sums)
-    doc["multi"]["probe"] = sums.tolist()
+    doc["multi"]["probe"] = sums[0].tolist()
     doc["multi"]["probe_mode"] = "graphs" if multi.probe_graphs else f"eager {multi.probe_eager}"
     run.pause()
 

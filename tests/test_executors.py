@@ -124,7 +124,7 @@ def test_jobs_2_matches_jobs_1_and_a_failure_stays_alone(tmp_path, reference):
 def test_fast_variants_train_together_in_the_multi_adapter_engine_and_match_their_own_runs(tmp_path):
     proc, run_dir, results = _run(tmp_path, "--variants", "fast1,fast2,fastbad", "--jobs", "2")
     assert proc.returncode == 1, proc.stdout + proc.stderr  # fastbad failed
-    assert "3 fast-plan variants train together in 1 multi-adapter engine(s)" in proc.stdout
+    assert "3 fast-plan variants train together in 1 multi-adapter engine group(s) in 1 process(es)" in proc.stdout
     v = results["variants"]
     assert v["fast1"]["status"] == v["fast2"]["status"] == "done"
     assert v["fastbad"]["status"] == "failed" and "zero tokens" in v["fastbad"]["error"], v["fastbad"]["error"]

@@ -135,9 +135,10 @@ def test_a_saved_adapter_reloads_with_the_engines_loss(tmp_path):
     run = MultiRun(engine, tok, VARIANTS, max_length=256)
     run.warm_up()
     run.run(run.total)
-    probe = run.probe_set(tok, [TEXTS[:4]] * 3)
-    in_engine = torch.zeros(3)
+    probe = run.probe_batches(tok, [[TEXTS[:4]] * 3])
+    in_engine = torch.zeros(1, 3)
     engine.probe(probe, in_engine)
+    in_engine = in_engine[0]
     engine.stack.uninstall()
     engine.stack.export(1)
     model.save_pretrained(str(tmp_path / "adapter"))
@@ -148,6 +149,34 @@ def test_a_saved_adapter_reloads_with_the_engines_loss(tmp_path):
 
     assert probe_loss(loaded, tok, TEXTS[:4]) == pytest.approx(in_engine[1].item(), rel=GRAD_RTOL)
     assert in_engine[0].item() != pytest.approx(in_engine[1].item(), rel=1e-3)  # the adapters did differ
+
+
+def test_probes_batch_every_adapter_and_set_into_few_forwards_each_row_to_its_own_sum(monkeypatch):
+    from harness.train.multi import run as multi_run
+    from harness.train.sft import probe_loss
+
+    tok, model = _tokenizer(), _model()
+    engine = MultiEngine(model, k=3, micro_tokens=CAP)
+    run = MultiRun(engine, tok, VARIANTS, max_length=256)
+    run.warm_up()
+    run.run(2)
+    sets = [[TEXTS[:4], TEXTS[2:6], TEXTS[:3]], [TEXTS[4:9], TEXTS[:2], TEXTS[1:5]]]  # [set][adapter]
+    together = run.probe_batches(tok, sets)
+    assert len(together) == 1  # the CPU's layout: one forward, every row padded to the longest
+    engine.bucket = 16  # the GPU's layout: rows grouped by bucketed width, at most PROBE_TOKENS per forward
+    monkeypatch.setattr(multi_run, "PROBE_TOKENS", 3 * 2 * 48)
+    split = run.probe_batches(tok, sets)
+    assert len(split) > 2 and all(b[0].shape[0] % 3 == 0 and b[0].shape[1] % 16 == 0 for b in split)
+    a, b = torch.zeros(2, 3), torch.zeros(2, 3)
+    engine.probe(together, a)
+    engine.probe(split, b)
+    assert torch.allclose(a, b, rtol=GRAD_RTOL, atol=0)
+    engine.stack.uninstall()
+    for k in range(3):  # each adapter's probe is probe_loss of its own texts with its own weights
+        engine.stack.export(k)
+        for i in range(2):
+            assert probe_loss(model, tok, sets[i][k]) == pytest.approx(a[i, k].item(), rel=GRAD_RTOL), (i, k)
+    engine.close()
 
 
 def _base():

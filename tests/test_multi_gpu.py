@@ -48,11 +48,11 @@ def test_multi_graphs_replay_eager_and_match_solo_in_fp32():
         run.warm_up()
         run.run(2)
         run.run(run.total)
-        probe = run.probe_set(tok, [v[0][:6] for v in VARIANTS])
-        sums = torch.zeros(3, device="cuda")
+        probe = run.probe_batches(tok, [[v[0][:6] for v in VARIANTS]])
+        sums = torch.zeros(1, 3, device="cuda")
         engine.probe(probe, sums)
         engine.probe(probe, sums)  # a replay of the probe graphs the first call captured
-        out = [run.losses(k) for k in range(3)], (sums / 2).tolist(), engine
+        out = [run.losses(k) for k in range(3)], (sums[0] / 2).tolist(), engine
         return out
 
     (eager, eager_probe, _), (graphs, graph_probe, engine) = multi("eager"), multi("graphs")

@@ -203,25 +203,31 @@ class Engine:
                                              enabled=self.autocast_dtype is not None, cache_enabled=False):
             return self._loss(ids, positions, labels, segments, n_items, lengths).detach()
 
+    def capture_probes(self, rows: list[tuple], n_items) -> int:
+        """Graph mode: a forward-only graph per probe row length not captured yet (a capture that fails leaves probes
+        eager, and plan_reason says why); returns how many were captured."""
+        import torch
+
+        todo = {r[0].shape[-1]: (*r[:4], n_items) for r in rows if r[0].shape[-1] not in self.probe_graphs}
+        if self.mode != "graphs" or self.probe_eager or not todo:
+            return 0
+        try:
+            self.probe_graphs.update(record_graphs(self.forward_loss, todo, self.pool))
+        except Exception as exc:  # noqa: BLE001  (the rows still get measured, eagerly)
+            self.probe_eager = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            torch.cuda.synchronize()
+            return 0
+        return len(todo)
+
     def probe(self, rows: list[tuple], n_items, total) -> None:
         """A probe set's token-weighted mean loss added into `total` (a 1-element device tensor), no host sync:
         its packed rows forward only, each divided by the set's target count. Graph mode replays one
-        forward-only graph per row length (captured on first use); a capture that fails leaves probes eager."""
-        import torch
-
+        forward-only graph per row length (captured on first use)."""
+        self.capture_probes(rows, n_items)
         for inputs in rows:
-            t = inputs[0].shape[-1]
-            if self.mode == "graphs" and not self.probe_eager and t not in self.probe_graphs:
-                try:
-                    self.probe_graphs.update(record_graphs(self.forward_loss, {t: (*inputs[:4], n_items)},
-                                                           self.pool))
-                except Exception as exc:  # noqa: BLE001  (the rows still get measured, eagerly; plan_reason says why)
-                    self.probe_eager = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                    torch.cuda.synchronize()
-            if t in self.probe_graphs:
-                total.add_(replay(self.probe_graphs[t], (*inputs[:4], n_items)))
-            else:
-                total.add_(self.forward_loss(*inputs[:4], n_items, *inputs[4:]))
+            entry = self.probe_graphs.get(inputs[0].shape[-1])
+            total.add_(replay(entry, (*inputs[:4], n_items)) if entry
+                       else self.forward_loss(*inputs[:4], n_items, *inputs[4:]))
 
     def end_step(self) -> None:
         """Clip, AdamW, zero grads: the same code eager or under capture."""

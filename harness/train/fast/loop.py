@@ -39,11 +39,14 @@ class StepLoop:
         if self.cuda:
             torch.cuda.synchronize()
 
-    def warm_up(self) -> float:
-        """Run _warm between synchronisations; returns the warm-up seconds so far."""
+    def warm_up(self, also: Callable[[], object] | None = None) -> float:
+        """Run _warm (and also(), e.g. the probes' captures) between synchronisations; returns the warm-up seconds
+        so far."""
         self.sync()
         t0 = time.perf_counter()
         self._warm()
+        if also is not None:
+            also()
         self.sync()
         self.warmup_s += time.perf_counter() - t0
         return self.warmup_s

@@ -156,11 +156,21 @@ def run_fast_variant(model, tokenizer, ds: Dataset, cfg: RunConfig,
         if on_eval:
             on_eval(step, tr, ho)
 
+    def capture_probes() -> None:
+        if dropout:  # probes run in eval mode (no dropout): their graphs are captured so
+            model.eval()
+        for rows, n in sets:
+            engine.capture_probes(rows, n)
+        if dropout:
+            model.train()
+
     keeper = Keeper(model, cfg.train)
     try:
-        measure(0)  # before any update, as the seed plan's on_train_begin (warm-up leaves the weights alone)
+        # Warm-up first (captures, and every kernel's first call), the probes' graphs with it, so the step-0 probe and
+        # the steps are timed as what they cost; it leaves the weights alone, so step 0 is still before any update.
+        run.warm_up(capture_probes)
+        measure(0)  # before any update, as the seed plan's on_train_begin
         keeper.observe(curves)
-        run.warm_up()
         for point in [p for p in points if p > 0] + [run.total]:
             run.run(point, on_step)
             if run.done not in curves.steps:

@@ -92,7 +92,9 @@ class MultiEngine:
         self._flags = UnslothFlags(model, return_logits=False) if self.backend == "unsloth" else None
 
     def begin(self) -> None:
-        """Start the K variants: every adapter at the stack's start, AdamW state and grads zero, in place."""
+        """Start the K variants: the stack installed, every adapter at its start, AdamW state and grads zero, in place
+        (an earlier group's graphs read them where they are)."""
+        self.stack.install()
         self.stack.reset()
         self.exp_avg.zero_()
         self.exp_avg_sq.zero_()
@@ -163,23 +165,31 @@ class MultiEngine:
         else:
             self.end_graph.replay()
 
-    def probe(self, batches: list[tuple], total) -> None:
-        """A probe set's [K] token-weighted mean losses added into total ([K] on the device), no host sync;
-        graph mode replays one forward-only graph per row length (captured on first use, eager if that fails)."""
+    def capture_probes(self, batches: list[tuple]) -> int:
+        """Graph mode: forward-only graphs for the probe batches' shapes not captured yet (a capture that fails leaves
+        probes eager, and stats say why); returns how many were captured."""
         import torch
 
+        todo = {tuple(b[0].shape): b[:5] for b in batches if tuple(b[0].shape) not in self.probe_graphs}
+        if self.mode != "graphs" or self.probe_eager or not todo:
+            return 0
+        try:
+            self.probe_graphs.update(record_graphs(self.forward_losses, todo, self.pool))
+        except Exception as exc:  # noqa: BLE001  (measured eagerly instead; stats say why)
+            self.probe_eager = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            torch.cuda.synchronize()
+            return 0
+        return len(todo)
+
+    def probe(self, batches: list[tuple], sums) -> None:
+        """Probe batches (MultiRun.probe_batches) forward only, each row's loss added into sums [sets, K] at its index,
+        no host sync; graph mode replays the forward-only graph of each batch's shape (captured on first use)."""
+        self.capture_probes(batches)
+        flat = sums.view(-1)
         for inputs in batches:
-            t = inputs[0].shape[-1]
-            if self.mode == "graphs" and not self.probe_eager and t not in self.probe_graphs:
-                try:
-                    self.probe_graphs.update(record_graphs(self.forward_losses, {t: inputs}, self.pool))
-                except Exception as exc:  # noqa: BLE001  (measured eagerly instead; stats say why)
-                    self.probe_eager = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                    torch.cuda.synchronize()
-            if t in self.probe_graphs:
-                total.add_(replay(self.probe_graphs[t], inputs))
-            else:
-                total.add_(self.forward_losses(*inputs))
+            entry = self.probe_graphs.get(tuple(inputs[0].shape))
+            losses = replay(entry, inputs[:5]) if entry else self.forward_losses(*inputs[:5])
+            flat.index_add_(0, inputs[5], losses)
 
     def capture(self, examples: dict[int, tuple]) -> int:
         """Graphs for the row lengths not captured yet (examples: length -> one micro-batch); returns how many."""

@@ -19,8 +19,11 @@ the replaced forward.
 """
 from __future__ import annotations
 
+import os
 import sys
 import warnings
+
+from harness.train.multi.ops import FORM_ENV, stacked_lora
 
 # The leaves alias [K, P] buffers with row stride P, which autograd's layout check flags once per leaf: the
 # gradients still accumulate in place into the aliased columns (tests/test_multi_engine.py).
@@ -91,6 +94,7 @@ class StackedLora:
         self.start = torch.cat([p.detach().reshape(-1) for p in self.peft_params])  # LoRA as loaded
         self.reset()
         self.window: tuple[int, int] = (0, k)  # the adapters whose rows a forward's input holds, in order
+        self.form = os.environ.get(FORM_ENV, "") or "separate"  # how the LoRA product joins the base output (ops)
         self._installed = False
         self._unsloth = None
 
@@ -153,23 +157,14 @@ class StackedLora:
 
     def _forward_of(self, i: int, module):
         """The stacked forward of layer i: base for all rows, then the LoRA product of each adapter's rows."""
-        import torch
-
         base, a_leaf, b_leaf, scaling = module.base_layer, self.leaves[2 * i], self.leaves[2 * i + 1], self.scaling[i]
 
         def forward(x, *args, **kwargs):
             result = base(x, *args, **kwargs)
             lo, hi = self.window
             a, b = (a_leaf, b_leaf) if (lo, hi) == (0, self.k) else (a_leaf[lo:hi], b_leaf[lo:hi])
-            n = hi - lo
-            if x.shape[0] % n:
-                raise ValueError(f"{x.shape[0]} rows do not split over {n} adapters")
-            # As peft's Linear.forward: the input in the LoRA weights' dtype, the delta scaled, the sum in the
-            # base output's dtype. Under autocast the matmuls cast to bf16 anyway (as peft's do), so the input's
-            # round trip through the weights' dtype is exact and skipped.
-            xs = x if torch.is_autocast_enabled(x.device.type) else x.to(a.dtype)
-            xs = xs.reshape(n, -1, x.shape[-1])
-            delta = torch.bmm(torch.bmm(xs, a.transpose(1, 2)), b.transpose(1, 2)) * scaling
-            return (result + delta.reshape(result.shape)).to(result.dtype)
+            if x.shape[0] % (hi - lo):
+                raise ValueError(f"{x.shape[0]} rows do not split over {hi - lo} adapters")
+            return stacked_lora(result, x, a, b, scaling, self.form)
 
         return forward

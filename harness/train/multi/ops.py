@@ -9,6 +9,32 @@ import math
 
 from harness.train.fast.stepmath import ADAM_BETAS, ADAM_EPS, MAX_GRAD_NORM
 
+FORM_ENV = "ASCIITUNE_STACKED_LORA"  # "fused-add": the expand adds into the base output (stacked_lora); else separate
+
+
+def stacked_lora(result, x, a, b, scaling: float, form: str = "separate"):
+    """The base output plus each adapter block's LoRA product: result [n * rows, ..., out] + per block k of rows
+    (x_k A_k^T) B_k^T * scaling, with a [n, r, in] and b [n, out, r] (block k of the rows runs adapter k).
+
+    "separate" computes as peft's Linear.forward does: the input in the LoRA weights' dtype, the delta, scaled
+    (a scaling of 1 is skipped: exact), added to the base output in its dtype; under autocast the matmuls cast to
+    bf16 anyway (as peft's do), so the input's round trip through the weights' dtype is exact and skipped.
+    "fused-add" (under autocast) lets the expand's GEMM add the base output and scale in its epilogue
+    (torch.baddbmm): one pass over the output instead of three, and one bf16 rounding of the sum instead of two."""
+    import torch
+
+    n = a.shape[0]
+    autocast = torch.is_autocast_enabled(x.device.type)
+    xs = (x if autocast else x.to(a.dtype)).reshape(n, -1, x.shape[-1])
+    shrunk = torch.bmm(xs, a.transpose(1, 2))
+    if form == "fused-add" and autocast:
+        out = torch.baddbmm(result.reshape(n, -1, result.shape[-1]), shrunk, b.transpose(1, 2), alpha=scaling)
+        return out.reshape(result.shape)
+    delta = torch.bmm(shrunk, b.transpose(1, 2))
+    if scaling != 1:
+        delta = delta * scaling
+    return (result + delta.reshape(result.shape)).to(result.dtype)
+
 
 def clip_per_adapter(grads, max_norm: float | None = None) -> None:
     """Each adapter's gradient (a row of grads [K, P]) clipped to max_norm (default MAX_GRAD_NORM) as torch's

@@ -24,6 +24,11 @@ from harness.train.fast.stepmath import (
 from harness.train.multi.engine import MultiEngine
 from harness.train.multi.ops import adamw_coefficients
 
+# Tokens in one probe forward on a GPU: forward only, a layer's activations live only while it runs (estimated
+# from Llama-3.2-3B's widths, not measured: ~70 KB per token at the MLP), so 64k tokens take a few GB beside the
+# training graphs' pool, and a probe point of K = 8 adapters is one or two forwards instead of one per [K, T] row.
+PROBE_TOKENS = 65536
+
 
 def pad_row(row: PackedRow | None, width: int, pad_id: int) -> PackedRow:
     """A packed row padded to width with a masked segment of its own; None: an empty row (no targets)."""
@@ -107,16 +112,44 @@ class MultiRun(StepLoop):
             widths.append(width)
         return batches, widths
 
-    def probe_set(self, tokenizer, texts: list[list[str]]) -> list[tuple]:
-        """Each adapter's probe texts (texts[k]) as [K, T] micro-batches, tokenized as probe_loss tokenizes them;
-        each row scaled by 1 / its adapter's probe target count, so a probe's [K] sums are token-weighted means."""
-        parts = []
-        for k in range(self.k):
-            seqs = tokenizer(texts[k], add_special_tokens=False)["input_ids"]
-            rows = [pack_step([seqs[i] for i in part], self.pad_id)
-                    for part in split_step(seqs, self.engine.micro_tokens)]
-            parts.append((rows, sum(r.n_items for r in rows)))
-        return self._batches(parts)[0]
+    def probe_batches(self, tokenizer, sets: list[list[list[str]]]) -> list[tuple]:
+        """Probe sets for every adapter (sets[i][k]: set i's texts for adapter k, tokenized as probe_loss tokenizes
+        them) packed into rows under the engine's cap and batched into as few forwards as PROBE_TOKENS allows: rows
+        of one bucketed width together, [K * m, T] with adapter k's m rows in block k (the stacked layers' layout).
+        Each row is scaled by 1 / its adapter's target count in its set; a batch's last tensor holds each row's
+        flat index set * K + k, where its loss adds up (MultiEngine.probe: sums[set, k] token-weighted means)."""
+        import torch
+
+        bucket, cap = self.engine.bucket, self.engine.micro_tokens
+        by_width: dict[int, list[list[tuple]]] = {}  # bucketed width (0: one group, eager) -> per adapter its rows
+        for i, texts in enumerate(sets):
+            for k in range(self.k):
+                seqs = tokenizer(texts[k], add_special_tokens=False)["input_ids"]
+                rows = [pack_step([seqs[j] for j in part], self.pad_id) for part in split_step(seqs, cap)]
+                n = sum(r.n_items for r in rows)
+                for r in rows:
+                    width = -(-len(r.ids) // bucket) * bucket if bucket else 0
+                    by_width.setdefault(width, [[] for _ in range(self.k)])[k].append((r, 1.0 / n if n else 0.0,
+                                                                                       i * self.k + k))
+        batches = []
+        for width, per in sorted(by_width.items()):
+            m = max(len(rows) for rows in per)
+            width = width or max(len(r.ids) for rows in per for r, _, _ in rows)
+            step = max(1, PROBE_TOKENS // (self.k * width)) if bucket else m  # rows per adapter in one forward
+            for lo in range(0, m, step):
+                hi = min(m, lo + step)
+                block = [x for k, rows in enumerate(per) for x in rows[lo:hi] + [(None, 0.0, k)] * (hi - lo -
+                                                                                                     len(rows[lo:hi]))]
+                padded = [pad_row(r, width, self.pad_id) for r, _, _ in block]
+
+                def dev(key: str, rows=padded):
+                    return torch.tensor([getattr(r, key) for r in rows], dtype=torch.long).to(self.device,
+                                                                                              non_blocking=True)
+
+                batches.append((dev("ids"), dev("positions"), dev("labels"), dev("segments"),
+                                torch.tensor([s for _, s, _ in block], dtype=torch.float32).to(self.device),
+                                torch.tensor([x for _, _, x in block], dtype=torch.long).to(self.device)))
+        return batches
 
     def _warm(self) -> None:
         """Graph mode: capture every row length the steps use (eager: one forward/backward); grads zeroed after."""
