@@ -89,6 +89,11 @@ def test_multi_against_solo_through_the_backend(tmp_path, backend):
     assert len(set(round(x, 4) for x in doc["multi"]["probe"])) == 3  # three adapters, three probe losses
     if backend == "unsloth":
         assert doc["unsloth_sees_multiple_adapters"] is True
+        graphs = doc["decode_graphs"]  # the batched decode replayed as CUDA graphs: the eager decode's tokens
+        assert graphs["graphs"].startswith("CUDA graphs") and graphs["eager"].startswith("eager"), graphs
+        assert graphs["same_tokens"] and graphs["adapters_differ"] and graphs["how"].startswith("batched"), graphs
+    # the engine reused after sampling (a sweep's next group) trains the same variants to the same losses
+    assert max(doc["again_max_rel_diff_per_variant"]) <= BF16_RTOL, doc["again_max_rel_diff_per_variant"]
     for k, g in enumerate(doc["generate"]):
         assert g["score_rel_diff_per_step"] and g["score_rel_diff_per_step"][0] <= SCORE_RTOL, (k, g)
         assert max(g["score_rel_diff_per_step"]) <= SCORE_RTOL, (k, g)

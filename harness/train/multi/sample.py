@@ -22,6 +22,7 @@ from harness.train.multi.engine import MultiEngine
 GENERATE_ROWS = 256  # rows per batched generate call: the KV cache grows with rows x length
 SAMPLING_ENV = "ASCIITUNE_MULTI_SAMPLING"  # "per-variant": each adapter sampled alone even when settings match
 GRAPHS_ENV = "ASCIITUNE_MULTI_DECODE_GRAPHS"  # "0": the batched decode runs eager (for measurements and checks)
+UNSLOTH_GRAPHS = "UNSLOTH_DECODE_CUDA_GRAPHS"
 
 
 def sample_variants(model, tokenizer, engine: MultiEngine, gcfgs: list,
@@ -66,9 +67,21 @@ def sample_variants(model, tokenizer, engine: MultiEngine, gcfgs: list,
 
 
 def _decode_graphs(engine: MultiEngine):
-    """On Unsloth (unless GRAPHS_ENV is "0"): let its CUDA-graph decode replay the stacked model's step; the undo."""
-    if "unsloth" not in sys.modules or os.environ.get(GRAPHS_ENV, "") == "0" or not engine.cuda:
+    """On Unsloth: let its CUDA-graph decode replay the stacked model's step, or with GRAPHS_ENV "0" turn its decode
+    graphs off for the call (they would otherwise decline the stacked layers for good); the undo."""
+    if "unsloth" not in sys.modules or not engine.cuda:
         return None
+    if os.environ.get(GRAPHS_ENV, "") == "0":
+        before = os.environ.get(UNSLOTH_GRAPHS)
+        os.environ[UNSLOTH_GRAPHS] = "0"  # read per generate call (harness.backends.unsloth_backend)
+
+        def undo() -> None:
+            if before is None:
+                os.environ.pop(UNSLOTH_GRAPHS, None)
+            else:
+                os.environ[UNSLOTH_GRAPHS] = before
+
+        return undo
     from harness.backends import unsloth_private
 
     stack = engine.stack
