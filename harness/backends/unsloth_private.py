@@ -131,6 +131,14 @@ def plain_lora_forwards(model, layers: list) -> Callable[[], None]:
     return undo
 
 
+def decline_fused_lora(model, why: str) -> None:
+    """peft's own LoRA forwards on every layer Unsloth fused (its kernels stay out of this model's steps): a solo run
+    with the LoRA arithmetic of the multi-adapter engine's stacked layers."""
+    from unsloth.models import llama
+
+    llama._decline_fused_lora_for_fsdp(model, why)
+
+
 def stacked_decode_graphs(layers: list, stack_state: Callable[[], tuple]) -> Callable[[], None]:
     """While K stacked adapters sample (plain_lora_forwards in force): Unsloth's CUDA-graph decode takes the stacked
     model too. Its fingerprint declines layers with several active adapters because a graph would bake one adapter's

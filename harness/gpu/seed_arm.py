@@ -149,10 +149,14 @@ def run_fast(cfg: RunConfig, rec: dict, out: Path, mode: str = "auto", micro_tok
     atomic_write_json(out, rec)
 
 
-def run_solo_sweep(cfg: RunConfig, rec: dict, out: Path, lrs: list[float], mode: str = "auto") -> None:
+def run_solo_sweep(cfg: RunConfig, rec: dict, out: Path, lrs: list[float], mode: str = "auto",
+                   reruns: list[float] = (), fused: list[float] = ()) -> None:
     """The sweep's variants (cfg at each lr) trained alone on the fast plan, one after another over one Engine
-    (its graphs captured once, LoRA and AdamW reset per variant): each lr's per-step losses, the reference for
-    the multi-adapter sweep's parity. No probes: they never change training."""
+    (its graphs captured once, LoRA and AdamW reset per variant): the reference for the multi-adapter sweep's
+    parity. On Unsloth the reference runs with its fused LoRA kernels declined (peft's LoRA forwards, the path the
+    engine's stacked layers take); the lrs in `reruns` are trained so twice (the run's own spread, which bounds the
+    parity), those in `fused` first once more with the fused kernels (the default solo plan, reported beside).
+    Each lr's per-step losses; no probes: they never change training."""
     from dataclasses import replace
 
     model, tok, _ = _load(cfg, rec, out)
@@ -163,24 +167,46 @@ def run_solo_sweep(cfg: RunConfig, rec: dict, out: Path, lrs: list[float], mode:
 
     ds = build_dataset(cfg.data)
     texts = [format_example(p.text, tok.eos_token) for p in ds.train]
-    engine = Engine(model, cfg.train, mode=mode)
-    rec.update(sweep_losses={}, sweep_train_seconds={}, sweep_warmup_seconds={}, status="training")
-    try:
-        for lr in lrs:
-            train = replace(cfg.train, lr=lr)
-            run = FastRun(engine, tok, texts, train, max_length=cfg.model.max_seq_length)
+    rec.update(sweep_losses={}, sweep_train_seconds={}, sweep_warmup_seconds={}, sweep_rerun_losses={},
+               sweep_fused_losses={}, sweep_fused_train_seconds={}, status="training")
+
+    def train_all(engine: Engine, todo: list[float], losses: str, seconds: str | None) -> None:
+        for lr in todo:
+            run = FastRun(engine, tok, texts, replace(cfg.train, lr=lr), max_length=cfg.model.max_seq_length)
             run.warm_up()
             run.run(run.total)
             run.pause()
             fs = run.stats()
-            rec["sweep_losses"][repr(lr)] = run.losses()
-            rec["sweep_train_seconds"][repr(lr)] = fs.train_seconds
-            rec["sweep_warmup_seconds"][repr(lr)] = fs.warmup_seconds
-            rec.update(plan_reason=plan_reason(fs, cfg), **_peak())
+            rec[losses][repr(lr)] = run.losses()
+            if seconds:
+                rec[seconds][repr(lr)] = fs.train_seconds
+            if losses == "sweep_losses":
+                rec["sweep_warmup_seconds"][repr(lr)] = fs.warmup_seconds
+                rec.update(plan_reason=plan_reason(fs, cfg), steps=fs.steps)
+            rec.update(**_peak())
             atomic_write_json(out, rec)
+
+    if fused and cfg.model.backend == "unsloth":
+        engine = Engine(model, cfg.train, mode=mode)
+        try:
+            train_all(engine, list(fused), "sweep_fused_losses", "sweep_fused_train_seconds")
+        finally:
+            engine.close()
+    rec["lora_forward"] = "the backend's own"
+    if cfg.model.backend == "unsloth":
+        from harness.backends import unsloth_private
+
+        unsloth_private.decline_fused_lora(model, "the sweep's solo reference: the engine's LoRA forwards")
+        rec["lora_forward"] = "peft's (Unsloth's fused LoRA kernels declined), as the multi-adapter engine's"
+    engine = Engine(model, cfg.train, mode=mode)
+    try:
+        for lr in lrs:
+            train_all(engine, [lr], "sweep_losses", "sweep_train_seconds")
+            if lr in reruns:
+                train_all(engine, [lr], "sweep_rerun_losses", None)
     finally:
         engine.close()
-    rec.update(status="ok", steps=fs.steps, train_seconds=round(sum(rec["sweep_train_seconds"].values()), 4))
+    rec.update(status="ok", train_seconds=round(sum(rec["sweep_train_seconds"].values()), 4))
     atomic_write_json(out, rec)
 
 
@@ -199,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="fast plan: the cap on a packed row's tokens (default: the backend's, 0: one row per step)")
     p.add_argument("--sweep-lrs", default=None, metavar="LR,LR,...",
                    help="fast plan: train the config at each of these lrs alone, one after another (the sweep's "
-                        "solo reference); records per-lr losses")
+                        "solo reference, with the engine's LoRA forwards); records per-lr losses")
+    p.add_argument("--sweep-reruns", default="", metavar="LR,LR,...", help="with --sweep-lrs: lrs trained twice")
+    p.add_argument("--sweep-fused", default="", metavar="LR,LR,...",
+                   help="with --sweep-lrs on Unsloth: lrs also trained with its fused LoRA kernels")
     args = p.parse_args(argv)
     cfg = RunConfig.from_dict(json.loads(args.config.read_text(encoding="utf-8")))
     rec = {"name": args.name, "backend": cfg.model.backend, "plan": cfg.train.plan,
@@ -209,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.sweep_lrs:
-            run_solo_sweep(cfg, rec, args.out, [float(x) for x in args.sweep_lrs.split(",")], args.mode)
+            floats = [[float(x) for x in s.split(",") if x] for s in (args.sweep_lrs, args.sweep_reruns,
+                                                                       args.sweep_fused)]
+            run_solo_sweep(cfg, rec, args.out, floats[0], args.mode, floats[1], floats[2])
         elif cfg.train.plan == "fast":
             run_fast(cfg, rec, args.out, args.mode, args.micro_tokens)
         else:
