@@ -24,6 +24,7 @@ lengths per step, so eager only).
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import re
 
@@ -126,6 +127,10 @@ class Engine:
         self._wrapped = checkpoint_layers(model, lambda: self._checkpointing) if self.checkpoint_long else []
         self._flags = UnslothFlags(model, return_logits=self.mode == "graphs" and self.loss == "model") \
             if self.backend == "unsloth" and self.attention == "mask" else None
+        # peft's LoRA forward casts each layer's input to the LoRA weights' dtype (fp32) and the matmul under
+        # autocast casts it back to bf16: an exact round trip, two passes over the input per projection. Under
+        # autocast the steps skip it (peft.helpers.disable_input_dtype_casting); pause() restores it.
+        self._no_cast = contextlib.ExitStack() if self.backend == "peft" and self.autocast_dtype else None
 
     def begin(self, cfg) -> None:
         """Start a variant: LoRA weights back at their start, AdamW state and grads zero, in place."""
@@ -144,6 +149,11 @@ class Engine:
         self.variants += 1
         if self._flags:  # Unsloth keeps the block-diagonal masks while training; pause() gives its settings back
             self._flags.keep()
+        if self._no_cast is not None:
+            from peft.helpers import disable_input_dtype_casting
+
+            self._no_cast.close()
+            self._no_cast.enter_context(disable_input_dtype_casting(self.model))
 
     def zero_grads(self) -> None:
         """Grads to zero in place (graphs accumulate into them where they are)."""
@@ -154,9 +164,11 @@ class Engine:
             torch._foreach_zero_(grads)
 
     def pause(self) -> None:
-        """Training is over for now (probes and sampling next): Unsloth's own settings back."""
+        """Training is over for now (probes and sampling next): Unsloth's own settings (and peft's casts) back."""
         if self._flags:
             self._flags.restore()
+        if self._no_cast is not None:
+            self._no_cast.close()
 
     def forward_backward(self, ids, positions, labels, segments, n_items, lengths=None):
         """One row's loss (divided by the step's target count) backward into .grad; returns the loss."""
