@@ -2,7 +2,7 @@
 # The first device call for the sweep-in-a-minute work, from the repository root with .device/ carried: profile first
 # (bench/multi_profile.py: imports and load, first calls, a step's kernels, graphed steps, probes, the LoRA product's
 # two forms, batched sampling eager vs graphs), then the 8-variant sweep of the landed code (BASE: its harness) on the
-# same card, then this tree's 32-variant sweep (four engine groups of 8, one process) with the time left.
+# same card, then this tree's bench items ARMS (default: the 8-variant sweep and its solo reference) with the time left.
 #   BASE=/tmp/base bash scripts/gpu_profile_call.sh      # BASE: a copy of the landed tree (harness/, data/)
 # Results under $OUT; a short table printed last.
 set -u
@@ -23,21 +23,22 @@ sweep() {  # $1: tree, $2: name, $3: cap
 }
 sweep "$BASE" sweep-landed 165
 L=$(left); ( PYTHONPATH=/tmp/site:$PWD python3 -m harness --reports-dir /tmp/rep-new bench --workload seed \
-  --config seed --model random:llama-3.2-3b --arms sweep-32 --budget-s $(( L - 8 )) --out /tmp/sweep-32.json \
-  > /tmp/sweep-32.log 2>&1 )
-echo "sweep-32 rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
-cp /tmp/sweep-32.json "$OUT/" 2>/dev/null
+  --config seed --model random:llama-3.2-3b --arms ${ARMS:-sweep,sweep-solo} --budget-s $(( L - 8 )) \
+  --out /tmp/sweep-new.json > /tmp/sweep-new.log 2>&1 )
+echo "new bench rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
+cp /tmp/sweep-new.json "$OUT/" 2>/dev/null
 tar czf "$OUT/logs.tgz" /tmp/profile.log /tmp/sweep-*.log /tmp/sweep-*-raw.json /tmp/rep-*/bench-seed/logs \
   /tmp/rep-*/bench-seed/sweep-*-reports/runs/*/results.json /tmp/rep-*/bench-seed/sweep-*-reports/runs/*/logs \
   2>/dev/null
 tail -12 /tmp/profile.log
-for f in sweep-landed sweep-32; do python3 - "$OUT/$f.json" <<'EOF'
+for f in sweep-landed sweep-new; do python3 - "$OUT/$f.json" <<'EOF'
 import json, sys
 try:
     d = json.load(open(sys.argv[1]))
     s = d["sweep"] or d["sweep_32"]
     print(sys.argv[1].split("/")[-1], s["done"], "/", s["variants"], s["wall_seconds"], "s", s["status"],
-          [{k: round(v, 1) for k, v in p["phases"].items()} for p in s["processes"]])
+          [{k: round(v, 1) for k, v in p["phases"].items()} for p in s["processes"]],
+          "parity", s.get("parity_max_rel_diff"), s.get("parity_ok"))
 except Exception as exc:
     print(sys.argv[1], "no sweep:", exc)
 EOF
