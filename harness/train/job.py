@@ -180,6 +180,7 @@ def run_job(job: Job, session: Session | None = None, note: str = "") -> Variant
     clock = Clock()
     cfg, name, run_dir, ds = job.config, job.name, Path(job.run_dir), job.dataset
     backend = backends.get(cfg.model.backend)
+    clock.mark("import")  # the backend's stack (Unsloth, transformers, PEFT, TRL): paid once per process
     from harness.models import resolve
     from harness.train.generate import generate_samples
     from harness.train.sft import train_variant
@@ -307,6 +308,7 @@ def run_group(jobs: list[Job], session: Session) -> int:
         print(f"{VARIANT_MARK} {job.name}", file=sys.stderr, flush=True)
     clock, cfg, key = Clock(), jobs[0].config, share_key(jobs[0])
     backend = backends.get(cfg.model.backend)
+    clock.mark("import")  # the backend's stack (Unsloth, transformers, PEFT, TRL): paid once per process
     if session.key != key:
         session.drop()
         session.model, session.tok, session.info = backend.load(resolve(cfg.model.name), fast.load_config(cfg))
@@ -369,7 +371,7 @@ def run_group(jobs: list[Job], session: Session) -> int:
         except Exception as exc:  # noqa: BLE001  (this variant's failure; the others are judged)
             traceback.print_exc()
             r, code = failed_result(job, f"{type(exc).__name__}: {exc}"), 1
-        phases = {p: group[p] for p in ("start", "load", "train") if p in group}
+        phases = {p: group[p] for p in ("start", "import", "load", "train") if p in group}
         phases |= {"save": save_s[k], "generate": group["generate"], "judge": round(time.perf_counter() - t0, 3)}
         r.timing = Timing(pid=clock.timing.pid, spawned_at=clock.timing.spawned_at, phases=phases,
                           shared=[p for p in phases if p not in ("save", "judge")])
