@@ -81,7 +81,7 @@ def timed(fn, repeat: int = 1) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=24, help="steps per timed segment of the engine (of 120)")
+    p.add_argument("--steps", type=int, default=16, help="steps per timed segment of the engine (of 120)")
     p.add_argument("--config", default="seed", help="a smoke run on the CPU: --config tiny --model tiny")
     p.add_argument("--model", default="random:llama-3.2-3b")
     p.add_argument("--only", default="", help="comma-separated sections to run (load, engine and warm_up are "
@@ -235,7 +235,7 @@ def main() -> int:
 
     def sampling():
         backend.for_inference(model)
-        gcfg = replace(cfg.generate, max_new_tokens=128)
+        gcfg = replace(cfg.generate, max_new_tokens=96)
         out = {}
         for mode in ("eager", "graphs", "graphs again"):
             os.environ[GRAPHS_ENV] = "0" if mode == "eager" else "1"
