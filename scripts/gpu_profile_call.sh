@@ -2,7 +2,8 @@
 # The first device call for the sweep-in-a-minute work, from the repository root with .device/ carried: profile first
 # (bench/multi_profile.py: imports and load, first calls, a step's kernels, graphed steps, probes, the LoRA product's
 # two forms, batched sampling eager vs graphs), then the 8-variant sweep of the landed code (BASE: its harness) on the
-# same card, then this tree's bench items ARMS (default: the 8-variant sweep and its solo reference) with the time left.
+# same card, then this tree's bench items ARMS (default: the 8-variant sweep, PEFT's fast plan, the sweep's solo
+# reference) with the time left.
 #   BASE=/tmp/base bash scripts/gpu_profile_call.sh      # BASE: a copy of the landed tree (harness/, data/)
 # Results under $OUT; a short table printed last.
 set -u
@@ -12,7 +13,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > 
 ( python3 -m compileall -q -j 16 "$SP" /tmp/site harness "$BASE/harness" > /dev/null 2>&1
   echo "compileall done at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt" ) &
 left() { echo $(( 585 - ($(date +%s) - T0) )); }
-timeout 180 python3 bench/multi_profile.py --out "$OUT/multi-profile.json" > /tmp/profile.log 2>&1
+timeout 125 python3 bench/multi_profile.py --steps 12 --out "$OUT/multi-profile.json" > /tmp/profile.log 2>&1
 echo "profile rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
 wait
 sweep() {  # $1: tree, $2: name, $3: cap
@@ -21,9 +22,9 @@ sweep() {  # $1: tree, $2: name, $3: cap
   echo "$2 rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
   cp "/tmp/$2.json" "$OUT/$2.json" 2>/dev/null
 }
-sweep "$BASE" sweep-landed 165
+sweep "$BASE" sweep-landed 150
 L=$(left); ( PYTHONPATH=/tmp/site:$PWD python3 -m harness --reports-dir /tmp/rep-new bench --workload seed \
-  --config seed --model random:llama-3.2-3b --arms ${ARMS:-sweep,sweep-solo} --budget-s $(( L - 8 )) \
+  --config seed --model random:llama-3.2-3b --arms ${ARMS:-sweep,fast-peft,sweep-solo} --budget-s $(( L - 8 )) \
   --out /tmp/sweep-new.json > /tmp/sweep-new.log 2>&1 )
 echo "new bench rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
 cp /tmp/sweep-new.json "$OUT/" 2>/dev/null
