@@ -12,7 +12,7 @@ T0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/rc.txt" 2>&1
 ( python3 -m compileall -q -j 16 "$SP" /tmp/site harness "$BASE/harness" > /dev/null 2>&1
   echo "compileall done at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt" ) &
-left() { echo $(( 585 - ($(date +%s) - T0) )); }
+left() { echo $(( ${TOTAL:-585} - ($(date +%s) - T0) )); }
 timeout 125 python3 bench/multi_profile.py --steps 12 --out "$OUT/multi-profile.json" > /tmp/profile.log 2>&1
 echo "profile rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
 wait
@@ -22,7 +22,7 @@ sweep() {  # $1: tree, $2: name, $3: cap
   echo "$2 rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
   cp "/tmp/$2.json" "$OUT/$2.json" 2>/dev/null
 }
-sweep "$BASE" sweep-landed 150
+[ -n "${SKIP_LANDED:-}" ] || sweep "$BASE" sweep-landed 150
 L=$(left); ( PYTHONPATH=/tmp/site:$PWD python3 -m harness --reports-dir /tmp/rep-new bench --workload seed \
   --config seed --model random:llama-3.2-3b --arms ${ARMS:-sweep,fast-peft,sweep-solo} --budget-s $(( L - 8 )) \
   --out /tmp/sweep-new.json > /tmp/sweep-new.log 2>&1 )
