@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The first device call for the sweep-in-a-minute work, from the repository root with .device/ carried: profile first
 # (bench/multi_profile.py: imports and load, first calls, a step's kernels, graphed steps, probes, the LoRA product's
-# two forms, batched sampling eager vs graphs), then the 8-variant sweep of the landed code (BASE: its harness) on the
-# same card, then this tree's bench items ARMS (default: the 8-variant sweep, PEFT's fast plan, the sweep's solo
-# reference) with the time left.
+# two forms, batched sampling eager vs graphs), then this tree's 8-variant sweep and PEFT's fast plan, the landed
+# code's 8-variant sweep (BASE: its harness) on the same card, and the sweep's solo reference with the time left.
 #   BASE=/tmp/base bash scripts/gpu_profile_call.sh      # BASE: a copy of the landed tree (harness/, data/)
 # Results under $OUT; a short table printed last.
 set -u
@@ -22,17 +21,20 @@ sweep() {  # $1: tree, $2: name, $3: cap
   echo "$2 rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
   cp "/tmp/$2.json" "$OUT/$2.json" 2>/dev/null
 }
+bench() {  # $1: name, $2: arms, $3: budget
+  ( PYTHONPATH=/tmp/site:$PWD python3 -m harness --reports-dir "/tmp/rep-$1" bench --workload seed --config seed \
+      --model random:llama-3.2-3b --arms "$2" --budget-s "$3" --out "/tmp/$1.json" > "/tmp/$1.log" 2>&1 )
+  echo "$1 rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
+  cp "/tmp/$1.json" "$OUT/$1.json" 2>/dev/null
+}
+bench sweep-new sweep,fast-peft 190
 [ -n "${SKIP_LANDED:-}" ] || sweep "$BASE" sweep-landed 150
-L=$(left); ( PYTHONPATH=/tmp/site:$PWD python3 -m harness --reports-dir /tmp/rep-new bench --workload seed \
-  --config seed --model random:llama-3.2-3b --arms ${ARMS:-sweep,fast-peft,sweep-solo} --budget-s $(( L - 8 )) \
-  --out /tmp/sweep-new.json > /tmp/sweep-new.log 2>&1 )
-echo "new bench rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
-cp /tmp/sweep-new.json "$OUT/" 2>/dev/null
+L=$(left); [ "$L" -gt 80 ] && bench sweep-solo sweep-solo $(( L - 8 ))
 tar czf "$OUT/logs.tgz" /tmp/profile.log /tmp/sweep-*.log /tmp/sweep-*-raw.json /tmp/rep-*/bench-seed/logs \
   /tmp/rep-*/bench-seed/sweep-*-reports/runs/*/results.json /tmp/rep-*/bench-seed/sweep-*-reports/runs/*/logs \
   2>/dev/null
 tail -12 /tmp/profile.log
-for f in sweep-landed sweep-new; do python3 - "$OUT/$f.json" <<'EOF'
+for f in sweep-landed sweep-new sweep-solo; do python3 - "$OUT/$f.json" <<'EOF'
 import json, sys
 try:
     d = json.load(open(sys.argv[1]))

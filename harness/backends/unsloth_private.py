@@ -131,12 +131,21 @@ def plain_lora_forwards(model, layers: list) -> Callable[[], None]:
     return undo
 
 
-def decline_fused_lora(model, why: str) -> None:
+def decline_fused_lora(model, why: str) -> Callable[[], None]:
     """peft's own LoRA forwards on every layer Unsloth fused (its kernels stay out of this model's steps): a solo run
-    with the LoRA arithmetic of the multi-adapter engine's stacked layers."""
+    with the LoRA arithmetic of the multi-adapter engine's stacked layers. Returns the function that undoes it."""
     from unsloth.models import llama
 
+    fused = llama._fused_lora_modules(model)
+    saved = [(m, name, m.__dict__[name]) for m in fused for name in ("apply_qkv", "apply_o", "forward",
+                                                                        "_unsloth_forward") if name in m.__dict__]
     llama._decline_fused_lora_for_fsdp(model, why)
+
+    def undo() -> None:
+        for m, name, value in saved:
+            setattr(m, name, value)
+
+    return undo
 
 
 def stacked_decode_graphs(layers: list, stack_state: Callable[[], tuple]) -> Callable[[], None]:

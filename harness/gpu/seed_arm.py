@@ -155,7 +155,7 @@ def run_solo_sweep(cfg: RunConfig, rec: dict, out: Path, lrs: list[float], mode:
     (its graphs captured once, LoRA and AdamW reset per variant): the reference for the multi-adapter sweep's
     parity. On Unsloth the reference runs with its fused LoRA kernels declined (peft's LoRA forwards, the path the
     engine's stacked layers take); the lrs in `reruns` are trained so twice (the run's own spread, which bounds the
-    parity), those in `fused` first once more with the fused kernels (the default solo plan, reported beside).
+    parity), those in `fused` last once more with the fused kernels (the default solo plan, reported beside).
     Each lr's per-step losses; no probes: they never change training."""
     from dataclasses import replace
 
@@ -186,17 +186,12 @@ def run_solo_sweep(cfg: RunConfig, rec: dict, out: Path, lrs: list[float], mode:
             rec.update(**_peak())
             atomic_write_json(out, rec)
 
-    if fused and cfg.model.backend == "unsloth":
-        engine = Engine(model, cfg.train, mode=mode)
-        try:
-            train_all(engine, list(fused), "sweep_fused_losses", "sweep_fused_train_seconds")
-        finally:
-            engine.close()
     rec["lora_forward"] = "the backend's own"
+    undo = None
     if cfg.model.backend == "unsloth":
         from harness.backends import unsloth_private
 
-        unsloth_private.decline_fused_lora(model, "the sweep's solo reference: the engine's LoRA forwards")
+        undo = unsloth_private.decline_fused_lora(model, "the sweep's solo reference: the engine's LoRA forwards")
         rec["lora_forward"] = "peft's (Unsloth's fused LoRA kernels declined), as the multi-adapter engine's"
     engine = Engine(model, cfg.train, mode=mode)
     try:
@@ -206,6 +201,13 @@ def run_solo_sweep(cfg: RunConfig, rec: dict, out: Path, lrs: list[float], mode:
                 train_all(engine, [lr], "sweep_rerun_losses", None)
     finally:
         engine.close()
+    if fused and undo is not None:  # last: the reference and its spread come first when the arm's cap is short
+        undo()
+        engine = Engine(model, cfg.train, mode=mode)
+        try:
+            train_all(engine, list(fused), "sweep_fused_losses", "sweep_fused_train_seconds")
+        finally:
+            engine.close()
     rec.update(status="ok", train_seconds=round(sum(rec["sweep_train_seconds"].values()), 4))
     atomic_write_json(out, rec)
 
