@@ -235,7 +235,7 @@ def main() -> int:
 
     def sampling():
         backend.for_inference(model)
-        gcfg = replace(cfg.generate, max_new_tokens=96)
+        gcfg = replace(cfg.generate, max_new_tokens=64)
         out = {}
         for mode in ("eager", "graphs", "graphs again"):
             os.environ[GRAPHS_ENV] = "0" if mode == "eager" else "1"

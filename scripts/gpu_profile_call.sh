@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > 
 ( python3 -m compileall -q -j 16 "$SP" /tmp/site harness "$BASE/harness" > /dev/null 2>&1
   echo "compileall done at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt" ) &
 left() { echo $(( ${TOTAL:-585} - ($(date +%s) - T0) )); }
-timeout 125 python3 bench/multi_profile.py --steps 12 --out "$OUT/multi-profile.json" > /tmp/profile.log 2>&1
+timeout ${PROFILE_S:-110} python3 bench/multi_profile.py --steps 10 --out "$OUT/multi-profile.json" > /tmp/profile.log 2>&1
 echo "profile rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
 wait
 sweep() {  # $1: tree, $2: name, $3: cap
@@ -28,7 +28,7 @@ bench() {  # $1: name, $2: arms, $3: budget
   cp "/tmp/$1.json" "$OUT/$1.json" 2>/dev/null
 }
 bench sweep-new sweep,fast-peft 190
-[ -n "${SKIP_LANDED:-}" ] || sweep "$BASE" sweep-landed 150
+L=$(left); [ -n "${SKIP_LANDED:-}" ] || [ "$L" -lt 135 ] || sweep "$BASE" sweep-landed $(( L < 155 ? L - 5 : 150 ))
 L=$(left); [ "$L" -gt 80 ] && bench sweep-solo sweep-solo $(( L - 8 ))
 tar czf "$OUT/logs.tgz" /tmp/profile.log /tmp/sweep-*.log /tmp/sweep-*-raw.json /tmp/rep-*/bench-seed/logs \
   /tmp/rep-*/bench-seed/sweep-*-reports/runs/*/results.json /tmp/rep-*/bench-seed/sweep-*-reports/runs/*/logs \
