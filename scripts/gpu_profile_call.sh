@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > 
 ( python3 -m compileall -q -j 16 "$SP" /tmp/site harness "$BASE/harness" > /dev/null 2>&1
   echo "compileall done at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt" ) &
 left() { echo $(( ${TOTAL:-585} - ($(date +%s) - T0) )); }
-timeout ${PROFILE_S:-110} python3 bench/multi_profile.py --steps 10 --out "$OUT/multi-profile.json" > /tmp/profile.log 2>&1
+timeout ${PROFILE_S:-120} python3 bench/multi_profile.py --steps 10 --out "$OUT/multi-profile.json" > /tmp/profile.log 2>&1
 echo "profile rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
 wait
 sweep() {  # $1: tree, $2: name, $3: cap
