@@ -12,11 +12,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > 
 ( python3 -m compileall -q -j 16 "$SP" /tmp/site harness "$BASE/harness" > /dev/null 2>&1
   echo "compileall done at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt" ) &
 left() { echo $(( ${TOTAL:-585} - ($(date +%s) - T0) )); }
-if [ "${PROFILE_S:-120}" -gt 0 ]; then
-  timeout "${PROFILE_S:-120}" python3 bench/multi_profile.py --steps 10 --out "$OUT/multi-profile.json" > /tmp/profile.log 2>&1
+profile() {  # $1: seconds at most
+  [ "$1" -gt 30 ] || return 0
+  timeout "$1" python3 bench/multi_profile.py --steps 10 --out "$OUT/multi-profile.json" > /tmp/profile.log 2>&1
   echo "profile rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
-fi
-wait
+}
+[ -n "${BENCH_FIRST:-}" ] || profile "${PROFILE_S:-120}"
+[ -n "${BENCH_FIRST:-}" ] || wait
 sweep() {  # $1: tree, $2: name, $3: cap
   ( cd "$1" && PYTHONPATH=/tmp/site:$1 python3 -m harness --reports-dir "/tmp/rep-$2" bench --workload seed \
       --config seed --model random:llama-3.2-3b --arms sweep --budget-s "$3" --out "/tmp/$2.json" > "/tmp/$2.log" 2>&1 )
@@ -30,6 +32,7 @@ bench() {  # $1: name, $2: arms, $3: budget
   cp "/tmp/$1.json" "$OUT/$1.json" 2>/dev/null
 }
 L=$(left); bench sweep-new sweep,fast-peft $(( L < 190 ? L - 5 : 190 ))
+[ -z "${BENCH_FIRST:-}" ] || profile $(( $(left) - 5 ))
 L=$(left); [ -n "${SKIP_LANDED:-}" ] || [ "$L" -lt 135 ] || sweep "$BASE" sweep-landed $(( L < 155 ? L - 5 : 150 ))
 L=$(left); [ "$L" -gt 80 ] && bench sweep-solo sweep-solo $(( L - 8 ))
 tar czf "$OUT/logs.tgz" /tmp/profile.log /tmp/sweep-*.log /tmp/sweep-*-raw.json /tmp/rep-*/bench-seed/logs \
