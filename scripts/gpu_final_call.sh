@@ -14,7 +14,7 @@ timeout "${TESTS_S:-150}" python3 -m pytest tests/test_multi_gpu.py tests/test_f
 echo "gpu tests rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
 wait
 L=$(( 585 - ($(date +%s) - T0) ))
-python3 -m harness --reports-dir /tmp/rep bench --workload seed --config seed --model random:llama-3.2-3b \
+ASCIITUNE_MULTI_DECODE_GRAPHS=${DECODE_GRAPHS:-1} python3 -m harness --reports-dir /tmp/rep bench --workload seed --config seed --model random:llama-3.2-3b \
   --arms "${ARMS:-fast-peft,sweep-32}" --budget-s $(( L - 8 )) --out /tmp/final.json > /tmp/final.log 2>&1
 echo "bench rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
 cp /tmp/final.json "$OUT/"

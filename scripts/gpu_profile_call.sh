@@ -26,7 +26,8 @@ sweep() {  # $1: tree, $2: name, $3: cap
   cp "/tmp/$2.json" "$OUT/$2.json" 2>/dev/null
 }
 bench() {  # $1: name, $2: arms, $3: budget
-  ( PYTHONPATH=/tmp/site:$PWD python3 -m harness --reports-dir "/tmp/rep-$1" bench --workload seed --config seed \
+  ( PYTHONPATH=/tmp/site:$PWD ASCIITUNE_MULTI_DECODE_GRAPHS=${DECODE_GRAPHS:-1} python3 -m harness \
+      --reports-dir "/tmp/rep-$1" bench --workload seed --config seed \
       --model random:llama-3.2-3b --arms "$2" --budget-s "$3" --out "/tmp/$1.json" > "/tmp/$1.log" 2>&1 )
   echo "$1 rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
   cp "/tmp/$1.json" "$OUT/$1.json" 2>/dev/null

@@ -5,10 +5,11 @@ of the rows running adapter k (harness.train.generate.generate_copies), when eve
 
 Otherwise, or with ASCIITUNE_MULTI_SAMPLING=per-variant, each adapter is exported into the PEFT weights and
 sampled alone. On Unsloth the batched call runs Unsloth's generate with every LoRA fast path sent through the
-stacked layers (harness.backends.unsloth_private.plain_lora_forwards), and Unsloth's CUDA-graph decode replays
-the one-token step of the stacked model too (unsloth_private.stacked_decode_graphs): the segments it captures
-run the stacked LoRA products of every row's own adapter. Each result records how it sampled
-(GenerationStats.decode); measured in reports/gpu-bench/ (README.md, the sweep's phases).
+stacked layers (harness.backends.unsloth_private.plain_lora_forwards), which makes Unsloth's CUDA-graph decode
+decline, so the decode steps run eager. With ASCIITUNE_MULTI_DECODE_GRAPHS=1 its graphs replay the stacked model's
+one-token step too (unsloth_private.stacked_decode_graphs: the segments it captures run the stacked LoRA products
+of every row's own adapter); opt-in until a GPU run has checked it (tests/test_multi_gpu.py, bench/multi_profile.py:
+the same tokens as the eager decode). Each result records how it sampled (GenerationStats.decode).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from harness.train.multi.engine import MultiEngine
 
 GENERATE_ROWS = 256  # rows per batched generate call: the KV cache grows with rows x length
 SAMPLING_ENV = "ASCIITUNE_MULTI_SAMPLING"  # "per-variant": each adapter sampled alone even when settings match
-GRAPHS_ENV = "ASCIITUNE_MULTI_DECODE_GRAPHS"  # "0": the batched decode runs eager (for measurements and checks)
+GRAPHS_ENV = "ASCIITUNE_MULTI_DECODE_GRAPHS"  # "1": graphed batched decode on Unsloth; "0": eager, graphs off
 UNSLOTH_GRAPHS = "UNSLOTH_DECODE_CUDA_GRAPHS"
 
 
@@ -67,11 +68,12 @@ def sample_variants(model, tokenizer, engine: MultiEngine, gcfgs: list,
 
 
 def _decode_graphs(engine: MultiEngine):
-    """On Unsloth: let its CUDA-graph decode replay the stacked model's step, or with GRAPHS_ENV "0" turn its decode
-    graphs off for the call (they would otherwise decline the stacked layers for good); the undo."""
-    if "unsloth" not in sys.modules or not engine.cuda:
+    """On Unsloth with GRAPHS_ENV "1": let its CUDA-graph decode replay the stacked model's step; with "0" turn its
+    decode graphs off for the call (they would otherwise decline the stacked layers for good); the undo, or None."""
+    flag = os.environ.get(GRAPHS_ENV, "")
+    if "unsloth" not in sys.modules or not engine.cuda or flag not in ("0", "1"):
         return None
-    if os.environ.get(GRAPHS_ENV, "") == "0":
+    if flag == "0":
         before = os.environ.get(UNSLOTH_GRAPHS)
         os.environ[UNSLOTH_GRAPHS] = "0"  # read per generate call (harness.backends.unsloth_backend)
 
