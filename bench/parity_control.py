@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     from harness.config import load_plan
     from harness.data import build_dataset, format_example
     from harness.models import resolve
-    from harness.train import fast
-    from harness.train.fast_engine import Engine
-    from harness.train.fast_run import FastRun
+    from harness.train.fast import plan as fast
+    from harness.train.fast.engine import Engine
+    from harness.train.fast.run import FastRun
 
     cfg = load_plan("seed", ["model.name=random:llama-3.2-3b", "model.backend=unsloth", "train.plan=fast"]).base
     model, tok, info = backend.load(resolve(cfg.model.name), fast.load_config(cfg))

@@ -6,7 +6,7 @@
 Random-weight Llama-3.2-3B (built once under /tmp/llama3b, byte tokenizer) as on the GPU machine, where
 no weights travel. Arms: the seed plan through TRL's SFTTrainer on Unsloth (offloaded checkpointing,
 8-bit AdamW; per-step losses, step times and the exact micro-batches it trained on), and the fast plan
-(harness/train/fast.py) on Unsloth and on PEFT, eager and with CUDA graphs. Each arm writes its JSON
+(harness/train/fast/plan.py) on Unsloth and on PEFT, eager and with CUDA graphs. Each arm writes its JSON
 after every step it can, so a run cut short still reports. The summary goes to OUT/seed_fast_probe.json
 and a table is printed last. The harness's own version of this comparison, on the harness's seed workload
 and through its training path, is `asciitune bench --workload seed` (harness/gpu/seed.py).
@@ -33,8 +33,8 @@ PARITY_RTOL = 0.005  # the issue's bound: per-step losses within 0.5% of the see
 
 
 def load_fast():
-    """harness.train.fast (imported late: Unsloth must be imported before transformers in an arm)."""
-    from harness.train import fast
+    """harness.train.fast.plan (imported late: Unsloth must be imported before transformers in an arm)."""
+    from harness.train.fast import plan as fast
     return fast
 
 

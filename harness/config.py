@@ -91,7 +91,7 @@ class TrainConfig:
     eval_batch_tokens: int = 2048  # padded tokens per probe batch (bounds the logits' memory)
     report_to: str = "none"  # TRL trackers, comma-separated: "tensorboard" (offline: <run>/tensorboard), "wandb"
     # How optimizer steps execute: "seed" = TRL's SFTTrainer as the seed notebook; "fast" = the same step math as
-    # one packed micro-batch per step, fused AdamW, CUDA graphs on a GPU (harness.train.fast).
+    # one packed micro-batch per step, fused AdamW, CUDA graphs on a GPU (harness.train.fast.plan).
     plan: str = "seed"
     # Seeds each variant runs over: N > 1 trains and samples it N times, replicate k with train.seed + k and
     # generate.seed + k (data order, sampling; lora.random_state stays), named NAME, NAME@s1 ... NAME@s<N-1>;

@@ -265,10 +265,10 @@ class TrainStats:
     peak_memory_kind: str = ""  # "cuda_max_reserved" or "cpu_max_rss"
     trainable_parameters: int = 0
     eval_seconds: float = 0.0  # time spent measuring the loss curves, excluded from tokens_per_s
-    plan: str = "seed"  # train.plan that ran: "seed" (TRL SFTTrainer) or "fast" (harness.train.fast)
+    plan: str = "seed"  # train.plan that ran: "seed" (TRL SFTTrainer) or "fast" (harness.train.fast.plan)
     plan_reason: str = ""  # how the plan executed and why, e.g. "CUDA graphs over 512-token buckets; ..."
     warmup_seconds: float = 0.0  # the fast plan's warm-up and graph captures (inside seconds, before the steps)
-    # The fast plan's engine: "solo" (harness.train.fast) or "multi-adapter, K=8" (harness.train.multi: this
+    # The fast plan's engine: "solo" (harness.train.fast.plan) or "multi-adapter, K=8" (harness.train.multi.plan: this
     # variant trained with 7 others in the same kernels, seconds and peak memory shared); "" for the seed plan.
     engine: str = ""
     kept: str = "last"  # train.keep: which adapter was saved, sampled and judged (harness.train.keep)
@@ -291,7 +291,7 @@ class GenerationStats:
     dtype: str = ""
     sampler: str = ""  # for llama.cpp (GGUF) sampling, which draws sample i with seed + i
     decode: str = ""  # how each token's step ran, e.g. "CUDA graphs (Unsloth): ..." or "eager" (backend.decode_mode)
-    shared_with: int = 1  # variants sampled in the same generate calls (harness.train.multi): seconds are shared
+    shared_with: int = 1  # variants sampled in the same generate calls (harness.train.multi.plan): seconds are shared
 
 
 @dataclass

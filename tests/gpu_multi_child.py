@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -41,11 +42,12 @@ def main() -> int:
     from harness.config import load_plan
     from harness.data import build_dataset, format_example
     from harness.models import resolve
-    from harness.train import fast
-    from harness.train.fast_engine import Engine
-    from harness.train.fast_run import FastRun
-    from harness.train.multi_engine import MultiEngine
-    from harness.train.multi_run import MultiRun
+    from harness.train.fast import plan as fast
+    from harness.train.fast.engine import Engine
+    from harness.train.fast.run import FastRun
+    from harness.train.multi.engine import MultiEngine
+    from harness.train.multi.run import MultiRun
+    from harness.train.multi.sample import GRAPHS_ENV, sample_variants
 
     folder = Path(tempfile.mkdtemp(prefix="asciitune-multi-gpu-"))
     (folder / "config.json").write_text(json.dumps(ARCH))
@@ -64,11 +66,11 @@ def main() -> int:
     run.run(run.total)
     doc["multi"] = {"mode": multi.mode, "graphs": sorted(multi.graphs), "seconds": round(time.perf_counter() - t0, 2),
                     "losses": [run.losses(k) for k in range(3)], "rows": [run.stats(k).rows for k in range(3)]}
-    probe = run.probe_set(tok, [texts[:8]] * 3)
+    probe = run.probe_batches(tok, [[texts[:8]] * 3])
     dev = next(model.parameters()).device  # a GPU where this runs for real; the CPU for a smoke run
-    sums = torch.zeros(3, device=dev)
+    sums = torch.zeros(1, 3, device=dev)
     multi.probe(probe, sums)
-    doc["multi"]["probe"] = sums.tolist()
+    doc["multi"]["probe"] = sums[0].tolist()
     doc["multi"]["probe_mode"] = "graphs" if multi.probe_graphs else f"eager {multi.probe_eager}"
     run.pause()
 
@@ -104,7 +106,32 @@ def main() -> int:
         gen.append({"same_tokens": same_tokens, "score_rel_diff_per_step": per_step})
     doc["generate"] = gen
     doc["generate_decode"] = backend.decode_mode(model)
+
+    # Seeded sampling of the three adapters in one batched call, the decode eager and then replayed as CUDA graphs
+    # (Unsloth's, over the stacked layers): the same tokens, since a replay runs the eager step's kernels.
+    gcfg = replace(cfg.generate, n_samples=4, batch_size=4, max_new_tokens=24, temperature=0.8, top_p=0.95)
+    draws = {}
+    for mode in ("eager", "graphs"):
+        os.environ[GRAPHS_ENV] = "0" if mode == "eager" else "1"
+        counts = backend.decode_counts(model)
+        sampled, how = sample_variants(model, tok, multi, [gcfg] * 3)
+        draws[mode] = {"texts": [[s.text for s in x] for x, _ in sampled], "how": how,
+                       "decode": backend.decode_mode(model, counts)}
+    os.environ.pop(GRAPHS_ENV)
+    doc["decode_graphs"] = {"eager": draws["eager"]["decode"], "graphs": draws["graphs"]["decode"],
+                            "how": draws["graphs"]["how"], "same_tokens": draws["eager"]["texts"] ==
+                            draws["graphs"]["texts"], "adapters_differ": len({tuple(x) for x in
+                                                                               draws["graphs"]["texts"]}) == 3}
+
+    # The same engine trains the same variants again after sampling (a sweep's next group): its graphs replay.
     backend.for_training(model)
+    again = MultiRun(multi, tok, variants, max_length=cfg.model.max_seq_length)
+    again.warm_up()
+    again.run(again.total)
+    again.pause()
+    doc["multi"]["again_losses"] = [again.losses(k) for k in range(3)]
+    doc["again_max_rel_diff_per_variant"] = [_rel(a, m) for a, m in zip(doc["multi"]["again_losses"],
+                                                                         doc["multi"]["losses"])]
     multi.close()
 
     t0 = time.perf_counter()

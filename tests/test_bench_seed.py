@@ -129,6 +129,15 @@ def test_sweep_parity_and_processes_from_results():
     assert par["parity"]["a"]["max_rel_diff"] == 0.0 and par["parity_max_rel_diff"] == pytest.approx(0.02)
     assert par["parity"]["b"]["worst_step"] == 3 and not par["parity_ok"]
     assert not sweep_parity(losses, {repr(1e-4): [2.0, 1.5, 1.0]}, PARITY_RTOL)["parity_ok"]  # b has no reference
+    # b's solo run differs from itself by 3% when trained again: that spread, not 0.5%, bounds b; a's stays 0.5%
+    rerun = {repr(1e-4): [2.0, 1.5, 1.0], repr(2e-4): [2.0, 1.4, 0.97]}
+    fused = {repr(2e-4): [2.0, 1.41, 1.0]}
+    par = sweep_parity(losses, solo, PARITY_RTOL, rerun, fused)
+    assert par["parity_ok"] and par["parity"]["a"]["bound"] == PARITY_RTOL
+    assert par["parity"]["b"]["bound"] == pytest.approx(0.03) and par["parity"]["b"]["rerun_spread"] == \
+        pytest.approx(0.03)
+    assert par["parity"]["b"]["solo_fused_vs_plain"] == pytest.approx(0.01 / 1.4)  # reported beside, not bounded
+    assert par["parity"]["a"]["solo_fused_vs_plain"] is None
     rows = [{"name": n, "pid": 7, "engine": "multi-adapter, K=2", "shared_phases": ["load", "train", "generate"],
              "phases": {"load": 30.0, "train": 20.0, "save": s, "generate": 9.0, "judge": 1.0}} for n, s in
             (("a", 0.5), ("b", 0.7))]

@@ -1,4 +1,4 @@
-"""The chunked loss over hidden states (harness.train.chunked_loss) is the model's own causal-LM loss: the same
+"""The chunked loss over hidden states (harness.train.fast.chunked_loss) is the model's own causal-LM loss: the same
 value, the same LoRA gradients, per row with its own normalisation, and the fast plan's per-step losses do not
 move when it replaces the model's loss (tiny random Llama, float32 on the CPU, seconds).
 
@@ -13,8 +13,8 @@ pytest.importorskip("peft")
 
 from test_fast_plan import TEXTS, _model, _tokenizer  # noqa: E402
 
-from harness.train import chunked_loss  # noqa: E402
-from harness.train.fast_math import block_causal_mask, pack_step, tokenize_like_sft  # noqa: E402
+from harness.train.fast import chunked_loss  # noqa: E402
+from harness.train.fast.stepmath import block_causal_mask, pack_step, tokenize_like_sft  # noqa: E402
 
 # float32: the chunked and the model's loss differ only in summation order (logsumexp per chunk vs over the
 # batch, a gradient computed in forward vs by autograd), ~1e-7 relative; a missed target or a wrong shift
@@ -68,8 +68,8 @@ def test_chunked_rows_equal_the_models_loss_and_gradients():
 def test_fast_plan_losses_do_not_move_with_the_chunked_loss():
     from types import SimpleNamespace
 
-    from harness.train.fast_engine import Engine
-    from harness.train.fast_run import FastRun
+    from harness.train.fast.engine import Engine
+    from harness.train.fast.run import FastRun
 
     tok = _tokenizer()
     cfg = SimpleNamespace(batch_size=2, grad_accum=2, epochs=1.0, max_steps=-1, lr=5e-3, scheduler="linear",

@@ -124,7 +124,7 @@ def test_jobs_2_matches_jobs_1_and_a_failure_stays_alone(tmp_path, reference):
 def test_fast_variants_train_together_in_the_multi_adapter_engine_and_match_their_own_runs(tmp_path):
     proc, run_dir, results = _run(tmp_path, "--variants", "fast1,fast2,fastbad", "--jobs", "2")
     assert proc.returncode == 1, proc.stdout + proc.stderr  # fastbad failed
-    assert "3 fast-plan variants train together in 1 multi-adapter engine(s)" in proc.stdout
+    assert "3 fast-plan variants train together in 1 multi-adapter engine group(s) in 1 process(es)" in proc.stdout
     v = results["variants"]
     assert v["fast1"]["status"] == v["fast2"]["status"] == "done"
     assert v["fastbad"]["status"] == "failed" and "zero tokens" in v["fastbad"]["error"], v["fastbad"]["error"]
@@ -132,7 +132,8 @@ def test_fast_variants_train_together_in_the_multi_adapter_engine_and_match_thei
     assert "multi-adapter engine" in v["fast2"]["backend_note"]
     assert "[fast2] step 2: train loss" in (run_dir / "logs" / "fast1.log").read_text()  # one child, one log
     t1, t2 = v["fast1"]["timing"], v["fast2"]["timing"]
-    assert t1["pid"] == t2["pid"] > 0 and list(t1["phases"]) == ["start", "load", "train", "save", "generate", "judge"]
+    assert t1["pid"] == t2["pid"] > 0
+    assert list(t1["phases"]) == ["start", "import", "load", "train", "save", "generate", "judge"]
     assert t1["phases"]["train"] == t2["phases"]["train"] and "train" in t1["shared"]  # trained once, for both
     (tmp_path / "alone").mkdir()
     _, _, alone = _run(tmp_path / "alone", "--variants", "fast2", "--jobs", "1")
@@ -157,8 +158,8 @@ def test_fast_variants_share_a_process_one_after_another_without_the_multi_adapt
     assert "[fast2] step 2: train loss" in (run_dir / "logs" / "fast1.log").read_text()  # one child, one log
     t1, t2 = v["fast1"]["timing"], v["fast2"]["timing"]  # where the time went, per variant, in one process
     assert t1["pid"] == t2["pid"] > 0 and t1["spawned_at"] == t2["spawned_at"] > 0
-    assert list(t1["phases"]) == ["start", "load", "train", "save", "generate", "judge"]
-    assert list(t2["phases"]) == ["load", "train", "save", "generate", "judge"]  # no interpreter start of its own
+    assert list(t1["phases"]) == ["start", "import", "load", "train", "save", "generate", "judge"]
+    assert list(t2["phases"]) == ["import", "load", "train", "save", "generate", "judge"]  # no start of its own
     assert t1["phases"]["start"] > 0 and t2["phases"]["load"] < t1["phases"]["load"] / 5  # the model was kept
     assert 0 < t2["phases"]["train"] < time.time() - t1["spawned_at"], (t1, t2)
     (tmp_path / "alone").mkdir()

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from harness.train.fast import (  # noqa: E402
+from harness.train.fast.plan import (  # noqa: E402
     block_causal_mask,
     pack_step,
     seed_plan_batches,
@@ -187,8 +187,8 @@ def test_engine_reuse_equals_fresh_engines():
     LoRA weights, AdamW state and grads are reset in place, not carried over."""
     from types import SimpleNamespace
 
-    from harness.train.fast_engine import Engine
-    from harness.train.fast_run import FastRun
+    from harness.train.fast.engine import Engine
+    from harness.train.fast.run import FastRun
 
     tok = _tokenizer()
     runs = [SimpleNamespace(batch_size=2, grad_accum=2, epochs=1.0, max_steps=-1, lr=lr, scheduler="linear",
@@ -228,7 +228,7 @@ def test_fast_variant_matches_seed_variant_on_cpu(tmp_path):
     from harness import backends
     from harness.data import build_dataset
     from harness.models import resolve
-    from harness.train.fast import train_variant_fast
+    from harness.train.fast.plan import train_variant_fast
     from harness.train.sft import train_variant
 
     backend = backends.get("peft")
@@ -258,7 +258,7 @@ def test_fast_variant_matches_seed_variant_on_cpu(tmp_path):
                                                ("report_to", "tensorboard", "no Trainer")])
 def test_fast_plan_refuses_what_it_cannot_reproduce(key, value, words):
     from harness.errors import UserError
-    from harness.train import fast
+    from harness.train.fast import plan as fast
 
     cfg = _tiny_cfg(plan="fast", **{key: value})
     why = fast.refusal(cfg)
@@ -272,7 +272,7 @@ def test_fast_plan_refuses_what_it_cannot_reproduce(key, value, words):
 def test_fast_plan_loads_without_checkpointing():
     from dataclasses import replace
 
-    from harness.train import fast
+    from harness.train.fast import plan as fast
 
     cfg = _tiny_cfg(plan="fast")
     cfg = replace(cfg, lora=replace(cfg.lora, gradient_checkpointing="unsloth"))
@@ -302,8 +302,8 @@ def test_graphs_replay_the_eager_steps_on_a_gpu():
         pytest.skip("needs a CUDA GPU")
     from types import SimpleNamespace
 
-    from harness.train.fast_engine import Engine
-    from harness.train.fast_run import FastRun
+    from harness.train.fast.engine import Engine
+    from harness.train.fast.run import FastRun
 
     tok = _tokenizer()
     settings = [SimpleNamespace(batch_size=2, grad_accum=2, epochs=2.0, max_steps=-1, lr=lr, scheduler="linear",

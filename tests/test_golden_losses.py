@@ -31,7 +31,7 @@ def _losses(plan: str, **train) -> dict:
     from harness.config import load_plan
     from harness.data import build_dataset
     from harness.models import resolve
-    from harness.train import fast
+    from harness.train.fast import plan as fast
     from harness.train.sft import train_variant
 
     cfg = load_plan("tiny", ['model.dtype="float32"', f"train.plan={plan}"]).base

@@ -120,3 +120,23 @@ def test_judging_and_reporting_never_import_torch(module: str) -> None:
            "print(','.join(bad)); sys.exit(1 if bad else 0)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, f"{module} imports {out.stdout.strip() or out.stderr[-500:]}"
+
+
+def test_the_fast_plan_stands_without_the_multi_adapter_engine() -> None:
+    # harness.train.fast (the solo plan, its step math, loss and timed loop) is the floor the multi-adapter engine
+    # builds on: the engine imports it, never the other way round.
+    bad = sorted(f"{m} -> {t}" for m, ts in GRAPH.items() if m.startswith("harness.train.fast")
+                 for t in ts if t.startswith("harness.train.multi"))
+    assert not bad, "the fast plan imports the multi-adapter engine:\n" + "\n".join(bad)
+
+
+def test_both_engines_time_their_steps_in_the_one_loop() -> None:
+    # The solo FastRun and the multi-adapter MultiRun run their steps through harness.train.fast.loop.StepLoop,
+    # not a copy of its timed loop each.
+    from harness.train.fast.loop import StepLoop
+    from harness.train.fast.run import FastRun
+    from harness.train.multi.run import MultiRun
+
+    for cls in (FastRun, MultiRun):
+        assert issubclass(cls, StepLoop)
+        assert "run" not in vars(cls) and "warm_up" not in vars(cls), f"{cls.__name__} times its own steps"

@@ -16,11 +16,13 @@ pytest.importorskip("peft")
 
 from test_fast_plan import TEXTS, _model, _tokenizer  # noqa: E402
 
-from harness.train import fast_engine, multi_lora  # noqa: E402
-from harness.train.fast_engine import Engine  # noqa: E402
-from harness.train.fast_run import FastRun  # noqa: E402
-from harness.train.multi_engine import MultiEngine  # noqa: E402
-from harness.train.multi_run import MultiRun  # noqa: E402
+from harness.train.fast import engine as fast_engine  # noqa: E402
+from harness.train.fast.engine import Engine  # noqa: E402
+from harness.train.fast.run import FastRun  # noqa: E402
+from harness.train.multi import layers as multi_layers  # noqa: E402
+from harness.train.multi import ops as multi_ops  # noqa: E402
+from harness.train.multi.engine import MultiEngine  # noqa: E402
+from harness.train.multi.run import MultiRun  # noqa: E402
 
 # float32 on the CPU: a stacked bmm against peft's per-layer matmuls, K rows in one batch against one: only
 # summation order differs, as in tests/test_fast_plan.py (GRAD_RTOL); through AdamW over several steps its
@@ -80,7 +82,7 @@ def tight_clip(monkeypatch):
     """Clip at 0.3 in both engines: the tiny model's step gradients (~0.4-0.5) are then clipped, each adapter by
     its own factor, so a clip over the K adapters together would show."""
     monkeypatch.setattr(fast_engine, "MAX_GRAD_NORM", 0.3)
-    monkeypatch.setattr(multi_lora, "MAX_GRAD_NORM", 0.3)
+    monkeypatch.setattr(multi_ops, "MAX_GRAD_NORM", 0.3)
 
 
 def test_k_variants_train_as_their_solo_runs(tight_clip):
@@ -133,9 +135,10 @@ def test_a_saved_adapter_reloads_with_the_engines_loss(tmp_path):
     run = MultiRun(engine, tok, VARIANTS, max_length=256)
     run.warm_up()
     run.run(run.total)
-    probe = run.probe_set(tok, [TEXTS[:4]] * 3)
-    in_engine = torch.zeros(3)
+    probe = run.probe_batches(tok, [[TEXTS[:4]] * 3])
+    in_engine = torch.zeros(1, 3)
     engine.probe(probe, in_engine)
+    in_engine = in_engine[0]
     engine.stack.uninstall()
     engine.stack.export(1)
     model.save_pretrained(str(tmp_path / "adapter"))
@@ -146,6 +149,34 @@ def test_a_saved_adapter_reloads_with_the_engines_loss(tmp_path):
 
     assert probe_loss(loaded, tok, TEXTS[:4]) == pytest.approx(in_engine[1].item(), rel=GRAD_RTOL)
     assert in_engine[0].item() != pytest.approx(in_engine[1].item(), rel=1e-3)  # the adapters did differ
+
+
+def test_probes_batch_every_adapter_and_set_into_few_forwards_each_row_to_its_own_sum(monkeypatch):
+    from harness.train.multi import run as multi_run
+    from harness.train.sft import probe_loss
+
+    tok, model = _tokenizer(), _model()
+    engine = MultiEngine(model, k=3, micro_tokens=CAP)
+    run = MultiRun(engine, tok, VARIANTS, max_length=256)
+    run.warm_up()
+    run.run(2)
+    sets = [[TEXTS[:4], TEXTS[2:6], TEXTS[:3]], [TEXTS[4:9], TEXTS[:2], TEXTS[1:5]]]  # [set][adapter]
+    together = run.probe_batches(tok, sets)
+    assert len(together) == 1  # the CPU's layout: one forward, every row padded to the longest
+    engine.bucket = 16  # the GPU's layout: rows grouped by bucketed width, at most PROBE_TOKENS per forward
+    monkeypatch.setattr(multi_run, "PROBE_TOKENS", 3 * 2 * 48)
+    split = run.probe_batches(tok, sets)
+    assert len(split) > 2 and all(b[0].shape[0] % 3 == 0 and b[0].shape[1] % 16 == 0 for b in split)
+    a, b = torch.zeros(2, 3), torch.zeros(2, 3)
+    engine.probe(together, a)
+    engine.probe(split, b)
+    assert torch.allclose(a, b, rtol=GRAD_RTOL, atol=0)
+    engine.stack.uninstall()
+    for k in range(3):  # each adapter's probe is probe_loss of its own texts with its own weights
+        engine.stack.export(k)
+        for i in range(2):
+            assert probe_loss(model, tok, sets[i][k]) == pytest.approx(a[i, k].item(), rel=GRAD_RTOL), (i, k)
+    engine.close()
 
 
 def _base():
@@ -164,7 +195,7 @@ def test_the_stack_refuses_what_it_cannot_stack():
     cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
                       num_attention_heads=4, num_key_value_heads=2)
     model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=4, lora_dropout=0.1, target_modules=["q_proj"]))
-    assert "dropout" in multi_lora.refusal(model)
+    assert "dropout" in multi_layers.refusal(model)
     with pytest.raises(ValueError, match="dropout"):
         MultiEngine(model, k=2)
-    assert multi_lora.refusal(_model()) == ""
+    assert multi_layers.refusal(_model()) == ""

@@ -35,10 +35,10 @@ def test_multi_graphs_replay_eager_and_match_solo_in_fp32():
     from test_fast_plan import _model, _tokenizer
     from test_multi_engine import VARIANTS
 
-    from harness.train.fast_engine import Engine
-    from harness.train.fast_run import FastRun
-    from harness.train.multi_engine import MultiEngine
-    from harness.train.multi_run import MultiRun
+    from harness.train.fast.engine import Engine
+    from harness.train.fast.run import FastRun
+    from harness.train.multi.engine import MultiEngine
+    from harness.train.multi.run import MultiRun
 
     tok = _tokenizer()
 
@@ -48,11 +48,11 @@ def test_multi_graphs_replay_eager_and_match_solo_in_fp32():
         run.warm_up()
         run.run(2)
         run.run(run.total)
-        probe = run.probe_set(tok, [v[0][:6] for v in VARIANTS])
-        sums = torch.zeros(3, device="cuda")
+        probe = run.probe_batches(tok, [[v[0][:6] for v in VARIANTS]])
+        sums = torch.zeros(1, 3, device="cuda")
         engine.probe(probe, sums)
         engine.probe(probe, sums)  # a replay of the probe graphs the first call captured
-        out = [run.losses(k) for k in range(3)], (sums / 2).tolist(), engine
+        out = [run.losses(k) for k in range(3)], (sums[0] / 2).tolist(), engine
         return out
 
     (eager, eager_probe, _), (graphs, graph_probe, engine) = multi("eager"), multi("graphs")
@@ -89,6 +89,11 @@ def test_multi_against_solo_through_the_backend(tmp_path, backend):
     assert len(set(round(x, 4) for x in doc["multi"]["probe"])) == 3  # three adapters, three probe losses
     if backend == "unsloth":
         assert doc["unsloth_sees_multiple_adapters"] is True
+        graphs = doc["decode_graphs"]  # the batched decode replayed as CUDA graphs: the eager decode's tokens
+        assert graphs["graphs"].startswith("CUDA graphs") and graphs["eager"].startswith("eager"), graphs
+        assert graphs["same_tokens"] and graphs["adapters_differ"] and graphs["how"].startswith("batched"), graphs
+    # the engine reused after sampling (a sweep's next group) trains the same variants to the same losses
+    assert max(doc["again_max_rel_diff_per_variant"]) <= BF16_RTOL, doc["again_max_rel_diff_per_variant"]
     for k, g in enumerate(doc["generate"]):
         assert g["score_rel_diff_per_step"] and g["score_rel_diff_per_step"][0] <= SCORE_RTOL, (k, g)
         assert max(g["score_rel_diff_per_step"]) <= SCORE_RTOL, (k, g)

@@ -18,8 +18,8 @@ from test_fast_plan import TEXTS, _model, _tiny_cfg, _tokenizer  # noqa: E402
 
 from harness.config import GenerateConfig  # noqa: E402
 from harness.train.generate import generate_copies, generate_samples  # noqa: E402
-from harness.train.multi_engine import MultiEngine  # noqa: E402
-from harness.train.multi_run import MultiRun  # noqa: E402
+from harness.train.multi.engine import MultiEngine  # noqa: E402
+from harness.train.multi.run import MultiRun  # noqa: E402
 
 # Probe losses of a variant trained in the engine against the same variant trained alone: float32, the
 # summation-order noise of tests/test_multi_engine.py carried through a few AdamW steps.
@@ -62,7 +62,7 @@ def test_batched_sampling_runs_each_row_block_with_its_own_adapter():
 
 
 def test_sample_variants_batches_when_settings_match_and_falls_back_when_asked(monkeypatch):
-    from harness.train import multi
+    from harness.train.multi import sample as multi
 
     model, tok, engine = _trained_engine(2)
     greedy = GenerateConfig(n_samples=2, batch_size=2, max_new_tokens=8, temperature=0.0, prompt="\n")
@@ -78,8 +78,8 @@ def test_sample_variants_batches_when_settings_match_and_falls_back_when_asked(m
 
 
 def test_groups_put_shareable_fast_variants_together(tmp_path):
-    from harness.train import multi
     from harness.train.job import groups
+    from harness.train.multi import plan as multi
 
     jobs = _jobs(tmp_path, True)
     seed = replace(jobs[0], name="seed", config=replace(jobs[0].config, train=replace(jobs[0].config.train,
@@ -156,8 +156,8 @@ def test_a_group_whose_engine_fails_is_trained_alone_and_says_so(tmp_path, monke
     import json
 
     from harness.results import VariantResult, build
-    from harness.train import multi
     from harness.train.job import run_jobs, variant_file
+    from harness.train.multi import plan as multi
 
     def broken(*args, **kwargs):
         raise RuntimeError("no room on the card")
@@ -180,8 +180,9 @@ def test_keep_and_stop_on_per_variant_as_each_would_alone(monkeypatch):
     from harness import backends
     from harness.data import build_dataset
     from harness.models import resolve
-    from harness.train import keep, multi
-    from harness.train.fast import run_fast_variant
+    from harness.train import keep
+    from harness.train.fast.plan import run_fast_variant
+    from harness.train.multi import plan as multi
 
     monkeypatch.setattr(keep, "analyse", lambda steps, tr, ho: SimpleNamespace(
         verdict="memorizing" if len(steps) >= 3 else "learning"))
@@ -204,3 +205,47 @@ def test_keep_and_stop_on_per_variant_as_each_would_alone(monkeypatch):
         row = engine.stack.row(j)
         assert ((row - kept).norm() / kept.norm()).item() < LOSS_RTOL
     engine.close()
+
+
+def test_group_sizes_split_a_sweep_into_even_engine_groups(monkeypatch):
+    from harness.train.multi import plan as multi
+
+    assert multi.group_sizes(8) == [8] and multi.group_sizes(32) == [8, 8, 8, 8]
+    assert multi.group_sizes(9) == [5, 4] and multi.group_sizes(2) == [2]
+    monkeypatch.setenv(multi.GROUP_ENV, "3")
+    assert multi.group_sizes(7) == [3, 2, 2]
+
+
+def test_a_sweep_keeps_each_engine_group_as_it_ends_and_one_process_trains_them_all(tmp_path, monkeypatch):
+    from harness.train.executors import multi_units, units
+    from harness.train.job import groups, run_jobs, variant_file
+    from harness.train.multi import plan as multi
+
+    monkeypatch.setenv(multi.GROUP_ENV, "2")
+    first = [replace(j, config=replace(j.config, train=replace(j.config.train, eval_heldout_pieces=2)))
+             for j in _jobs(tmp_path, True)[:2]]  # a and b, both fine; small probes (seconds on the CPU)
+    jobs = first + [replace(j, name=f"{j.name}2", config=replace(j.config, train=replace(j.config.train, lr=4e-3)))
+                    for j in first]
+    assert [[j.name for j in g] for g in groups(jobs)] == [["a", "b"], ["a2", "b2"]]
+    assert [[j.name for j in u] for u in units(jobs, 1)] == [["a", "b", "a2", "b2"]]  # one process, one load
+    assert multi_units(units(jobs, 1)) == units(jobs, 1)
+    assert [[j.name for j in u] for u in units(jobs, 2)] == [["a", "b"], ["a2", "b2"]]
+    real, calls = multi.train_variants, []
+
+    def stop_at_the_second_group(*args, **kwargs):
+        calls.append(len(args[2]))
+        if len(calls) == 2:  # a cap or Ctrl-C while the second group trains: the first group's results are written
+            assert all(variant_file(tmp_path, n).is_file() for n in ("a", "b"))
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(multi, "train_variants", stop_at_the_second_group)
+    with pytest.raises(KeyboardInterrupt):
+        run_jobs(jobs)
+    import json
+
+    assert calls == [2, 2]
+    for name in ("a", "b"):
+        done = json.loads(variant_file(tmp_path, name).read_text())
+        assert done["status"] == "done" and done["train"]["engine"] == "multi-adapter, K=2", done["error"]
+    assert not variant_file(tmp_path, "a2").exists() and not variant_file(tmp_path, "b2").exists()

@@ -69,3 +69,25 @@ def test_the_installed_unsloth_has_them_and_loses_one_when_monkeypatched():
     out = proc.stdout
     assert f"CHECK OK {WRITTEN_FOR}" in out, proc.stdout + proc.stderr[-3000:]
     assert f"ERROR Unsloth {WRITTEN_FOR} lacks unsloth.models.llama._decline_fused_lora_for_fsdp" in out
+
+
+def test_stacked_decode_graphs_fingerprint_each_layer_with_its_own_adapter_and_the_stack(monkeypatch):
+    # Unsloth's decode-graph fingerprint (faked here) declines a layer with several active adapters; wrapped, it sees
+    # each marked layer with its first adapter only, gets the stack's state appended, and the marks stay as they were.
+    seen = []
+
+    def original(model, layers, rope_len):
+        seen.append([layer._active_adapter for layer in layers])
+        return None if any(isinstance(layer._active_adapter, list) for layer in layers) else ("fp", rope_len)
+
+    graphs = SimpleNamespace(_fingerprint=original)
+    monkeypatch.setitem(sys.modules, "unsloth", SimpleNamespace())
+    monkeypatch.setitem(sys.modules, "unsloth.models", SimpleNamespace(_decode_graphs=graphs))
+    layers = [SimpleNamespace(_active_adapter=["default", unsloth_private.MULTI_MARK]) for _ in range(2)]
+    assert graphs._fingerprint(None, layers, 8) is None  # as Unsloth has it: the stacked layers are declined
+    undo = unsloth_private.stacked_decode_graphs(layers, lambda: ("stack", 1234, (0, 8)))
+    assert graphs._fingerprint(None, layers, 8) == ("fp", 8, ("stack", 1234, (0, 8)))
+    assert seen[-1] == ["default", "default"]  # single adapters while the fingerprint was taken
+    assert all(layer._active_adapter == ["default", unsloth_private.MULTI_MARK] for layer in layers)  # marks back
+    undo()
+    assert graphs._fingerprint is original

@@ -38,7 +38,7 @@ class Private:
 PRIVATE = (
     Private("attribute", "unsloth.models.llama", "_unsloth_keep_padding_mask",
             "set on the decoder stack, keeps the fast plan's block-diagonal masks in training "
-            "(harness.train.fast_parts.UnslothFlags)"),
+            "(harness.train.fast.parts.UnslothFlags)"),
     Private("attribute", "unsloth.models.llama", "_unsloth_allow_packed_overlength",
             "set on the decoder stack, stops Unsloth cutting packed rows at max_seq_length"),
     Private("env", "unsloth.models.llama", "UNSLOTH_RETURN_LOGITS",
@@ -55,6 +55,9 @@ PRIVATE = (
             "the modules whose fused LoRA forwards the multi-adapter engine sets aside and later restores"),
     Private("function", "unsloth.models.llama", "_decline_fused_lora_for_fsdp",
             "puts peft's forwards back on fused-LoRA layers while the multi-adapter engine's stack is installed"),
+    Private("function", "unsloth.models._decode_graphs", "_fingerprint",
+            "what a captured decode step baked in: the multi-adapter engine's batched sampling wraps it so that the "
+            "stacked layers (whose fast paths call the layer) are graphed too, with the stack's weights in it", False),
     Private("function", "unsloth.kernels.utils", "_has_multiple_active_adapters",
             "Unsloth's LoRA fast paths (fused kernels, fast_linear_forward in generation) call the layer instead "
             "of reading its weights when it has several active adapters: the multi-adapter engine marks its "
@@ -124,5 +127,51 @@ def plain_lora_forwards(model, layers: list) -> Callable[[], None]:
             layer._active_adapter = active
         for m, name, value in saved:
             setattr(m, name, value)
+
+    return undo
+
+
+def decline_fused_lora(model, why: str) -> Callable[[], None]:
+    """peft's own LoRA forwards on every layer Unsloth fused (its kernels stay out of this model's steps): a solo run
+    with the LoRA arithmetic of the multi-adapter engine's stacked layers. Returns the function that undoes it."""
+    from unsloth.models import llama
+
+    fused = llama._fused_lora_modules(model)
+    saved = [(m, name, m.__dict__[name]) for m in fused for name in ("apply_qkv", "apply_o", "forward",
+                                                                        "_unsloth_forward") if name in m.__dict__]
+    llama._decline_fused_lora_for_fsdp(model, why)
+
+    def undo() -> None:
+        for m, name, value in saved:
+            setattr(m, name, value)
+
+    return undo
+
+
+def stacked_decode_graphs(layers: list, stack_state: Callable[[], tuple]) -> Callable[[], None]:
+    """While K stacked adapters sample (plain_lora_forwards in force): Unsloth's CUDA-graph decode takes the stacked
+    model too. Its fingerprint declines layers with several active adapters because a graph would bake one adapter's
+    weights into fast kernels; the marked layers' fast paths call the layer instead, whose stacked forward a graph
+    replays like any other module. So the fingerprint is taken with each layer's own single adapter and the
+    stack's state (its weight buffer and window of adapters) added. Returns the function that undoes it."""
+    from unsloth.models import _decode_graphs
+
+    original = _decode_graphs._fingerprint
+
+    def fingerprint(model, decoder_layers, rope_len):
+        marks = [(layer, layer._active_adapter) for layer in layers]
+        for layer, active in marks:
+            layer._active_adapter = active[0] if isinstance(active, list) else active
+        try:
+            found = original(model, decoder_layers, rope_len)
+        finally:
+            for layer, active in marks:
+                layer._active_adapter = active
+        return None if found is None else (*found, stack_state())
+
+    _decode_graphs._fingerprint = fingerprint
+
+    def undo() -> None:
+        _decode_graphs._fingerprint = original
 
     return undo

@@ -6,7 +6,7 @@ Arms, each in its own process (`python -m harness.gpu.seed_arm`): the fast plan 
 the seed plan on Unsloth (the reference for parity and speed-up), then the sweep: 8 variants of the
 workload (train.lr values) run as `asciitune run train.plan=fast` runs them, through the runner's Python
 API (harness.gpu.seed_sweep): all 8 trained, probed and sampled together in one process's multi-adapter
-engine (harness.train.multi); sweep-solo, the same 8 trained alone one after another, the reference for
+engine (harness.train.multi.plan); sweep-solo, the same 8 trained alone one after another, the reference for
 each sweep variant's per-step losses (`sweep.parity_max_rel_diff`); sweep-32, 32 variants' wall time;
 then the fast plan with `model.load_in_4bit=true` (QLoRA) on both backends and the seed plan on PEFT,
 with whatever time is left. Every item has a time cap inside --budget-s and
@@ -39,6 +39,12 @@ from harness.procs import run_logged
 
 GIB = 1024 ** 3
 SWEEPS = {"sweep": 8, "sweep-32": 32}  # sweep items and their variant counts (sweep: --variants)
+# sweep-solo trains every lr with the engine's LoRA forwards (the reference), these lrs a second time (the run's own
+# spread, which bounds the parity there; below 2e-4 a rerun differed by 0.046% at 5e-5, under the 0.5% floor:
+# reports/gpu-bench/multi-adapter-h200/parity-summary.json), and SOLO_FUSED_LRS once more with Unsloth's fused LoRA
+# kernels: the fused-vs-plain difference beside the parity (the parity control's lrs).
+SOLO_RERUN_LRS = (2e-4, 3e-4, 4e-4, 6e-4, 8e-4)
+SOLO_FUSED_LRS = (5e-5, 2e-4, 8e-4)
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,7 @@ SCHEDULE = (
     Item("fast-peft", "peft", "fast", False, 90, 35, 30),
     Item("seed-unsloth", "unsloth", "seed", False, 240, 60, 40),
     Item("sweep", max_s=300, reserve_s=190, min_s=60),  # stopped at its cap it measures nothing: room to spare
-    Item("sweep-solo", "unsloth", "fast", False, 180, 0, 60),  # the sweep's variants alone: its parity reference
+    Item("sweep-solo", "unsloth", "fast", False, 240, 0, 60),  # the sweep's variants alone (twice), its reference
     Item("sweep-32", max_s=450, reserve_s=0, min_s=90),  # 32 need more than 8 (reports/gpu-bench/multi-adapter-h200)
     Item("qlora-fast-unsloth", "unsloth", "fast", True, 90, 0, 35),
     Item("qlora-fast-peft", "peft", "fast", True, 80, 0, 30),
@@ -212,10 +218,15 @@ def run_seed_workload(plan: Plan, out: Path, work: Path, budget_s: float = 560.0
                   flush=True)
         elif item.name == "sweep-solo":
             lrs = sweep_lrs(variants, base.train.lr, 1)
-            rec = run_arm(base, item, work, cap, extra=("--sweep-lrs", ",".join(repr(x) for x in lrs)))
+            fused = [x for x in lrs if x in SOLO_FUSED_LRS]
+            rec = run_arm(base, item, work, cap, extra=("--sweep-lrs", ",".join(repr(x) for x in lrs),
+                                                        "--sweep-reruns", ",".join(repr(x) for x in lrs
+                                                                                   if x in SOLO_RERUN_LRS),
+                                                        "--sweep-fused", ",".join(repr(x) for x in fused)))
             raw[item.name] = rec
             doc["sweep_solo"] = {k: rec.get(k) for k in ("status", "wall_seconds", "load_s", "sweep_train_seconds",
-                                                         "sweep_warmup_seconds", "peak_reserved_bytes", "plan_reason")}
+                                                         "sweep_warmup_seconds", "sweep_fused_train_seconds",
+                                                         "peak_reserved_bytes", "plan_reason", "lora_forward")}
             print(f"[bench] sweep-solo: {rec['status']} in {rec['wall_seconds']:.0f} s, "
                   f"{len(rec.get('sweep_losses') or {})}/{len(lrs)} variants", flush=True)
         else:
@@ -234,9 +245,10 @@ def run_seed_workload(plan: Plan, out: Path, work: Path, budget_s: float = 560.0
             print(f"[bench] {item.name}: {rec['status']} in {rec['wall_seconds']:.0f} s: {r['steps']}/"
                   f"{r['steps_planned']} steps, train {r['train_seconds']} s, warm-up {r['warmup_seconds']} s",
                   flush=True)
-        solo = raw.get("sweep-solo", {}).get("sweep_losses")
-        if doc["sweep"] and solo and "sweep" in sweeps_raw:  # each sweep variant against its lr trained alone
-            doc["sweep"].update(sweep_parity(sweeps_raw["sweep"]["losses"], solo, PARITY_RTOL))
+        solo = raw.get("sweep-solo", {})
+        if doc["sweep"] and solo.get("sweep_losses") and "sweep" in sweeps_raw:  # each variant against its lr alone
+            doc["sweep"].update(sweep_parity(sweeps_raw["sweep"]["losses"], solo["sweep_losses"], PARITY_RTOL,
+                                             solo.get("sweep_rerun_losses"), solo.get("sweep_fused_losses")))
         doc["arms"] = list(rows.values())
         doc["parity"] = parity(raw)
         doc["targets"] = targets(rows, doc["parity"], doc["sweep"], doc.get("sweep_32"))

@@ -3,7 +3,7 @@
     python -m harness.gpu.seed_arm --config ARM.json --name fast-unsloth --out ARM-OUT.json
 
 The config says the backend, `train.plan` ("seed": TRL's SFTTrainer exactly as `asciitune run` sets it
-up; "fast": harness.train.fast, the path `asciitune run train.plan=fast` takes) and `model.load_in_4bit`.
+up; "fast": harness.train.fast.plan, the path `asciitune run train.plan=fast` takes) and `model.load_in_4bit`.
 Both plans load through the backend's own `load()`. The record is rewritten after every seed-plan step
 (synchronized step times, the trainer's logged loss, peak memory), so an arm the parent stops at its time
 cap still reports a measured partial run. Peak memory counts from before the load: weights included.
@@ -58,7 +58,7 @@ def _load(cfg: RunConfig, rec: dict, out: Path):
     import torch
 
     from harness.models import resolve
-    from harness.train import fast
+    from harness.train.fast import plan as fast
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -128,8 +128,8 @@ def run_fast(cfg: RunConfig, rec: dict, out: Path, mode: str = "auto", micro_tok
     """The fast plan through harness.train.fast.run_fast_variant: probes at the eval steps, as in a run."""
     model, tok, _ = _load(cfg, rec, out)
     from harness.data import build_dataset
-    from harness.train.fast import Engine, run_fast_variant
-    from harness.train.fast_math import seed_plan_batches
+    from harness.train.fast.plan import Engine, run_fast_variant
+    from harness.train.fast.stepmath import seed_plan_batches
 
     ds, t = build_dataset(cfg.data), cfg.train
     engine = Engine(model, cfg.train, mode=mode, micro_tokens=micro_tokens)
@@ -149,38 +149,66 @@ def run_fast(cfg: RunConfig, rec: dict, out: Path, mode: str = "auto", micro_tok
     atomic_write_json(out, rec)
 
 
-def run_solo_sweep(cfg: RunConfig, rec: dict, out: Path, lrs: list[float], mode: str = "auto") -> None:
+def run_solo_sweep(cfg: RunConfig, rec: dict, out: Path, lrs: list[float], mode: str = "auto",
+                   reruns: list[float] = (), fused: list[float] = ()) -> None:
     """The sweep's variants (cfg at each lr) trained alone on the fast plan, one after another over one Engine
-    (its graphs captured once, LoRA and AdamW reset per variant): each lr's per-step losses, the reference for
-    the multi-adapter sweep's parity. No probes: they never change training."""
+    (its graphs captured once, LoRA and AdamW reset per variant): the reference for the multi-adapter sweep's
+    parity. On Unsloth the reference runs with its fused LoRA kernels declined (peft's LoRA forwards, the path the
+    engine's stacked layers take); the lrs in `reruns` are trained so twice (the run's own spread, which bounds the
+    parity), those in `fused` last once more with the fused kernels (the default solo plan, reported beside).
+    Each lr's per-step losses; no probes: they never change training."""
     from dataclasses import replace
 
     model, tok, _ = _load(cfg, rec, out)
     from harness.data import build_dataset, format_example
-    from harness.train.fast import plan_reason
-    from harness.train.fast_engine import Engine
-    from harness.train.fast_run import FastRun
+    from harness.train.fast.engine import Engine
+    from harness.train.fast.plan import plan_reason
+    from harness.train.fast.run import FastRun
 
     ds = build_dataset(cfg.data)
     texts = [format_example(p.text, tok.eos_token) for p in ds.train]
-    engine = Engine(model, cfg.train, mode=mode)
-    rec.update(sweep_losses={}, sweep_train_seconds={}, sweep_warmup_seconds={}, status="training")
-    try:
-        for lr in lrs:
-            train = replace(cfg.train, lr=lr)
-            run = FastRun(engine, tok, texts, train, max_length=cfg.model.max_seq_length)
+    rec.update(sweep_losses={}, sweep_train_seconds={}, sweep_warmup_seconds={}, sweep_rerun_losses={},
+               sweep_fused_losses={}, sweep_fused_train_seconds={}, status="training")
+
+    def train_all(engine: Engine, todo: list[float], losses: str, seconds: str | None) -> None:
+        for lr in todo:
+            run = FastRun(engine, tok, texts, replace(cfg.train, lr=lr), max_length=cfg.model.max_seq_length)
             run.warm_up()
             run.run(run.total)
             run.pause()
             fs = run.stats()
-            rec["sweep_losses"][repr(lr)] = run.losses()
-            rec["sweep_train_seconds"][repr(lr)] = fs.train_seconds
-            rec["sweep_warmup_seconds"][repr(lr)] = fs.warmup_seconds
-            rec.update(plan_reason=plan_reason(fs, cfg), **_peak())
+            rec[losses][repr(lr)] = run.losses()
+            if seconds:
+                rec[seconds][repr(lr)] = fs.train_seconds
+            if losses == "sweep_losses":
+                rec["sweep_warmup_seconds"][repr(lr)] = fs.warmup_seconds
+                rec.update(plan_reason=plan_reason(fs, cfg), steps=fs.steps)
+            rec.update(**_peak())
             atomic_write_json(out, rec)
+
+    rec["lora_forward"] = "the backend's own"
+    undo = None
+    if cfg.model.backend == "unsloth":
+        from harness.backends import unsloth_private
+
+        undo = unsloth_private.decline_fused_lora(model, "the sweep's solo reference: the engine's LoRA forwards")
+        rec["lora_forward"] = "peft's (Unsloth's fused LoRA kernels declined), as the multi-adapter engine's"
+    engine = Engine(model, cfg.train, mode=mode)
+    try:
+        for lr in lrs:
+            train_all(engine, [lr], "sweep_losses", "sweep_train_seconds")
+            if lr in reruns:
+                train_all(engine, [lr], "sweep_rerun_losses", None)
     finally:
         engine.close()
-    rec.update(status="ok", steps=fs.steps, train_seconds=round(sum(rec["sweep_train_seconds"].values()), 4))
+    if fused and undo is not None:  # last: the reference and its spread come first when the arm's cap is short
+        undo()
+        engine = Engine(model, cfg.train, mode=mode)
+        try:
+            train_all(engine, list(fused), "sweep_fused_losses", "sweep_fused_train_seconds")
+        finally:
+            engine.close()
+    rec.update(status="ok", train_seconds=round(sum(rec["sweep_train_seconds"].values()), 4))
     atomic_write_json(out, rec)
 
 
@@ -199,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="fast plan: the cap on a packed row's tokens (default: the backend's, 0: one row per step)")
     p.add_argument("--sweep-lrs", default=None, metavar="LR,LR,...",
                    help="fast plan: train the config at each of these lrs alone, one after another (the sweep's "
-                        "solo reference); records per-lr losses")
+                        "solo reference, with the engine's LoRA forwards); records per-lr losses")
+    p.add_argument("--sweep-reruns", default="", metavar="LR,LR,...", help="with --sweep-lrs: lrs trained twice")
+    p.add_argument("--sweep-fused", default="", metavar="LR,LR,...",
+                   help="with --sweep-lrs on Unsloth: lrs also trained with its fused LoRA kernels")
     args = p.parse_args(argv)
     cfg = RunConfig.from_dict(json.loads(args.config.read_text(encoding="utf-8")))
     rec = {"name": args.name, "backend": cfg.model.backend, "plan": cfg.train.plan,
@@ -209,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.sweep_lrs:
-            run_solo_sweep(cfg, rec, args.out, [float(x) for x in args.sweep_lrs.split(",")], args.mode)
+            floats = [[float(x) for x in s.split(",") if x] for s in (args.sweep_lrs, args.sweep_reruns,
+                                                                       args.sweep_fused)]
+            run_solo_sweep(cfg, rec, args.out, floats[0], args.mode, floats[1], floats[2])
         elif cfg.train.plan == "fast":
             run_fast(cfg, rec, args.out, args.mode, args.micro_tokens)
         else:

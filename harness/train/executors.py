@@ -7,7 +7,7 @@ order they finish; the runner merges each into results.json at once, so an inter
 finished and `--resume` (with either executor) trains the rest. Variants run in fresh processes:
 Unsloth must be imported before transformers, and a process holds one backend. Fast-plan variants
 over one base share a process (`units`): by default up to 32 of them train together in that process's
-multi-adapter engine (harness.train.multi), else they run one after another there, the model loaded once
+multi-adapter engine (harness.train.multi.plan), else they run one after another there, the model loaded once
 and the CUDA graphs captured once (harness.train.job); every other variant gets a process of its own.
 """
 from __future__ import annotations
@@ -117,10 +117,11 @@ class Children:
 
 
 def units(jobs: list[Job], n: int) -> list[list[Job]]:
-    """Jobs per child process: fast-plan variants over one base that may share the multi-adapter engine are one
-    unit per engine (K adapters in one process's kernels beat K processes time-sharing a card); the other
-    fast-plan variants over one base share a process (the model loads once, its CUDA graphs are captured
-    once), spread round-robin over the n slots; every other variant runs alone."""
+    """Jobs per child process: fast-plan variants over one base share a process (the model loads once). Those that
+    may share the multi-adapter engine come in engine groups (K adapters in one process's kernels beat K processes
+    time-sharing a card), which the process trains one after another, each group's results written as it ends;
+    the groups are dealt round-robin over up to n processes. The other fast-plan variants over one base (their
+    CUDA graphs captured once) are spread round-robin over the n slots; every other variant runs alone."""
     out: list[list[Job]] = []
     by_key: dict[str, list[Job]] = {}
     for job in jobs:
@@ -130,20 +131,21 @@ def units(jobs: list[Job], n: int) -> list[list[Job]]:
         else:
             by_key.setdefault(key, []).append(job)
     for members in by_key.values():
-        alone = []
+        engines, alone = [], []
         for group in groups(members):
-            if len(group) > 1:
-                out.append(group)
-            else:
-                alone += group
+            (engines if len(group) > 1 else alone).append(group)
+        m = max(1, min(n, len(engines)))
+        out += [[j for g in engines[i::m] for j in g] for i in range(m) if engines[i::m]]
+        alone = [j for g in alone for j in g]
         m = max(1, min(n, len(alone)))
         out += [alone[i::m] for i in range(m) if alone[i::m]]
     return out
 
 
 def multi_units(work_units: list[list[Job]]) -> list[list[Job]]:
-    """The units that will train in the multi-adapter engine (their child groups them the same way)."""
-    return [u for u in work_units if len(u) > 1 and len(groups(u)) == 1]
+    """The units that will train in the multi-adapter engine, in one or more groups (their child groups them the
+    same way)."""
+    return [u for u in work_units if len(u) > 1 and all(len(g) > 1 for g in groups(u))]
 
 
 class _Child:
@@ -267,9 +269,10 @@ def run_local(jobs: list[Job], say: Say, n: int = 1, children: Children | None =
     if n > 1:
         say(f"{n} variants at once" + (f" over GPUs {', '.join(gpus)}" if gpus else f", {threads} CPU thread(s) each"))
     if multi:
-        say(f"{sum(map(len, multi))} fast-plan variants train together in {len(multi)} multi-adapter engine(s), one "
-            "process each: one forward/backward per micro-batch for all of an engine's variants "
-            "(--no-multi-adapter: one after another)")
+        engines = sum(len(groups(u)) for u in multi)
+        say(f"{sum(map(len, multi))} fast-plan variants train together in {engines} multi-adapter engine group(s) "
+            f"in {len(multi)} process(es): one forward/backward per micro-batch for all of a group's variants, each "
+            "group's results kept as it ends (--no-multi-adapter: one after another)")
     if shared:
         say(f"{sum(map(len, shared))} fast-plan variants share {len(shared)} process(es): "
             "each loads the model and captures its CUDA graphs once")

@@ -36,7 +36,7 @@ def generate_copies(model, tokenizer, gcfg: GenerateConfig, copies: int,
                     progress=None) -> list[tuple[list[Sample], GenerationStats]]:
     """gcfg.n_samples pieces for each of `copies` row blocks in the same generate calls: each call's rows are
     copies blocks of the batch's rows, block c for copy c (the multi-adapter engine runs block c with adapter
-    c: harness.train.multi). One seed for all, so with copies=1 the draws are generate_samples' own."""
+    c: harness.train.multi.plan). One seed for all, so with copies=1 the draws are generate_samples' own."""
     import torch
 
     device = next(model.parameters()).device

@@ -8,11 +8,11 @@ dataset and human reference, computed once per run) and starts this module on on
 each variant's result lands in `<run-dir>/variants/<name>.json` as it finishes, and the runner merges
 it. Fast-plan variants over the same base (`share_key`) share one loaded model. With `multi_adapter` (the
 runner's default, `asciitune run --no-multi-adapter` turns it off) up to 32 of them train together in the
-multi-adapter engine (`run_group`, harness.train.multi: one forward/backward for all per micro-batch, each
+multi-adapter engine (`run_group`, harness.train.multi.plan: one forward/backward for all per micro-batch, each
 adapter with its own step math), then are saved, sampled (in shared generate calls when their generate settings
 match) and judged. Otherwise they run one after
 another: the CUDA graphs captured for the first are replayed by the rest (each starts from the same LoRA
-weights and a zeroed optimizer: harness.train.fast_engine.Engine.begin). A variant that fails is recorded
+weights and a zeroed optimizer: harness.train.fast.engine.Engine.begin). A variant that fails is recorded
 and the next one starts over a freshly loaded model; a multi-adapter group whose engine fails is trained
 again one variant at a time.
 """
@@ -93,26 +93,29 @@ def share_key(job: Job) -> str | None:
 
 def groups(jobs: list[Job]) -> list[list[Job]]:
     """The jobs in the order a process runs them: fast-plan variants over one base that may share the multi-adapter
-    engine as one group (at most harness.train.multi.MAX_ADAPTERS, placed where the first of them was), every
-    other job alone (those over one base still share the loaded model, one after another)."""
-    from harness.train import fast, multi
+    engine in engine groups (harness.train.multi.plan.group_sizes: results are written group by group), placed
+    where the first of them was; every other job alone (those over one base still share the loaded model)."""
+    from harness.train.fast import plan as fast
+    from harness.train.multi import plan as multi
 
     out: list[list[Job]] = []
-    open_group: dict[str, list[Job]] = {}
+    shared: dict[str, list[Job]] = {}
     for job in jobs:
         key = share_key(job) if job.multi_adapter and not fast.refusal(job.config) else None
         if key is None:
             out.append([job])
-            continue
-        group = open_group.get(key)
-        if group is None or len(group) >= multi.MAX_ADAPTERS:
-            group = open_group[key] = []
-            out.append(group)
-        group.append(job)
+        elif key not in shared:
+            shared[key] = [job]
+            out.append(shared[key])
+        else:
+            shared[key].append(job)
     final: list[list[Job]] = []
-    for group in out:  # a group the engine refuses (LoRA dropout, trained biases) runs one variant at a time
-        final += [group] if len(group) > 1 and multi.refusal([j.config for j in group]) is None \
-            else [[j] for j in group]
+    for members in out:  # a group the engine refuses (LoRA dropout, trained biases) runs one variant at a time
+        at = 0
+        for size in multi.group_sizes(len(members)):
+            group, at = members[at:at + size], at + size
+            final += [group] if len(group) > 1 and multi.refusal([j.config for j in group]) is None \
+                else [[j] for j in group]
     return final
 
 
@@ -135,17 +138,23 @@ class Clock:
 
 
 class Session:
-    """What a process keeps between its jobs: the loaded model, its tokenizer, and the fast plan's engine."""
+    """What a process keeps between its jobs: the loaded model, its tokenizer, and the engine over it (the fast plan's
+    Engine, or the multi-adapter engine's MultiEngine, whose graphs the next group of as many variants replays)."""
 
     def __init__(self) -> None:
         self.key: str | None = None
         self.model = self.tok = self.info = self.engine = None
 
-    def drop(self) -> None:
-        """Forget the model (after a failure, or before a job over another base): its memory goes back."""
+    def close_engine(self) -> None:
+        """Close the engine kept over the model (the model stays loaded, as loaded)."""
         if self.engine is not None:
             self.engine.close()
-        self.key = self.model = self.tok = self.info = self.engine = None
+        self.engine = None
+
+    def drop(self) -> None:
+        """Forget the model (after a failure, or before a job over another base): its memory goes back."""
+        self.close_engine()
+        self.key = self.model = self.tok = self.info = None
         gc.collect()
         if cuda := _loaded_cuda():
             cuda.empty_cache()
@@ -171,14 +180,15 @@ def run_job(job: Job, session: Session | None = None, note: str = "") -> Variant
     clock = Clock()
     cfg, name, run_dir, ds = job.config, job.name, Path(job.run_dir), job.dataset
     backend = backends.get(cfg.model.backend)
+    clock.mark("import")  # the backend's stack (Unsloth, transformers, PEFT, TRL): paid once per process
     from harness.models import resolve
     from harness.train.generate import generate_samples
     from harness.train.sft import train_variant
 
     train = train_variant
     load_cfg = cfg
-    if cfg.train.plan == "fast":  # the same step math, executed fast (harness.train.fast); refused up front if not
-        from harness.train import fast
+    if cfg.train.plan == "fast":  # the same step math, executed fast (harness.train.fast.plan); refused up front if not
+        from harness.train.fast import plan as fast
 
         fast.check(cfg)
         train, load_cfg = fast.train_variant_fast, fast.load_config(cfg)
@@ -213,6 +223,8 @@ def run_job(job: Job, session: Session | None = None, note: str = "") -> Variant
     if key is not None:  # kept for the next job over this base; its engine made before any step, at LoRA's start
         if not reuse:
             session.key, session.model, session.tok, session.info = key, model, tok, info
+        if not isinstance(session.engine, fast.Engine):  # none yet, or a multi-adapter group's
+            session.close_engine()
             session.engine = fast.Engine(model, cfg.train)
         extra["engine"] = session.engine
     result.curves, result.train = train(model, tok, ds, cfg, run_dir / "checkpoints" / name, on_eval=report,
@@ -281,19 +293,22 @@ class Declined(Exception):
 
 
 def run_group(jobs: list[Job], session: Session) -> int:
-    """Fast-plan variants over one base through the multi-adapter engine (harness.train.multi): loaded once,
+    """Fast-plan variants over one base through the multi-adapter engine (harness.train.multi.plan): loaded once,
     trained, probed and sampled together, each variant saved, judged and written on its own (a failure there is
     its own). Returns 0, or 1 when a variant failed; raises Declined when the engine declines the loaded model
     before any step (the caller then trains the variants solo)."""
     from harness import backends
     from harness.models import resolve
-    from harness.train import fast, multi
-    from harness.train.multi_engine import MultiEngine
+    from harness.train.fast import plan as fast
+    from harness.train.multi import plan as multi
+    from harness.train.multi import sample as multi_sample
+    from harness.train.multi.engine import MultiEngine
 
     for job in jobs:
         print(f"{VARIANT_MARK} {job.name}", file=sys.stderr, flush=True)
     clock, cfg, key = Clock(), jobs[0].config, share_key(jobs[0])
     backend = backends.get(cfg.model.backend)
+    clock.mark("import")  # the backend's stack (Unsloth, transformers, PEFT, TRL): paid once per process
     if session.key != key:
         session.drop()
         session.model, session.tok, session.info = backend.load(resolve(cfg.model.name), fast.load_config(cfg))
@@ -303,10 +318,13 @@ def run_group(jobs: list[Job], session: Session) -> int:
     if cuda := _loaded_cuda():
         cuda.reset_peak_memory_stats()
     backend.for_training(model)
-    try:
-        engine = MultiEngine(model, len(jobs))
-    except ValueError as exc:  # the loaded model's LoRA or head: nothing trained yet
-        raise Declined(f"declined this model ({exc})") from None
+    engine = session.engine
+    if not isinstance(engine, MultiEngine) or engine.k != len(jobs):  # else an earlier group's, graphs and all
+        session.close_engine()
+        try:
+            engine = session.engine = MultiEngine(model, len(jobs))
+        except ValueError as exc:  # the loaded model's LoRA or head: nothing trained yet
+            raise Declined(f"declined this model ({exc})") from None
     note = f"trained with {len(jobs) - 1} other variant(s) over one load in the multi-adapter engine"
     results = [VariantResult(name=j.name, config=j.config.to_dict(), config_hash=j.config.hash(),
                              backend=j.config.model.backend, data_hash=j.dataset.hash(), seed_group=j.seed_group,
@@ -334,12 +352,13 @@ def run_group(jobs: list[Job], session: Session) -> int:
         backend.for_inference(model)
         counts = backend.decode_counts(model)
         n = cfg.generate.n_samples
-        sampled, how = multi.sample_variants(model, tok, engine, [j.config.generate for j in jobs],
-                                             progress=lambda d: progress("generate", d, n))
+        sampled, how = multi_sample.sample_variants(model, tok, engine, [j.config.generate for j in jobs],
+                                                    progress=lambda d: progress("generate", d, n))
         decode = f"{backend.decode_mode(model, counts)}; {how}"
         clock.mark("generate")
-    finally:
-        engine.close()
+    except BaseException:
+        session.close_engine()
+        raise
     group, code = clock.timing.phases, 0
     for k, (job, r) in enumerate(zip(jobs, results)):
         t0 = time.perf_counter()
@@ -352,7 +371,7 @@ def run_group(jobs: list[Job], session: Session) -> int:
         except Exception as exc:  # noqa: BLE001  (this variant's failure; the others are judged)
             traceback.print_exc()
             r, code = failed_result(job, f"{type(exc).__name__}: {exc}"), 1
-        phases = {p: group[p] for p in ("start", "load", "train") if p in group}
+        phases = {p: group[p] for p in ("start", "import", "load", "train") if p in group}
         phases |= {"save": save_s[k], "generate": group["generate"], "judge": round(time.perf_counter() - t0, 3)}
         r.timing = Timing(pid=clock.timing.pid, spawned_at=clock.timing.spawned_at, phases=phases,
                           shared=[p for p in phases if p not in ("save", "judge")])

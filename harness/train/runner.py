@@ -37,7 +37,7 @@ def prepare(plan: Plan) -> dict[str, tuple[Dataset, Scores]]:
     from harness.data import build_dataset, check_lengths, check_split, token_lengths
     from harness.judge.samples import human_reference
     from harness.models import counting_tokenizer, resolve
-    from harness.train import fast
+    from harness.train.fast import plan as fast
 
     out: dict[str, tuple[Dataset, Scores]] = {}
     checked: set[str] = set()
@@ -100,7 +100,7 @@ def run_plan(plan: Plan, reports_dir: Path, resume: str | None = None, command: 
     """Train every variant not yet done, each in a fresh process; returns the run folder and results.
 
     multi_adapter: fast-plan variants over one base may train together in one process's multi-adapter engine
-    (harness.train.multi); False trains them one after another."""
+    (harness.train.multi.plan); False trains them one after another."""
     from harness.judge import seeds
 
     say: Say = console.print if console else print

@@ -1,21 +1,21 @@
 """How K fast-plan variants over one base execute their optimizer steps together: one forward and backward
 per micro-batch for all K, then per adapter clip and AdamW.
 
-    engine = MultiEngine(model, k=8)           # installs the stacked LoRA (harness.train.multi_lora)
-    run = MultiRun(engine, tokenizer, variants) # harness.train.multi_run: the K variants' rows and schedules
+    engine = MultiEngine(model, k=8)           # installs the stacked LoRA (harness.train.multi.layers)
+    run = MultiRun(engine, tokenizer, variants) # harness.train.multi.run: the K variants' rows and schedules
     run.warm_up(); run.run(run.total); ...; engine.close()
 
 A micro-batch is K packed rows [K, T], row k one packed row of variant k's step (positions restart per
 sequence, block-diagonal attention inside the row); a variant with fewer rows that step, or whose training
 is over, gets an empty row (padding, no targets). The base's frozen weights are read once for the K rows;
 each target layer's LoRA product runs per adapter as a batched matmul. The loss is computed from the final
-hidden states in chunks (harness.train.chunked_loss), each row's tokens scaled by 1 / its variant's step
+hidden states in chunks (harness.train.fast.chunked_loss), each row's tokens scaled by 1 / its variant's step
 target count (0 for an empty row), so adapter k's gradient is its solo step's. The step's end clips each
 adapter's gradient to MAX_GRAD_NORM and runs AdamW per adapter with its own lr, weight decay and step
 count (factors computed on the host in double, as torch's AdamW does; an adapter that does not step gets
 factors that leave its weights and state exactly as they are), then zeroes the grads.
 
-mode="graphs" (CUDA): as harness.train.fast_engine, one graph per row length T (rows padded to a multiple of
+mode="graphs" (CUDA): as harness.train.fast.engine, one graph per row length T (rows padded to a multiple of
 `bucket`, so shapes are static per bucket: [K, T] inputs, [K] row scales), one forward-only graph per T for
 probes, one graph for the step's end reading the step's [K, 6] AdamW factors from a static buffer; all in one
 pool. mode="eager" runs the same code without capture (the CPU's mode).
@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import gc
 
-from harness.train import chunked_loss
-from harness.train.fast_math import block_causal_mask
-from harness.train.fast_parts import (
+from harness.train.fast import chunked_loss
+from harness.train.fast.parts import (
     BUCKET,
     MICRO_TOKENS,
     UnslothFlags,
@@ -38,10 +37,12 @@ from harness.train.fast_parts import (
     replay,
     uncheckpoint_layers,
 )
-from harness.train.multi_lora import COEFFS, StackedLora, adamw_rows, clip_per_adapter
+from harness.train.fast.stepmath import block_causal_mask
+from harness.train.multi.layers import StackedLora
+from harness.train.multi.ops import COEFFS, adamw_rows, clip_per_adapter
 
 # Tokens in one [K, T] micro-batch on a GPU, per backend: K rows of the solo engine's cap up to K = 8, so
-# eight variants run the solo plan's rows and activations grow no further with K (harness.train.fast_parts
+# eight variants run the solo plan's rows and activations grow no further with K (harness.train.fast.parts
 # says what a token costs); more variants get shorter rows (never under BUCKET), which changes only how a
 # step is cut into micro-batches, not its math.
 MULTI_TOKENS = {backend: 8 * cap for backend, cap in MICRO_TOKENS.items()}
@@ -91,7 +92,9 @@ class MultiEngine:
         self._flags = UnslothFlags(model, return_logits=False) if self.backend == "unsloth" else None
 
     def begin(self) -> None:
-        """Start the K variants: every adapter at the stack's start, AdamW state and grads zero, in place."""
+        """Start the K variants: the stack installed, every adapter at its start, AdamW state and grads zero, in place
+        (an earlier group's graphs read them where they are)."""
+        self.stack.install()
         self.stack.reset()
         self.exp_avg.zero_()
         self.exp_avg_sq.zero_()
@@ -162,23 +165,31 @@ class MultiEngine:
         else:
             self.end_graph.replay()
 
-    def probe(self, batches: list[tuple], total) -> None:
-        """A probe set's [K] token-weighted mean losses added into total ([K] on the device), no host sync;
-        graph mode replays one forward-only graph per row length (captured on first use, eager if that fails)."""
+    def capture_probes(self, batches: list[tuple]) -> int:
+        """Graph mode: forward-only graphs for the probe batches' shapes not captured yet (a capture that fails leaves
+        probes eager, and stats say why); returns how many were captured."""
         import torch
 
+        todo = {tuple(b[0].shape): b[:5] for b in batches if tuple(b[0].shape) not in self.probe_graphs}
+        if self.mode != "graphs" or self.probe_eager or not todo:
+            return 0
+        try:
+            self.probe_graphs.update(record_graphs(self.forward_losses, todo, self.pool))
+        except Exception as exc:  # noqa: BLE001  (measured eagerly instead; stats say why)
+            self.probe_eager = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            torch.cuda.synchronize()
+            return 0
+        return len(todo)
+
+    def probe(self, batches: list[tuple], sums) -> None:
+        """Probe batches (MultiRun.probe_batches) forward only, each row's loss added into sums [sets, K] at its index,
+        no host sync; graph mode replays the forward-only graph of each batch's shape (captured on first use)."""
+        self.capture_probes(batches)
+        flat = sums.view(-1)
         for inputs in batches:
-            t = inputs[0].shape[-1]
-            if self.mode == "graphs" and not self.probe_eager and t not in self.probe_graphs:
-                try:
-                    self.probe_graphs.update(record_graphs(self.forward_losses, {t: inputs}, self.pool))
-                except Exception as exc:  # noqa: BLE001  (measured eagerly instead; stats say why)
-                    self.probe_eager = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                    torch.cuda.synchronize()
-            if t in self.probe_graphs:
-                total.add_(replay(self.probe_graphs[t], inputs))
-            else:
-                total.add_(self.forward_losses(*inputs))
+            entry = self.probe_graphs.get(tuple(inputs[0].shape))
+            losses = replay(entry, inputs[:5]) if entry else self.forward_losses(*inputs[:5])
+            flat.index_add_(0, inputs[5], losses)
 
     def capture(self, examples: dict[int, tuple]) -> int:
         """Graphs for the row lengths not captured yet (examples: length -> one micro-batch); returns how many."""

@@ -1,10 +1,10 @@
-"""K fast-plan variants over one base, trained, probed and sampled together: the variant-level face of the
-multi-adapter engine, as harness.train.fast is the solo plan's.
+"""K fast-plan variants over one base, trained and probed together: the variant-level face of the multi-adapter
+engine, as harness.train.fast.plan is the solo plan's.
 
-    engine = MultiEngine(model, k)                                           # harness.train.multi_engine
+    engine = MultiEngine(model, k)                                           # harness.train.multi.engine
     trained = train_variants(model, tok, datasets, cfgs, engine)             # [(LossCurves, TrainStats)]
     engine.stack.uninstall(); engine.stack.export(k); model.save_pretrained(...)   # each adapter, as PEFT saves it
-    sampled, how = sample_variants(model, tok, engine, [c.generate for c in cfgs])  # [(samples, GenerationStats)]
+    sampled, how = sample_variants(model, tok, engine, [c.generate for c in cfgs])  # harness.train.multi.sample
     engine.close()
 
 Each variant's curves and stats are what train_variant_fast would give it alone (tests/test_multi_engine.py):
@@ -12,39 +12,34 @@ its own eval steps (variants with different step counts probe at different globa
 the K adapters' probe rows together and keeps the rows of the variants due), its own per-step losses. What
 the K variants share, seconds and peak memory, is stated as shared (TrainStats.engine, Timing.shared).
 
-Sampling: when every variant samples with the same settings, one generate call serves up to GENERATE_ROWS
-rows, block k of the rows running adapter k (harness.train.generate.generate_copies); otherwise, or with
-ASCIITUNE_MULTI_SAMPLING=per-variant, each adapter is exported into the PEFT weights and sampled alone.
-On Unsloth the batched call runs Unsloth's generate with every LoRA fast path sent through the
-stacked layers (harness.backends.unsloth_private.plain_lora_forwards), which also means its CUDA-graph
-decode declines and the decode steps run eager; per-variant sampling keeps Unsloth's graphs. Measured at K = 8
-on an H200: the batched call in reports/gpu-bench/multi-adapter-h200/sweep-8.json, one adapter with graphs in
-reports/gpu-bench/decode-graphs-h200.json; each result records how it sampled (GenerationStats.decode).
+A sweep larger than one engine group (`group_sizes`) trains group after group in the same process: each
+group's results are written when it completes, so a run stopped early keeps its finished groups.
 """
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 
 from harness.config import RunConfig
 from harness.data import Dataset, check_lengths, format_example, token_lengths
 from harness.results import LossCurves, TrainStats
-from harness.train import fast
-from harness.train.fast_run import FastStats
-from harness.train.generate import generate_copies, generate_samples
+from harness.train.fast import plan as fast
+from harness.train.fast.run import FastStats
 from harness.train.keep import Keeper
-from harness.train.multi_engine import MultiEngine
-from harness.train.multi_run import MultiRun
+from harness.train.multi.engine import MultiEngine
+from harness.train.multi.run import MultiRun
 from harness.train.sft import _peak_memory, eval_steps, make_probes, total_steps
 
 # Adapters per engine: each holds its LoRA weights, grads and AdamW state in fp32 (16 bytes per LoRA parameter,
 # ~0.4 GB for Llama-3.2-3B at r=16), and a micro-batch's rows grow with K down to the row cap's floor.
 MAX_ADAPTERS = 32
-GENERATE_ROWS = 256  # rows per batched generate call: the KV cache grows with rows x length
-SAMPLING_ENV = "ASCIITUNE_MULTI_SAMPLING"  # "per-variant": each adapter sampled alone even when settings match
+# Adapters per engine group: results are written group by group, so a sweep stopped at a cap keeps its finished
+# groups; and per variant K = 8 trained its steps no slower than K = 32 did in one engine
+# (reports/gpu-bench/multi-adapter-h200/sweep-8.json and sweep-32.json, read in reports/gpu-bench/README.md).
+GROUP_ADAPTERS = 8
+GROUP_ENV = "ASCIITUNE_MULTI_GROUP"  # variants per engine group instead of GROUP_ADAPTERS (2..MAX_ADAPTERS)
 
 
 def refusal(cfgs: list[RunConfig]) -> str | None:
@@ -68,6 +63,16 @@ def refusal(cfgs: list[RunConfig]) -> str | None:
         if why := fast.refusal(c):
             return why
     return None
+
+
+def group_sizes(n: int, per_group: int | None = None) -> list[int]:
+    """How n variants over one base split into engine groups trained one after another: as few groups as
+    per_group (default: $ASCIITUNE_MULTI_GROUP, else GROUP_ADAPTERS) allows, as even as possible
+    (9 -> [5, 4], 32 -> [8, 8, 8, 8])."""
+    per_group = per_group or int(os.environ.get(GROUP_ENV) or GROUP_ADAPTERS)
+    per_group = min(max(per_group, 2), MAX_ADAPTERS)
+    groups = max(1, -(-n // per_group))
+    return [n // groups + (1 if i < n % groups else 0) for i in range(groups)]
 
 
 def plan_reason(k: int, stats: FastStats) -> str:
@@ -113,7 +118,7 @@ def train_variants(model, tokenizer, datasets: list[Dataset], cfgs: list[RunConf
         for step in plan:
             m.append(m[-1] + len(step))
         micro.append(m)
-    sets = [run.probe_set(tokenizer, [p.train for p in probes]), run.probe_set(tokenizer, [p.heldout for p in probes])]
+    batches = run.probe_batches(tokenizer, [[p.train for p in probes], [p.heldout for p in probes]])
     curves = [LossCurves() for _ in range(k)]
     eval_s = [0.0]
 
@@ -126,8 +131,7 @@ def train_variants(model, tokenizer, datasets: list[Dataset], cfgs: list[RunConf
             return
         t0 = time.perf_counter()
         sums = torch.zeros(2, k, dtype=torch.float32, device=run.device)
-        for i, batches in enumerate(sets):
-            engine.probe(batches, sums[i])
+        engine.probe(batches, sums)
         tr, ho = sums.tolist()
         eval_s[0] += time.perf_counter() - t0
         for j in due:
@@ -142,8 +146,10 @@ def train_variants(model, tokenizer, datasets: list[Dataset], cfgs: list[RunConf
                 run.stop(j)
 
     try:
+        # Warm-up first (captures, and every kernel's first call: compiles and autotuning), the probes' graphs
+        # with it, so the step-0 probe and the steps are timed as what they cost; the weights are not touched.
+        run.warm_up(lambda: engine.capture_probes(batches))
         measure(0)
-        run.warm_up()
         for point in sorted({p for pts in points for p in pts if p > 0}):
             if run.done >= run.total:  # every variant finished or stopped
                 break
@@ -169,40 +175,3 @@ def train_variants(model, tokenizer, datasets: list[Dataset], cfgs: list[RunConf
         keepers[j].finish(stats_j, totals[j])  # the kept adapter (best held-out probe) back into its row
         out.append((c, stats_j))
     return out, run
-
-
-def sample_variants(model, tokenizer, engine: MultiEngine, gcfgs: list,
-                    progress: Callable[[int], None] | None = None) -> tuple[list[tuple], str]:
-    """Each adapter's (samples, GenerationStats), or the exception its own sampling raised, and how they were drawn
-    (batched across adapters when every variant samples alike, else per variant; a batched call that fails falls
-    back to per variant, and says so)."""
-    k = engine.k
-    why = ""
-    if any(g != gcfgs[0] for g in gcfgs):
-        why = "generation settings differ between variants"
-    elif os.environ.get(SAMPLING_ENV, "") == "per-variant":
-        why = f"{SAMPLING_ENV}=per-variant"
-    if not why:
-        group = max(1, GENERATE_ROWS // max(1, min(gcfgs[0].batch_size, gcfgs[0].n_samples)))
-        try:
-            out: list[tuple] = []
-            engine.stack.install()
-            for lo in range(0, k, group):
-                hi = min(k, lo + group)
-                engine.stack.window = (lo, hi)
-                out += generate_copies(model, tokenizer, gcfgs[0], hi - lo, progress)
-            return out, f"batched: {k} adapters in generate calls of up to {group} adapters"
-        except Exception as exc:  # noqa: BLE001  (sampled per variant instead, and the result says why)
-            why = f"batched sampling failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-            print(f"[multi] {why}; sampling each variant alone", file=sys.stderr, flush=True)
-        finally:
-            engine.stack.window = (0, k)
-            engine.stack.uninstall()
-    out = []
-    for j in range(k):  # a variant whose sampling fails gets its exception in its place; the others go on
-        engine.stack.export(j)
-        try:
-            out.append(generate_samples(model, tokenizer, gcfgs[j], progress))
-        except Exception as exc:  # noqa: BLE001
-            out.append(exc)
-    return out, f"per variant ({why})"

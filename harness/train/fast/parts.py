@@ -1,4 +1,4 @@
-"""What the fast plan's two engines share (harness.train.fast_engine for one variant, harness.train.multi_engine
+"""What the fast plan's two engines share (harness.train.fast.engine for one variant, harness.train.multi.engine
 for K at once): checkpointed decoder layers for long rows, Unsloth's training flags, graph recording, autocast.
 """
 from __future__ import annotations
@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from harness.train import chunked_loss
+from harness.train.fast import chunked_loss
 
 BUCKET = 256  # tokens a graphed row is padded to a multiple of: micro_tokens / BUCKET graphs serve every row
 # Tokens per micro-batch on a GPU, per backend: a row's activations without checkpointing are ~2.8 MB per

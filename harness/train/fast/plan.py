@@ -4,15 +4,15 @@
 
 A drop-in for harness.train.sft.train_variant: the same probes at the same eval steps, the same running
 train loss per step, the same `(LossCurves, TrainStats)`. The step math is the seed plan's (the same
-sequences per optimizer step, lr schedule, clipping and loss normalisation: harness.train.fast_math);
-what changes is only how a step executes (harness.train.fast_engine), and each change is free of math
+sequences per optimizer step, lr schedule, clipping and loss normalisation: harness.train.fast.stepmath);
+what changes is only how a step executes (harness.train.fast.engine), and each change is free of math
 changes:
 - Padding-free packed rows (positions restart per sequence, attention block-diagonal) of at most
   `MICRO_TOKENS` tokens on a GPU, the whole step in one row on the CPU: each row's loss is divided by
   the step's target count, so the rows' gradients add up to the seed's.
 - No gradient checkpointing, except for a sequence longer than the cap (a row of its own).
 - The loss from the final hidden states, lm_head and cross-entropy a chunk of tokens at a time
-  (harness.train.chunked_loss), not the model's own loss over a row's full-vocabulary logits.
+  (harness.train.fast.chunked_loss), not the model's own loss over a row's full-vocabulary logits.
 - Fused torch AdamW instead of the seed's 8-bit AdamW on a GPU: the one deliberate difference, held to
   the per-step loss parity bound by `asciitune bench --workload seed` (8-bit state is the seed's own
   approximation of the same update).
@@ -38,15 +38,15 @@ from harness.config import RunConfig
 from harness.data import Dataset, check_lengths, format_example, token_lengths
 from harness.errors import UserError
 from harness.results import LossCurves, TrainStats
-from harness.train.fast_engine import BUCKET, Engine
-from harness.train.fast_math import (  # noqa: F401  (re-exported: the plan's building blocks)
+from harness.train.fast.engine import BUCKET, Engine
+from harness.train.fast.run import FastRun, FastStats
+from harness.train.fast.stepmath import (  # noqa: F401  (re-exported: the plan's building blocks)
     block_causal_mask,
     pack_step,
     seed_plan_batches,
     split_step,
     tokenize_like_sft,
 )
-from harness.train.fast_run import FastRun, FastStats
 from harness.train.keep import Keeper
 from harness.train.sft import _peak_memory, eval_steps, make_probes, total_steps
 
@@ -156,11 +156,21 @@ def run_fast_variant(model, tokenizer, ds: Dataset, cfg: RunConfig,
         if on_eval:
             on_eval(step, tr, ho)
 
+    def capture_probes() -> None:
+        if dropout:  # probes run in eval mode (no dropout): their graphs are captured so
+            model.eval()
+        for rows, n in sets:
+            engine.capture_probes(rows, n)
+        if dropout:
+            model.train()
+
     keeper = Keeper(model, cfg.train)
     try:
-        measure(0)  # before any update, as the seed plan's on_train_begin (warm-up leaves the weights alone)
+        # Warm-up first (captures, and every kernel's first call), the probes' graphs with it, so the step-0 probe and
+        # the steps are timed as what they cost; it leaves the weights alone, so step 0 is still before any update.
+        run.warm_up(capture_probes)
+        measure(0)  # before any update, as the seed plan's on_train_begin
         keeper.observe(curves)
-        run.warm_up()
         for point in [p for p in points if p > 0] + [run.total]:
             run.run(point, on_step)
             if run.done not in curves.steps:

@@ -1,7 +1,7 @@
 """The fast plan's step math, free of execution: which sequences each optimizer step holds, how they are
 tokenised, packed into padding-free rows and cut into micro-batches, and the lr each step uses.
 
-Everything here reproduces what TRL's SFTTrainer does in the seed plan (harness.train.fast_engine runs it):
+Everything here reproduces what TRL's SFTTrainer does in the seed plan (harness.train.fast.engine runs it):
 the same sequences in each optimizer step (accelerate's seedable sampler, `data_seed + epoch`, and
 transformers' epoch chunking: `seed_plan_batches`), the same tokenisation (text + EOS, the tokenizer's own
 special tokens, cut at max_length as TRL cuts), the same lr schedule (`transformers.get_scheduler`), and the

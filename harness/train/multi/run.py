@@ -1,20 +1,19 @@
-"""K variants' fast-plan training on a MultiEngine (harness.train.multi_engine): each variant's own steps, rows,
+"""K variants' fast-plan training on a MultiEngine (harness.train.multi.engine): each variant's own steps, rows,
 lr schedule and AdamW factors, batched into [K, T] micro-batches; timings, per-step losses and probes.
 
     run = MultiRun(engine, tokenizer, [(texts, cfg.train), ...])   # every micro-batch on the device, up front
     run.warm_up(); run.run(run.total); losses = run.losses(k); stats = run.stats(k); run.pause()
 
-Variant k's steps are exactly its solo plan's (harness.train.fast_math: seed_plan_batches, lr_schedule,
+Variant k's steps are exactly its solo plan's (harness.train.fast.stepmath: seed_plan_batches, lr_schedule,
 split_step under the engine's row cap, its step's target count); global step s holds step s of every
 variant that has one. Variants that differ in data, epochs, lr, seed, warm-up or weight decay share the
 engine; a finished variant's rows are empty and its AdamW factors are no-ops.
 """
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
-from harness.train.fast_math import (
+from harness.train.fast.loop import StepLoop
+from harness.train.fast.run import FastStats
+from harness.train.fast.stepmath import (
     PackedRow,
     lr_schedule,
     pack_step,
@@ -22,9 +21,13 @@ from harness.train.fast_math import (
     split_step,
     tokenize_like_sft,
 )
-from harness.train.fast_run import FastStats
-from harness.train.multi_engine import MultiEngine
-from harness.train.multi_lora import adamw_coefficients
+from harness.train.multi.engine import MultiEngine
+from harness.train.multi.ops import adamw_coefficients
+
+# Tokens in one probe forward on a GPU: forward only, a layer's activations live only while it runs (estimated
+# from Llama-3.2-3B's widths, not measured: ~70 KB per token at the MLP), so 64k tokens take a few GB beside the
+# training graphs' pool, and a probe point of K = 8 adapters is one or two forwards instead of one per [K, T] row.
+PROBE_TOKENS = 65536
 
 
 def pad_row(row: PackedRow | None, width: int, pad_id: int) -> PackedRow:
@@ -36,7 +39,7 @@ def pad_row(row: PackedRow | None, width: int, pad_id: int) -> PackedRow:
                      row.segments + [seg] * pad, row.lengths + ([pad] if pad else []), row.n_items)
 
 
-class MultiRun:
+class MultiRun(StepLoop):
     """K variants' fast-plan training on one MultiEngine, run in segments of global steps."""
 
     def __init__(self, engine: MultiEngine, tokenizer, variants: list[tuple[list[str], object]], *,
@@ -77,8 +80,7 @@ class MultiRun:
         self.coeffs = torch.tensor(coeffs, dtype=torch.float32).to(self.device)  # [S, K, COEFFS]
         engine.begin()
         self.loss_dev = torch.zeros(self.total, self.k, dtype=torch.float32, device=self.device)
-        self.events = [torch.cuda.Event(enable_timing=True) for _ in range(2 * self.total)] if engine.cuda else []
-        self.done, self.train_s, self.warmup_s = 0, 0.0, 0.0
+        StepLoop.__init__(self, self.total, engine.cuda)
 
     def _parts(self, k: int, s: int) -> tuple[list[PackedRow], int]:
         """Adapter k's rows at global step s (none once its training is over) and its step's target count."""
@@ -110,28 +112,48 @@ class MultiRun:
             widths.append(width)
         return batches, widths
 
-    def probe_set(self, tokenizer, texts: list[list[str]]) -> list[tuple]:
-        """Each adapter's probe texts (texts[k]) as [K, T] micro-batches, tokenized as probe_loss tokenizes them;
-        each row scaled by 1 / its adapter's probe target count, so a probe's [K] sums are token-weighted means."""
-        parts = []
-        for k in range(self.k):
-            seqs = tokenizer(texts[k], add_special_tokens=False)["input_ids"]
-            rows = [pack_step([seqs[i] for i in part], self.pad_id)
-                    for part in split_step(seqs, self.engine.micro_tokens)]
-            parts.append((rows, sum(r.n_items for r in rows)))
-        return self._batches(parts)[0]
-
-    def _sync(self) -> None:
+    def probe_batches(self, tokenizer, sets: list[list[list[str]]]) -> list[tuple]:
+        """Probe sets for every adapter (sets[i][k]: set i's texts for adapter k, tokenized as probe_loss tokenizes
+        them) packed into rows under the engine's cap and batched into as few forwards as PROBE_TOKENS allows: rows
+        of one bucketed width together, [K * m, T] with adapter k's m rows in block k (the stacked layers' layout).
+        Each row is scaled by 1 / its adapter's target count in its set; a batch's last tensor holds each row's
+        flat index set * K + k, where its loss adds up (MultiEngine.probe: sums[set, k] token-weighted means)."""
         import torch
 
-        if self.engine.cuda:
-            torch.cuda.synchronize()
+        bucket, cap = self.engine.bucket, self.engine.micro_tokens
+        by_width: dict[int, list[list[tuple]]] = {}  # bucketed width (0: one group, eager) -> per adapter its rows
+        for i, texts in enumerate(sets):
+            for k in range(self.k):
+                seqs = tokenizer(texts[k], add_special_tokens=False)["input_ids"]
+                rows = [pack_step([seqs[j] for j in part], self.pad_id) for part in split_step(seqs, cap)]
+                n = sum(r.n_items for r in rows)
+                for r in rows:
+                    width = -(-len(r.ids) // bucket) * bucket if bucket else 0
+                    by_width.setdefault(width, [[] for _ in range(self.k)])[k].append((r, 1.0 / n if n else 0.0,
+                                                                                       i * self.k + k))
+        batches = []
+        for width, per in sorted(by_width.items()):
+            m = max(len(rows) for rows in per)
+            width = width or max(len(r.ids) for rows in per for r, _, _ in rows)
+            step = max(1, PROBE_TOKENS // (self.k * width)) if bucket else m  # rows per adapter in one forward
+            for lo in range(0, m, step):
+                hi = min(m, lo + step)
+                block = [x for k, rows in enumerate(per) for x in rows[lo:hi] + [(None, 0.0, k)] * (hi - lo -
+                                                                                                     len(rows[lo:hi]))]
+                padded = [pad_row(r, width, self.pad_id) for r, _, _ in block]
 
-    def warm_up(self) -> float:
+                def dev(key: str, rows=padded):
+                    return torch.tensor([getattr(r, key) for r in rows], dtype=torch.long).to(self.device,
+                                                                                              non_blocking=True)
+
+                batches.append((dev("ids"), dev("positions"), dev("labels"), dev("segments"),
+                                torch.tensor([s for _, s, _ in block], dtype=torch.float32).to(self.device),
+                                torch.tensor([x for _, _, x in block], dtype=torch.long).to(self.device)))
+        return batches
+
+    def _warm(self) -> None:
         """Graph mode: capture every row length the steps use (eager: one forward/backward); grads zeroed after."""
         e = self.engine
-        self._sync()
-        t0 = time.perf_counter()
         if e.mode == "eager":
             e.forward_backward(*self.batches[0][0])
         else:
@@ -141,28 +163,9 @@ class MultiRun:
                     examples.setdefault(b[0].shape[-1], b)
             e.capture(examples)
         e.zero_grads()  # the warm-up's gradients; weights and AdamW state untouched (captures do not run)
-        self._sync()
-        self.warmup_s += time.perf_counter() - t0
-        return self.warmup_s
 
-    def run(self, stop: int, on_step: Callable[[int, int], None] | None = None) -> float:
-        """Global steps done..stop-1, synchronized at both ends; returns this segment's seconds."""
-        stop = min(stop, self.total)
-        self._sync()
-        t0 = time.perf_counter()
-        for s in range(self.done, stop):
-            if self.events:
-                self.events[2 * s].record()
-            self.engine.step(self.batches[s], self.coeffs[s], self.loss_dev[s])
-            if self.events:
-                self.events[2 * s + 1].record()
-            if on_step:
-                on_step(s + 1, self.total)
-        self._sync()
-        seconds = time.perf_counter() - t0
-        self.done = max(self.done, stop)
-        self.train_s += seconds
-        return seconds
+    def _step(self, s: int) -> None:
+        self.engine.step(self.batches[s], self.coeffs[s], self.loss_dev[s])
 
     def stop(self, k: int) -> None:
         """Adapter k's training ends after the global steps done (train.stop_on fired at its probe): its later rows
@@ -191,8 +194,7 @@ class MultiRun:
         import torch
 
         e, steps = self.engine, min(self.done, self.totals[k])
-        step_ms = [round(self.events[2 * s].elapsed_time(self.events[2 * s + 1]), 3)
-                   for s in range(self.done)] if self.events else []
+        step_ms = self.step_ms()
         real = self.real_tokens(k)
         return FastStats(mode=e.mode, device="cuda" if e.cuda else "cpu", attention="mask", backend=e.backend,
                          steps=steps, real_tokens=real, padded_tokens=sum(self.padded_of[k][:steps]),

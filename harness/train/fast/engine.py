@@ -1,11 +1,11 @@
 """How the fast plan executes optimizer steps: packed micro-batches, fused AdamW, eager or CUDA graphs.
 
     engine = Engine(model, cfg.train)                        # once per process and model
-    run = FastRun(engine, tokenizer, texts, cfg.train)       # per variant (harness.train.fast_run)
+    run = FastRun(engine, tokenizer, texts, cfg.train)       # per variant (harness.train.fast.run)
     run.warm_up(); run.run(run.total); losses = run.losses(); run.pause()
     ... probe, sample ...; the next variant over the same base: FastRun(engine, ...) replays the same graphs
 
-The step math is harness.train.fast_math's (the seed plan's). A step's sequences are packed into rows of at
+The step math is harness.train.fast.stepmath's (the seed plan's). A step's sequences are packed into rows of at
 most `micro_tokens` tokens (padding-free inside a row: positions restart per sequence, attention is
 block-diagonal); each row's loss is divided by the whole step's target count and the rows' gradients add
 up in .grad, then clip, AdamW and zero grads end the step.
@@ -24,18 +24,12 @@ lengths per step, so eager only).
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import re
 
-from harness.train import chunked_loss
-from harness.train.fast_math import (
-    ADAM_BETAS,
-    ADAM_EPS,
-    MAX_GRAD_NORM,
-    NO_DECAY,
-    block_causal_mask,
-)
-from harness.train.fast_parts import (  # noqa: F401  (BUCKET, MICRO_TOKENS, backend_of: re-exported)
+from harness.train.fast import chunked_loss
+from harness.train.fast.parts import (  # noqa: F401  (BUCKET, MICRO_TOKENS, backend_of: re-exported)
     BUCKET,
     MICRO_TOKENS,
     UnslothFlags,
@@ -47,6 +41,13 @@ from harness.train.fast_parts import (  # noqa: F401  (BUCKET, MICRO_TOKENS, bac
     record_graphs,
     replay,
     uncheckpoint_layers,
+)
+from harness.train.fast.stepmath import (
+    ADAM_BETAS,
+    ADAM_EPS,
+    MAX_GRAD_NORM,
+    NO_DECAY,
+    block_causal_mask,
 )
 
 
@@ -91,7 +92,7 @@ class Engine:
                  micro_tokens: int | None = None, checkpoint_long: bool = True, loss: str = "auto"):
         """cfg: the first variant's TrainConfig (lr, weight decay); mode "auto" = graphs on CUDA, eager on CPU;
         checkpoint_long: rows over micro_tokens (one long sequence each) recompute each decoder layer in backward;
-        loss "auto" = the chunked loss over hidden states (harness.train.chunked_loss) where the model allows it,
+        loss "auto" = the chunked loss over hidden states (harness.train.fast.chunked_loss) where the model allows it,
         else "model" (the model's own loss, which materializes a row's full-vocabulary logits)."""
         import torch
 
@@ -126,6 +127,10 @@ class Engine:
         self._wrapped = checkpoint_layers(model, lambda: self._checkpointing) if self.checkpoint_long else []
         self._flags = UnslothFlags(model, return_logits=self.mode == "graphs" and self.loss == "model") \
             if self.backend == "unsloth" and self.attention == "mask" else None
+        # peft's LoRA forward casts each layer's input to the LoRA weights' dtype (fp32) and the matmul under
+        # autocast casts it back to bf16: an exact round trip, two passes over the input per projection. Under
+        # autocast the steps skip it (peft.helpers.disable_input_dtype_casting); pause() restores it.
+        self._no_cast = contextlib.ExitStack() if self.backend == "peft" and self.autocast_dtype else None
 
     def begin(self, cfg) -> None:
         """Start a variant: LoRA weights back at their start, AdamW state and grads zero, in place."""
@@ -144,6 +149,11 @@ class Engine:
         self.variants += 1
         if self._flags:  # Unsloth keeps the block-diagonal masks while training; pause() gives its settings back
             self._flags.keep()
+        if self._no_cast is not None:
+            from peft.helpers import disable_input_dtype_casting
+
+            self._no_cast.close()
+            self._no_cast.enter_context(disable_input_dtype_casting(self.model))
 
     def zero_grads(self) -> None:
         """Grads to zero in place (graphs accumulate into them where they are)."""
@@ -154,9 +164,11 @@ class Engine:
             torch._foreach_zero_(grads)
 
     def pause(self) -> None:
-        """Training is over for now (probes and sampling next): Unsloth's own settings back."""
+        """Training is over for now (probes and sampling next): Unsloth's own settings (and peft's casts) back."""
         if self._flags:
             self._flags.restore()
+        if self._no_cast is not None:
+            self._no_cast.close()
 
     def forward_backward(self, ids, positions, labels, segments, n_items, lengths=None):
         """One row's loss (divided by the step's target count) backward into .grad; returns the loss."""
@@ -203,25 +215,31 @@ class Engine:
                                              enabled=self.autocast_dtype is not None, cache_enabled=False):
             return self._loss(ids, positions, labels, segments, n_items, lengths).detach()
 
+    def capture_probes(self, rows: list[tuple], n_items) -> int:
+        """Graph mode: a forward-only graph per probe row length not captured yet (a capture that fails leaves probes
+        eager, and plan_reason says why); returns how many were captured."""
+        import torch
+
+        todo = {r[0].shape[-1]: (*r[:4], n_items) for r in rows if r[0].shape[-1] not in self.probe_graphs}
+        if self.mode != "graphs" or self.probe_eager or not todo:
+            return 0
+        try:
+            self.probe_graphs.update(record_graphs(self.forward_loss, todo, self.pool))
+        except Exception as exc:  # noqa: BLE001  (the rows still get measured, eagerly)
+            self.probe_eager = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            torch.cuda.synchronize()
+            return 0
+        return len(todo)
+
     def probe(self, rows: list[tuple], n_items, total) -> None:
         """A probe set's token-weighted mean loss added into `total` (a 1-element device tensor), no host sync:
         its packed rows forward only, each divided by the set's target count. Graph mode replays one
-        forward-only graph per row length (captured on first use); a capture that fails leaves probes eager."""
-        import torch
-
+        forward-only graph per row length (captured on first use)."""
+        self.capture_probes(rows, n_items)
         for inputs in rows:
-            t = inputs[0].shape[-1]
-            if self.mode == "graphs" and not self.probe_eager and t not in self.probe_graphs:
-                try:
-                    self.probe_graphs.update(record_graphs(self.forward_loss, {t: (*inputs[:4], n_items)},
-                                                           self.pool))
-                except Exception as exc:  # noqa: BLE001  (the rows still get measured, eagerly; plan_reason says why)
-                    self.probe_eager = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                    torch.cuda.synchronize()
-            if t in self.probe_graphs:
-                total.add_(replay(self.probe_graphs[t], (*inputs[:4], n_items)))
-            else:
-                total.add_(self.forward_loss(*inputs[:4], n_items, *inputs[4:]))
+            entry = self.probe_graphs.get(inputs[0].shape[-1])
+            total.add_(replay(entry, (*inputs[:4], n_items)) if entry
+                       else self.forward_loss(*inputs[:4], n_items, *inputs[4:]))
 
     def end_step(self) -> None:
         """Clip, AdamW, zero grads: the same code eager or under capture."""

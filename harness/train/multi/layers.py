@@ -19,11 +19,11 @@ the replaced forward.
 """
 from __future__ import annotations
 
-import math
+import os
 import sys
 import warnings
 
-from harness.train.fast_math import ADAM_BETAS, ADAM_EPS, MAX_GRAD_NORM
+from harness.train.multi.ops import FORM_ENV, stacked_lora
 
 # The leaves alias [K, P] buffers with row stride P, which autograd's layout check flags once per leaf: the
 # gradients still accumulate in place into the aliased columns (tests/test_multi_engine.py).
@@ -94,6 +94,7 @@ class StackedLora:
         self.start = torch.cat([p.detach().reshape(-1) for p in self.peft_params])  # LoRA as loaded
         self.reset()
         self.window: tuple[int, int] = (0, k)  # the adapters whose rows a forward's input holds, in order
+        self.form = os.environ.get(FORM_ENV, "") or "separate"  # how the LoRA product joins the base output (ops)
         self._installed = False
         self._unsloth = None
 
@@ -156,67 +157,14 @@ class StackedLora:
 
     def _forward_of(self, i: int, module):
         """The stacked forward of layer i: base for all rows, then the LoRA product of each adapter's rows."""
-        import torch
-
         base, a_leaf, b_leaf, scaling = module.base_layer, self.leaves[2 * i], self.leaves[2 * i + 1], self.scaling[i]
 
         def forward(x, *args, **kwargs):
             result = base(x, *args, **kwargs)
             lo, hi = self.window
             a, b = (a_leaf, b_leaf) if (lo, hi) == (0, self.k) else (a_leaf[lo:hi], b_leaf[lo:hi])
-            n = hi - lo
-            if x.shape[0] % n:
-                raise ValueError(f"{x.shape[0]} rows do not split over {n} adapters")
-            # As peft's Linear.forward: the input in the LoRA weights' dtype, the delta scaled, the sum in the
-            # base output's dtype. Under autocast the matmuls cast to bf16 anyway (as peft's do), so the input's
-            # round trip through the weights' dtype is exact and skipped.
-            xs = x if torch.is_autocast_enabled(x.device.type) else x.to(a.dtype)
-            xs = xs.reshape(n, -1, x.shape[-1])
-            delta = torch.bmm(torch.bmm(xs, a.transpose(1, 2)), b.transpose(1, 2)) * scaling
-            return (result + delta.reshape(result.shape)).to(result.dtype)
+            if x.shape[0] % (hi - lo):
+                raise ValueError(f"{x.shape[0]} rows do not split over {hi - lo} adapters")
+            return stacked_lora(result, x, a, b, scaling, self.form)
 
         return forward
-
-
-def clip_per_adapter(grads, max_norm: float | None = None) -> None:
-    """Each adapter's gradient (a row of grads [K, P]) clipped to max_norm (default MAX_GRAD_NORM) as torch's
-    clip_grad_norm_ clips it."""
-    import torch
-
-    max_norm = MAX_GRAD_NORM if max_norm is None else max_norm
-    norms = torch.linalg.vector_norm(grads.float(), dim=1)
-    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    grads.mul_(coef.to(grads.dtype).unsqueeze(1))
-
-
-COEFFS = 6  # per adapter and step: decay, 1 - beta1, beta2, 1 - beta2, -step size, sqrt(bias correction 2)
-
-
-def adamw_coefficients(lr: float, weight_decay: float, step: int | None) -> list[float]:
-    """One adapter's AdamW factors for one step (its own step count, 1-based), computed in double as torch's
-    single-tensor AdamW computes them; step None: the adapter does not step (every update is an exact no-op)."""
-    if step is None:
-        return [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]
-    b1, b2 = ADAM_BETAS
-    return [1 - lr * weight_decay, 1 - b1, b2, 1 - b2, -lr / (1 - b1 ** step), math.sqrt(1 - b2 ** step)]
-
-
-def adamw_rows(weights, grads, exp_avg, exp_avg_sq, coeffs) -> None:
-    """AdamW over rows [K, P], each row with its own coefficients (coeffs [K, COEFFS] on the device), in place:
-    torch.optim.AdamW's update (decoupled weight decay, bias corrections) per adapter, with no host sync.
-    The arithmetic is fp32 (as torch's fused AdamW computes for 16-bit weights), the state in the weights' dtype."""
-    import torch
-
-    c = coeffs.float().unsqueeze(2)  # [K, COEFFS, 1]: each column broadcasts over a row
-    decay, b1w, b2, b2w, neg_step, bc2 = (c[:, i] for i in range(COEFFS))
-    fp32 = weights.dtype == torch.float32
-    w, g = (weights, grads) if fp32 else (weights.float(), grads.float())
-    m, v = (exp_avg, exp_avg_sq) if fp32 else (exp_avg.float(), exp_avg_sq.float())
-    w.mul_(decay)
-    m.lerp_(g, b1w)
-    v.mul_(b2).addcmul_(g, g * b2w)
-    denom = (v.sqrt() / bc2).add_(ADAM_EPS)
-    w.addcdiv_(m * neg_step, denom)
-    if not fp32:
-        for dst, src in ((weights, w), (exp_avg, m), (exp_avg_sq, v)):
-            dst.copy_(src)

@@ -1,4 +1,4 @@
-"""One variant's fast-plan training on an Engine (harness.train.fast_engine): its steps' rows, lr schedule,
+"""One variant's fast-plan training on an Engine (harness.train.fast.engine): its steps' rows, lr schedule,
 timings and losses.
 
     run = FastRun(engine, tokenizer, texts, cfg.train)       # LoRA back at its start, every row on the device
@@ -6,12 +6,11 @@ timings and losses.
 """
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness.train.fast_engine import Engine
-from harness.train.fast_math import lr_schedule, pack_step, seed_plan_batches, split_step, tokenize_like_sft
+from harness.train.fast.engine import Engine
+from harness.train.fast.loop import StepLoop
+from harness.train.fast.stepmath import lr_schedule, pack_step, seed_plan_batches, split_step, tokenize_like_sft
 
 
 @dataclass
@@ -37,10 +36,10 @@ class FastStats:
     peak_reserved_bytes: int = 0
     optimizer: str = "torch AdamW (fused)"
     probes: str = ""  # how the probes ran: "graphs", "eager", or "eager (<why a capture failed>)"
-    loss: str = ""  # "chunked" (harness.train.chunked_loss) or "model (<why not chunked>)"
+    loss: str = ""  # "chunked" (harness.train.fast.chunked_loss) or "model (<why not chunked>)"
 
 
-class FastRun:
+class FastRun(StepLoop):
     """One variant's fast-plan training on an Engine: rows packed and on the device, steps run in segments."""
 
     def __init__(self, engine: Engine, tokenizer, texts: list[str], cfg, *, max_length: int | None = 2048,
@@ -69,8 +68,7 @@ class FastRun:
         engine.begin(cfg)
         engine.model.train()
         self.loss_dev = torch.zeros(self.total, dtype=torch.float32, device=device)
-        self.events = [torch.cuda.Event(enable_timing=True) for _ in range(2 * self.total)] if engine.cuda else []
-        self.done, self.train_s, self.warmup_s = 0, 0.0, 0.0
+        StepLoop.__init__(self, self.total, engine.cuda)
         self.reused = 0
 
     def _rows(self, seqs: list[list[int]]) -> tuple[list[tuple], int]:
@@ -93,21 +91,13 @@ class FastRun:
         rows, n = self._rows(tokenizer(texts, add_special_tokens=False)["input_ids"])
         return rows, torch.tensor(n, dtype=torch.long, device=self.device)
 
-    def _sync(self) -> None:
-        import torch
-
-        if self.engine.cuda:
-            torch.cuda.synchronize()
-
     def lengths(self) -> list[int]:
         """The row lengths this variant's steps use."""
         return sorted({t for step in self.row_lengths for t in step})
 
-    def warm_up(self) -> float:
+    def _warm(self) -> None:
         """Graph mode: capture the row lengths no earlier variant captured (eager: one forward/backward)."""
         e = self.engine
-        self._sync()
-        t0 = time.perf_counter()
         if e.mode == "eager":
             e.forward_backward(*self.rows[0][0][:4], self.n_items[0], *self.rows[0][0][4:])
         else:
@@ -118,28 +108,9 @@ class FastRun:
             self.reused = sum(t in e.graphs for t in examples)
             e.capture(examples)
         e.zero_grads()  # the warm-up's gradients; weights and AdamW state were not touched (captures do not run)
-        self._sync()
-        self.warmup_s += time.perf_counter() - t0
-        return self.warmup_s
 
-    def run(self, stop: int, on_step: Callable[[int, int], None] | None = None) -> float:
-        """Steps done..stop-1, synchronized at both ends; returns this segment's seconds."""
-        stop = min(stop, self.total)
-        self._sync()
-        t0 = time.perf_counter()
-        for i in range(self.done, stop):
-            if self.events:
-                self.events[2 * i].record()
-            self.engine.step(self.rows[i], self.n_items[i], self.lrs[i], self.loss_dev[i:i + 1])
-            if self.events:
-                self.events[2 * i + 1].record()
-            if on_step:  # no sync: the caller's progress line runs ahead of the device by a few steps
-                on_step(i + 1, self.total)
-        self._sync()
-        seconds = time.perf_counter() - t0
-        self.done = max(self.done, stop)
-        self.train_s += seconds
-        return seconds
+    def _step(self, i: int) -> None:
+        self.engine.step(self.rows[i], self.n_items[i], self.lrs[i], self.loss_dev[i:i + 1])
 
     def losses(self) -> list[float]:
         """Per-step training losses of the steps done (one host read)."""
@@ -154,8 +125,7 @@ class FastRun:
         import torch
 
         e, real = self.engine, self.real_tokens()
-        step_ms = [round(self.events[2 * i].elapsed_time(self.events[2 * i + 1]), 3)
-                   for i in range(self.done)] if self.events else []
+        step_ms = self.step_ms()
         return FastStats(mode=e.mode, device="cuda" if e.cuda else "cpu", attention=e.attention, backend=e.backend,
                          steps=self.done, real_tokens=real, padded_tokens=sum(map(sum, self.row_lengths[: self.done])),
                          train_seconds=round(self.train_s, 4), warmup_seconds=round(self.warmup_s, 3),
