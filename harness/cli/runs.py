@@ -5,6 +5,7 @@
     asciitune runs --json > runs.json               # pandas.read_json("runs.json")
     asciitune runs --csv > runs.csv                 # pandas.read_csv("runs.csv")
     asciitune runs --html reports/leaderboard       # every variant of every run ranked, in one page
+    asciitune runs --variants --csv > variants.csv  # one row per variant, each varying config key a column
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def column_widths(cells: list[list[str]], no_wrap: list[bool], width: int) -> li
     return widths
 
 
-def fit_table(listing, root: Path, out, wide: bool = False) -> list[str]:
+def fit_table(listing, root: Path, out, wide: bool = False, variants: bool = False) -> list[str]:
     """Print the runs as a table that fits the console: columns dropped by priority (Column.keep) until it does, run
     ids never cut, no word split across lines (every column at least as wide as its longest word); with `wide`, every
     column at its natural width. Returns the headers of the columns left out."""
@@ -45,11 +46,12 @@ def fit_table(listing, root: Path, out, wide: bool = False) -> list[str]:
     from rich.text import Text
 
     from harness.report.runs import table_columns, table_rows
+    from harness.report.variant_rows import variant_columns, variant_table
 
-    columns = table_columns(listing, wide)
+    columns = (variant_columns if variants else table_columns)(listing, wide)
     dropped: list[str] = []
     while True:
-        headers, rows = table_rows(listing, columns)
+        headers, rows = (variant_table if variants else table_rows)(listing, columns)
         cells = [[h, *(r[i] for r in rows)] for i, h in enumerate(headers)]
         no_wrap = [c.no_wrap for c in columns]
         widths = column_widths(cells, no_wrap, 10**6 if wide else out.width)
@@ -60,7 +62,7 @@ def fit_table(listing, root: Path, out, wide: bool = False) -> list[str]:
         columns = [c for c in columns if c is not lowest]
         dropped.append(lowest.header)
     widths = widths or [max(map(len, c)) for c in cells]  # the id columns alone are wider: let the terminal wrap
-    table = Table(title=f"runs under {root}", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, GAP // 2),
+    table = Table(title=f"{'variants' if variants else 'runs'} under {root}", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, GAP // 2),
                   collapse_padding=True, pad_edge=False, show_edge=False)
     for header, w in zip(headers, widths, strict=True):
         table.add_column(header, width=w)
@@ -77,19 +79,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
     """CLI: list the runs; skipped files go to stderr so that --json and --csv output stays parseable."""
     # Imported here, not at the top: the report modules bring matplotlib, which `asciitune run` need not wait for.
     from harness.report.runs import COLUMNS, row_dicts, scan, write_leaderboard
+    from harness.report.variant_rows import csv_value, variant_dicts
 
     root = Path(getattr(args, "reports_dir", None) or REPORTS_DIR)
     listing = scan(root)
+    columns, rows = variant_dicts(listing) if args.variants else (COLUMNS, row_dicts(listing))
     if args.json:
-        json.dump(row_dicts(listing), sys.stdout, indent=1)
+        json.dump(rows, sys.stdout, indent=1)
         print()
     elif args.csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(row_dicts(listing))
+        writer.writerows({k: csv_value(v) for k, v in r.items()} for r in rows)
     elif listing.runs:
         # --wide: as wide as the table is (a pager or a file scrolls sideways); else the terminal's width
-        fit_table(listing, root, console(width=0) if args.wide else console(), wide=args.wide)
+        fit_table(listing, root, console(width=0) if args.wide else console(), wide=args.wide, variants=args.variants)
     else:
         print(f"No runs under {root}: `asciitune run` writes one there.")
     for s in listing.skipped:
@@ -115,6 +119,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     out.add_argument("--csv", action="store_true", help="print CSV, one row per run, with a header")
     out.add_argument("--wide", action="store_true", help="every column of the table, at its full width (the default "
                      "fits the terminal: fewer columns, short device names)")
+    p.add_argument("--variants", action="store_true", help="one row per variant instead of per run (a seed "
+                   "replicate its own row), each config key that varies among them its own column, for pandas to "
+                   "pivot (docs/sweeps.md)")
     p.add_argument("--html", metavar="OUT", help="also write a leaderboard page across runs: a folder "
                    "(index.html + report.md) or a .html file (and the .md of the same name beside it)")
     # SUPPRESS: only set when given after the subcommand, so the main parser's --reports-dir is not overwritten.

@@ -220,6 +220,16 @@ def units(run: RunResult) -> dict[str, Unit]:
     return {n: out[n] for n in order}
 
 
+def unit_change(metric: str, ua: Unit, ub: Unit, ma: dict[str, Metric] | None = None,
+                mb: dict[str, Metric] | None = None) -> tuple[float | None, float | None, str]:
+    """One metric of unit B against baseline unit A as the gate weighs it: classify() with the seed-noise model
+    for a side run once (a side over seeds carries its spread in its stderr). ma, mb: the units' metrics, if held."""
+    a, b = (ma if ma is not None else ua.metrics()).get(metric), (mb if mb is not None else ub.metrics()).get(metric)
+    hib = (a or b).higher_is_better if (a or b) is not None else True
+    return classify(a, b, hib, seeds.seed_sd(metric, a if len(ua.done) == 1 else None,
+                                             b if len(ub.done) == 1 else None))
+
+
 def population(v: VariantResult, metric: str) -> str:
     """The samples a metric is computed over; results written before populations were recorded used all."""
     return v.scores.populations.get(metric, "all") if metric in v.scores.metrics else "all"
@@ -334,8 +344,7 @@ def compare(runs: list[RunResult], thresholds: dict[str, float] | None = None) -
             for metric in [*ma, *(m for m in mb if m not in ma)]:
                 a, b = ma.get(metric), mb.get(metric)
                 hib = (a or b).higher_is_better
-                delta, se, change = classify(a, b, hib, seeds.seed_sd(metric, a if len(ua.done) == 1 else None,
-                                                                      b if len(ub.done) == 1 else None))
+                delta, se, change = unit_change(metric, ua, ub, ma, mb)
                 if a is not None and b is not None and population(va, metric) != population(vb, metric):
                     change = "incomparable"
                     comp.warnings.append(f"Variant {name}: {metric} is over {population(vb, metric)} samples in "

@@ -37,6 +37,7 @@ pre.art{font-family:"DejaVu Sans Mono",Menlo,Consolas,"Liberation Mono",monospac
  white-space:pre;overflow-x:auto;background:#f7f7f9;border:1px solid #e3e3e8;padding:.5rem;margin:0;tab-size:8}
 .story .top{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1rem;align-items:start}
 .story .top img{margin:0}.story p{margin:.2rem 0}.story .note{font-size:.85rem;max-width:none}
+.story .answer p{border-left:4px solid #1f77b4;background:#f3f7fb;padding:.25rem .5rem;margin:.35rem 0;font-weight:600}
 ul.sentences{margin:.3rem 0;padding-left:1.1rem;font-size:.93rem}ul.sentences li{margin:.25rem 0}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(22rem,1fr));gap:.6rem;margin-top:.4rem}
 .card{border:1px solid #ddd;border-radius:6px;padding:.3rem .5rem;min-width:0}

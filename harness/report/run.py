@@ -13,8 +13,9 @@ from pathlib import Path
 from harness.config import flatten
 from harness.data import pieces_phrase
 from harness.judge.verdict import QUALITY_METRICS, RANKING_RULE, final_verdict, quality, rank
-from harness.report import plots, sections, story
+from harness.report import plots, sections, story, sweep_plots
 from harness.report.doc import Doc, fmt, fmt_bytes, fmt_mapping, fmt_metric
+from harness.report.sweep import find_sweep
 from harness.results import Metric, RunResult, VariantResult, load, resolve_run_dir
 
 MAX_GALLERY = 12  # samples per variant in the gallery; the samples file keeps them all
@@ -150,11 +151,14 @@ def write_report(run_dir: str | Path, run: RunResult | None = None) -> Path:
     """
     run_dir = resolve_run_dir(run_dir)
     run = run if run is not None else load(run_dir)
+    sweep = find_sweep(run)  # None unless the variants form a grid (harness.report.sweep)
     images = plots.plot_run(run, run_dir) + (story.plot_overview(run, run_dir) if run.variants else [])
+    images += sweep_plots.plot_sweep(sweep, run_dir)
     doc = Doc(f"asciitune run {run.run_id}")
     if run.variants:  # a benchmark-only run has no variants: no story, leaderboard, cost or gallery
-        story.story(doc, run, run_dir, images)  # the outcome first; metadata and full tables below
+        story.story(doc, run, run_dir, images, sweep)  # the outcome first; metadata and full tables below
         doc.contents()
+        sweep_plots.section(doc, sweep, run_dir, images)
         _leaderboard(doc, run)
         _memorization(doc, run)
         _image(doc, run_dir, images, "loss-curves.png", "train vs held-out loss per variant")

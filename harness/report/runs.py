@@ -17,6 +17,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from harness.errors import UserError
@@ -197,11 +198,11 @@ class Column:
     """One column of the runs table: its header, its cell, and how long it stays when the table must narrow."""
 
     header: str
-    cell: Callable[[RunRow, str], str]  # (row, its data label) -> text
+    cell: Callable[[Any, str], str]  # (row: a RunRow, or a VariantRow, its data label) -> text
     keep: int  # the table drops the lowest first to fit the terminal; 0: only with --wide (and on the page)
     no_wrap: bool = False  # never wraps: run ids, which a reader copies into the next command
     # a number: printed with as many digits as tell the runs' unequal values apart (fmt_apart), not the cell
-    number: Callable[[RunRow], float | None] | None = None
+    number: Callable[[Any], float | None] | None = None
 
 
 def config_label(r: RunRow) -> str:
@@ -217,7 +218,7 @@ def _heldout(r: RunRow) -> str:
     return f"{fmt(r.heldout_min)} @ step {fmt(r.heldout_min_step)}" if r.heldout_min is not None else "-"
 
 
-# Issue 27 adds per-variant sweep rows: a column is a function of a row, so such rows only need these cells.
+# A column is a function of a row: the per-variant table (harness.report.variant_rows) declares its own the same way.
 COLUMNS_TABLE = [
     Column("run", lambda r, d: r.run_id, 100, no_wrap=True),
     Column("date", lambda r, d: (r.created or "-")[:16].replace("T", " "), 0),
@@ -266,8 +267,12 @@ def table_columns(listing: Listing, wide: bool = False) -> list[Column]:
 def table_rows(listing: Listing, columns: list[Column] | None = None) -> tuple[list[str], list[list[str]]]:
     """Headers and the runs as text cells, for a terminal table or a page (every column by default)."""
     rows = listing.rows()
-    labels = data_labels(rows)
     columns = columns if columns is not None else [c for c in COLUMNS_TABLE if c.header not in WIDE_ONLY]
+    return cell_table(rows, columns, data_labels(rows))
+
+
+def cell_table(rows: list[Any], columns: list[Column], labels: dict[str, str]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows (runs, or variants: harness.report.variant_rows) as text cells; labels: data per run path."""
     cells = [[c.cell(r, labels[r.path]) for c in columns] for r in rows]
     for k, c in enumerate(columns):  # 11.46 and 11.54 must not both read 11.5
         if c.number is not None:

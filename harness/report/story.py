@@ -14,6 +14,7 @@ from harness.judge.verdict import SAMPLE_FLAGS, final_verdict
 from harness.report import plots
 from harness.report.doc import Doc, fmt, fmt_apart
 from harness.report.plots import COLORS, save_png  # the one PNG writer of every report plot (atomic, small, stable)
+from harness.report.sweep import Sweep, answer, answer_text
 from harness.results import RunResult, SeedSummary, VariantResult
 
 BEST_WORST_RULE = ("Cards: each variant's best sample (valid before invalid, then the highest width consistency x "
@@ -240,8 +241,9 @@ def card(doc: Doc, run_dir: Path, v: VariantResult) -> None:
     doc.end()
 
 
-def story(doc: Doc, run: RunResult, run_dir: Path, images: list[str]) -> None:
-    """The first screen: what each variant did and why, the loss curves beside it, then a card per variant."""
+def story(doc: Doc, run: RunResult, run_dir: Path, images: list[str], sweep: Sweep | None = None) -> None:
+    """The first screen: for a sweep, the best configuration and whether its lead is beyond noise; what each variant
+    did and why, the loss curves beside it, then a card per variant."""
     variants = list(run.variants.values())
     data = run.data or {}
     doc.begin("story", id="story")
@@ -252,6 +254,10 @@ def story(doc: Doc, run: RunResult, run_dir: Path, images: list[str]) -> None:
              f"{data.get('name', '-')}: {pieces_phrase(data)}.", note=True)
     for warning in data_warnings(data):  # an uneven split let through, art the judge calls invalid
         doc.para(f"Warning: {warning}", note=True)
+    if sweep is not None:  # what a sweep was run to learn, before the variants one by one
+        doc.begin("answer")
+        doc.para(answer_text(sweep, answer(sweep)))
+        doc.end()
     if run.seeds:  # the distribution first: one seed's verdict is one draw of it
         doc.sentences([seeds_sentence(s) for s in run.seeds.values()])
     doc.sentences([verdict_sentence(run, v, plots.samples_of(run_dir, v)) for v in variants])
