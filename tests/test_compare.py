@@ -256,8 +256,8 @@ def test_a_passing_gate_says_so_and_a_failing_one_names_runs_in_the_order_of_its
     assert _cli("compare", base, better, "--fail-on", "novelty=0") == 0
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1] == ("PASS: no verdict moved to a worse tier and no gated metric (valid_rate, "
-                                            "final_heldout_loss, novelty) regressed beyond noise or its threshold, "
-                                            "in 2 variants of 1 run against base.")
+                                            "loop_rate, final_heldout_loss, novelty) regressed beyond noise or its "
+                                            "threshold, in 2 variants of 1 run against base.")
     assert _cli("compare", base, worse, "--fail-on", "novelty=0.05") == 1
     captured = capsys.readouterr()
     assert "PASS" not in captured.out

@@ -197,7 +197,7 @@ def test_cli_generates_from_a_gguf(ggufs):
     files, _ = ggufs
     proc = asciitune("generate", "--gguf", str(files["f16"]), "--n-samples", "2", "--max-new-tokens", "8")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.count("--- sample") == 2 and "gguf:file" in proc.stdout
+    assert proc.stdout.count("--- sample") == 2 and "gguf:file" in proc.stderr  # status on stderr, samples on stdout
 
 
 # ---------------------------------------------------------------- bad input
