@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from run_fixture import CAT, EVIL_ART, FENCE_ART, make_run
+from sweep_fixture import make_sweep_run
 
 from harness.report.run import write_report
 
@@ -221,6 +222,37 @@ def test_first_screen_tells_the_story(tmp_path: Path) -> None:
     assert first["images"] and all(i["width"] > 0 and i["bottom"] <= HEIGHT for i in first["images"]), first
     assert [c["art"] for c in first["cards"]] == [4, 4, 0]  # best and worst sample, each with its nearest piece
     assert first["pageWidth"] <= WIDTH and first["wideTables"] == [] and first["wideArt"] == 0, first
+
+
+# A sweep's page: the answer where the story starts, the map and the outcome plots loaded, nothing wider than the page.
+SWEEP_PAGE = """(() => {
+  const answer = document.querySelector('#story .answer p');
+  const sweep = Array.from(document.images).filter(i => /memorization map|outcomes against/.test(i.alt));
+  return {
+    answer: answer ? answer.textContent : null,
+    answerBottom: answer ? answer.getBoundingClientRect().bottom : null,
+    sweepImages: sweep.map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth})),
+    pageWidth: document.scrollingElement.scrollWidth,
+    wideTables: Array.from(document.querySelectorAll('.scroll')).filter(d => d.scrollWidth > d.clientWidth + 1)
+      .map(d => d.querySelector('th') ? d.querySelector('th').textContent : '?'),
+    scripts: document.scripts.length,
+  };
+})()"""
+
+
+def test_sweep_page_answers_on_the_first_screen(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "sweep-a"
+    make_sweep_run(run_dir)
+    (page,), events = render(write_report(run_dir), tmp_path / "profile", tmp_path / "sweep.png", SWEEP_PAGE)
+    assert _errors(events) == []
+    assert page["answer"].startswith("Best by the ranking rule: lr 0.001, r 4 (learning, quality 0.446); not "
+                                     "distinguishable from lr 0.001, r 8"), page
+    assert page["answerBottom"] <= HEIGHT, page
+    assert [i["alt"] for i in page["sweepImages"]] == [
+        "memorization map: verdict tier, onset step and quality per configuration", "outcomes against lr",
+        "outcomes against r"]
+    assert all(i["complete"] and i["width"] > 0 for i in page["sweepImages"]), page
+    assert page["pageWidth"] <= WIDTH and page["wideTables"] == [] and page["scripts"] == 0, page
 
 
 def test_cross_run_leaderboard_fits_the_page(tmp_path: Path) -> None:

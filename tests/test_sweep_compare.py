@@ -78,3 +78,80 @@ def test_compare_refuses_other_schema(three_runs, tmp_path):
     (other / "results.json").write_text(json.dumps(data))
     proc = asciitune("compare", str(a), str(other))
     assert proc.returncode == 2 and "schema version 999" in proc.stderr
+
+
+# A 3 x 2 grid of the tiny config. The fast plan trains the configurations of one LoRA rank in one process (the
+# multi-adapter engine), so six variants cost two model loads; the smallest data and probes that still give loss
+# curves keep each configuration to seconds.
+GRID = '\n[sweep]\n"train.lr" = [1e-4, 1e-3, 1e-2]\n"lora.r" = [4, 8]\n'
+SMALL = ("train.plan=fast", "train.max_steps=4", "train.eval_points=2", "train.eval_heldout_pieces=4",
+         "data.max_train_pieces=4", "generate.n_samples=2", "generate.max_new_tokens=16")
+
+
+@pytest.fixture(scope="module", params=[pytest.param(1, marks=pytest.mark.slow), 2], ids=["1-seed", "2-seeds"])
+def tiny_sweep(request, tmp_path_factory) -> tuple[Path, Path, int]:
+    """(reports folder, run folder, seeds) of the grid run through the real CLI, report included."""
+    root = tmp_path_factory.mktemp(f"grid{request.param}")
+    grid = root / "grid.toml"
+    grid.write_text(Path("harness/configs/tiny.toml").read_text() + GRID)
+    reports = root / "reports"
+    proc = asciitune("--reports-dir", str(reports), "run", "--config", str(grid), *SMALL, "--seeds", str(request.param))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return reports, only_run(reports), request.param
+
+
+def test_a_tiny_sweep_reports_the_answer_the_map_and_the_plots(tiny_sweep) -> None:
+    import html
+
+    from harness.report.sweep import answer, answer_text, find_sweep
+    from harness.report.sweep_plots import outcome_series
+    from harness.results import load
+
+    _, run_dir, n_seeds = tiny_sweep
+    run = load(run_dir)
+    assert len(run.variants) == 6 * n_seeds
+    sweep = find_sweep(run)
+    assert [f.label for f in sweep.factors] == ["lr", "r"] and (len(sweep.cells), sweep.seeds) == (6, n_seeds)
+    for png in ("sweep-map.png", "sweep-outcomes-1.png", "sweep-outcomes-2.png"):
+        assert (run_dir / png).stat().st_size > 10_000, png
+    page = (run_dir / "index.html").read_text(encoding="utf-8")
+    ans = answer(sweep)
+    first = page.index('<div class="answer">')
+    assert page.index(html.escape(answer_text(sweep, ans)), first) < page.index('<ul class="sentences">')
+    assert ans.best is sweep.ranked()[0] and ans.runner_up is sweep.ranked()[1]
+    # the plotted losses are the variants' own, the mean over seeds, at each learning rate and rank
+    for s, r in zip(outcome_series(sweep, 0, "final_heldout_loss"), (4, 8), strict=True):
+        assert s.label == f"r {r}" and s.x == [1e-4, 1e-3, 1e-2]
+        for lr, p in zip(s.x, s.points, strict=True):
+            own = [v.loss_analysis.final_heldout_loss for v in run.variants.values()
+                   if v.config["train"]["lr"] == lr and v.config["lora"]["r"] == r]
+            assert len(own) == n_seeds and p.value == pytest.approx(sum(own) / n_seeds)
+            assert p.low < p.value < p.high  # the gate's interval: the seed tau at one seed, the seeds' spread at two
+
+
+def _docs_example() -> str:
+    doc = Path("docs/sweeps.md").read_text(encoding="utf-8")
+    return doc.split("## Tables a user can load", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_runs_variants_csv_pivots_as_the_docs_say(tiny_sweep, tmp_path, monkeypatch, capsys) -> None:
+    reports, run_dir, n_seeds = tiny_sweep
+    proc = asciitune("--reports-dir", str(reports), "runs", "--variants", "--csv")
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "variants.csv").write_text(proc.stdout, encoding="utf-8")
+    code = _docs_example()
+    assert len(code.strip().splitlines()) == 3
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(code, scope)  # the documentation's own three lines, on the real output
+    printed = capsys.readouterr().out
+    assert "lora.r" in printed and "train.lr" in printed
+    table = scope["variants"].pivot_table(index="train.lr", columns="lora.r", values="final_heldout_loss")
+    assert table.shape == (3, 2)
+    results = json.loads((run_dir / "results.json").read_text())["variants"]
+    for v in results.values():
+        lr, r = v["config"]["train"]["lr"], v["config"]["lora"]["r"]
+        same = [w["loss_analysis"]["final_heldout_loss"] for w in results.values()
+                if w["config"]["train"]["lr"] == lr and w["config"]["lora"]["r"] == r]
+        assert table.loc[lr, r] == pytest.approx(sum(same) / len(same))
+        assert f"{table.loc[lr, r]:.6f}"[:5] in printed

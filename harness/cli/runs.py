@@ -62,8 +62,8 @@ def fit_table(listing, root: Path, out, wide: bool = False, variants: bool = Fal
         columns = [c for c in columns if c is not lowest]
         dropped.append(lowest.header)
     widths = widths or [max(map(len, c)) for c in cells]  # the id columns alone are wider: let the terminal wrap
-    table = Table(title=f"{'variants' if variants else 'runs'} under {root}", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, GAP // 2),
-                  collapse_padding=True, pad_edge=False, show_edge=False)
+    table = Table(title=f"{'variants' if variants else 'runs'} under {root}", title_justify="left", box=box.SIMPLE_HEAD,
+                  padding=(0, GAP // 2), collapse_padding=True, pad_edge=False, show_edge=False)
     for header, w in zip(headers, widths, strict=True):
         table.add_column(header, width=w)
     for row in rows:

@@ -285,9 +285,9 @@ def answer(sweep: Sweep) -> Answer:
     metrics = QUALITY_METRICS if best.quality != nxt.quality else ("final_heldout_loss",)
     mb, mn = best.unit.metrics(), nxt.unit.metrics()
     for name in metrics:
-        _, _, change = unit_change(name, best.unit, nxt.unit, mb, mn)
-        if change not in ("regression", "improvement", "noise"):
-            continue  # unmeasured or missing on a side: the ranking did not weigh it
+        delta, _, change = unit_change(name, best.unit, nxt.unit, mb, mn)
+        if change not in ("regression", "improvement", "noise") or delta == 0:
+            continue  # unmeasured or missing on a side, or equal: nothing that tells the two apart
         a, b = fmt_apart(mb[name].value, mn[name].value)
         text = f"{name} {a} against {b}"
         (ahead if change == "regression" else behind if change == "improvement" else within).append(text)

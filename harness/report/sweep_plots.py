@@ -16,7 +16,7 @@ from matplotlib.patches import Patch, Rectangle
 from harness.judge.verdict import RANKING_RULE, verdict_tier
 from harness.report.doc import Doc, fmt
 from harness.report.plots import COLORS, _plain_text, save_png
-from harness.report.sweep import INTERVAL_RULE, OUTCOMES, Cell, Point, Sweep, fmt_value
+from harness.report.sweep import INTERVAL_RULE, OUTCOMES, Cell, Point, Sweep
 
 MAP = "sweep-map.png"
 # A verdict tier's fill (harness.judge.verdict.verdict_tier: 0 top, 1 middle, 2 bottom, 3 failed), light versions of
@@ -121,7 +121,7 @@ def plot_outcomes(sweep: Sweep, f: int, out_dir: Path) -> str:
 
 @dataclass
 class MapCell:
-    """One configuration as the map writes it: its tier's colour and three lines."""
+    """One configuration as the map writes it: its tier's colour and the lines written in it."""
 
     name: str
     tier: int | None  # harness.judge.verdict.verdict_tier of its (majority) verdict
@@ -200,11 +200,12 @@ def plot_map(sweep: Sweep, out_dir: Path) -> str:
             side.set_visible(False)
         if panel.title:
             ax.set_title(panel.title, fontsize=10)
-    tiers = sorted({mc.tier for p in panels for line in p.cells for mc in line if mc is not None and mc.tier is not None})
+    tiers = sorted({mc.tier for p in panels for line in p.cells for mc in line
+                    if mc is not None and mc.tier is not None})
     fig.legend([Patch(facecolor=TIER_FILL[t]) for t in tiers], [TIER_NAMES[t] for t in tiers],
                loc="outside lower center", ncols=2, fontsize=8.5)
-    fig.suptitle("Memorization map: verdict, loss curves' verdict, onset step, quality" + (f" ({sweep.seeds} seeds)" if sweep.seeds > 1
-                                                                      else ""), fontsize=10)
+    seeds = f" ({sweep.seeds} seeds)" if sweep.seeds > 1 else ""
+    fig.suptitle(f"Memorization map: verdict, loss curves' verdict, onset step, quality{seeds}", fontsize=10)
     return save_png(fig, out_dir, MAP)
 
 
