@@ -65,6 +65,21 @@ def test_loops_are_explained_by_the_judge_version_that_added_them(cats):
     assert why.text() == "looping: loop rate 0.75 against 0.5. Samples: looping: samples 0, 1, 2 (3 of 4)"
 
 
+def test_a_set_that_repeats_lines_names_the_repeated_line_test_its_measure_and_p_value(cats):
+    """Each piece with one line doubled: no sample loops, but as a set they repeat where human cats do not."""
+    _, heldout, ref = cats
+    doubled = []
+    for text in heldout:
+        lines = text.split("\n")
+        doubled.append("\n".join(lines[:2] + lines[1:]))  # the second line written twice
+    j = judge(ref, doubled)
+    why = explain(copy=j.copy, rows=j.rows)
+    checks = [c for c in why.reasons[0].checks + why.reasons[0].also if c.name == "set_loop"]
+    assert j.copy.verdict != "novel" and checks, why.text()
+    assert "repeated-line set test effect" in checks[0].text and "(repeated line share, p " in checks[0].text
+    assert all("share, p" not in c.text for c in j.copy.evidence.checks)  # the stored analysis is not touched
+
+
 def test_novel_says_every_check_passed_with_the_checks_that_would_have_refused_it(cats):
     _, heldout, ref = cats
     j = judge(ref, heldout)

@@ -135,19 +135,28 @@ def sample_groups(rows: Sequence[SampleRow | dict]) -> dict[str, list[int]]:
 
 
 def copy_reason(copy: CopyAnalysis) -> Reason:
-    """The copy rule's deciding clause; the set test's check also names its measure and p-value."""
+    """The copy rule's deciding clause; each set test's check also names its measure and p-value."""
     reason = decided_by(copy.evidence.checks, copy_rule, copy.verdict)
     reason.rule = "samples"
-    typ = copy.evidence.typicality
+    if reason.passed:
+        return reason
+    typ, rep = copy.evidence.typicality, copy.evidence.repetition
     tests = [t for t in (typ.tests if typ is not None else []) if t.effect is not None]
-    if tests and not reason.passed:
-        test = max(tests, key=lambda t: t.effect)
-        p = f", p {test.p_value:.1g}" if test.p_value is not None else ""
-        named = f" ({test.measure.replace('_', ' ')}{p})"
-        # copies of the stored checks: an explanation never changes the analysis it reads
-        reason.checks = [replace(c, text=c.text + named) if c.name == "set_noise" else c for c in reason.checks]
-        reason.also = [replace(c, text=c.text + named) if c.name == "set_noise" else c for c in reason.also]
+    named = {}
+    if tests:  # the typicality set test the check reports is the one with the largest effect
+        named["set_noise"] = _test_words(max(tests, key=lambda t: t.effect))
+    if rep is not None and rep.test.effect is not None:
+        named["set_loop"] = _test_words(rep.test)
+    # copies of the stored checks: an explanation never changes the analysis it reads
+    reason.checks = [replace(c, text=c.text + named[c.name]) if c.name in named else c for c in reason.checks]
+    reason.also = [replace(c, text=c.text + named[c.name]) if c.name in named else c for c in reason.also]
     return reason
+
+
+def _test_words(test) -> str:
+    """' (vertical bits, p 2e-06)': a rank test's measure and p-value, for its check's text."""
+    p = f", p {test.p_value:.1g}" if test.p_value is not None else ""
+    return f" ({test.measure.replace('_', ' ')}{p})"
 
 
 def loss_reason(loss: LossAnalysis) -> Reason:
