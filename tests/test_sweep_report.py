@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sweep_fixture
 from run_fixture import make_run
 from sweep_fixture import LRS, RS, make_sweep_run, name
 
@@ -147,6 +148,20 @@ def test_the_answer_weighs_the_lead_by_the_gates_noise_model(tmp_path: Path, n_s
     else:
         assert "; not distinguishable from lr 0.001, r 8" in text and "at this sample size" in text
         assert "valid_rate" not in text  # equal on both sides: nothing that tells them apart
+
+
+def test_a_better_verdict_against_a_better_number_is_a_trade_off_not_a_lead(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner-up is a tier down (mixed) but far more novel: each side is ahead on something beyond noise, so
+    the answer names both and calls neither the winner."""
+    monkeypatch.setitem(sweep_fixture.OUTCOMES, (1e-3, 8), ("mixed", 0.9, 0.9, None, 1.48, None))
+    sweep = find_sweep(make_sweep_run(tmp_path, runner_up_novelty=0.8))
+    ans = answer(sweep)
+    assert (ans.best.name, ans.runner_up.name) == (name(1e-3, 4), name(1e-3, 8))  # the tier ranks first
+    assert not ans.beyond_noise and ans.ahead == ["verdict learning against mixed"]
+    assert ans.behind == ["novelty 0.55 against 0.8"]
+    assert answer_text(sweep, ans).endswith("at this sample size: ahead on verdict learning against mixed, behind "
+                                            "on novelty 0.55 against 0.8, each beyond noise.")
 
 
 def test_the_report_answers_first_then_maps_and_plots(tmp_path: Path) -> None:
