@@ -316,3 +316,19 @@ def test_a_real_adapters_loops_are_looping():
     assert copy.verdict == "looping" and rep.set_loop, rep  # measured: 8 of 16 loop, set test effect 0.93
     assert verdict.combine_verdicts("learning", copy).verdict == "looping"  # the loss curves do not rescue loops
     assert copy.evidence.valid_rate <= 0.5  # a looping sample is not valid art (0.88 under judge version 2)
+
+
+@pytest.mark.parametrize("fmt", ["merged", "gguf-q8_0"])
+def test_the_same_adapters_loops_after_export_are_not_novel(fmt):
+    """Cases this judge was not built on: the same learn adapter exported (merged bf16; GGUF q8_0 in llama.cpp) and
+    sampled 32 times at judge version 2's settings (reports/examples/export-quality of 2026-12-02, kept in
+    tests/golden), which judge version 2 called novel in every format. Its loops come out of other sampling code."""
+    path = Path(__file__).parent / "golden" / "export-samples-judge-v2.jsonl"
+    rows = [r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r["format"] == fmt]
+    ref = reference.in_run(build_dataset(DataConfig(max_piece_chars=200, max_train_pieces=0)))
+    copy = verdict.copy_verdict(ref.score([r["text"] for r in rows], [r["cut_off"] for r in rows]).per_sample,
+                                ref.human)
+    rep = copy.evidence.repetition
+    # measured: merged loop rate 0.66 (looping), q8_0 0.44 with set test effect 0.81 (mixed)
+    assert len(rows) == 32 and copy.verdict in ("looping", "mixed") and rep.loop_rate > 0.3, rep
+    assert verdict.combine_verdicts("learning", copy).verdict != "learning"
