@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.judge.verdict import SAMPLE_FLAGS, copy_rule, loss_rule
-from harness.results import CopyAnalysis, LossAnalysis, RuleCheck, SampleRow
+from harness.results import CopyAnalysis, LossAnalysis, RankTest, RuleCheck, SampleRow
 
 MAX_NAMED = 10  # sample numbers named per group; the rest are counted
 
@@ -153,7 +153,7 @@ def copy_reason(copy: CopyAnalysis) -> Reason:
     return reason
 
 
-def _test_words(test) -> str:
+def _test_words(test: RankTest) -> str:
     """' (vertical bits, p 2e-06)': a rank test's measure and p-value, for its check's text."""
     p = f", p {test.p_value:.1g}" if test.p_value is not None else ""
     return f" ({test.measure.replace('_', ' ')}{p})"

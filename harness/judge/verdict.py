@@ -244,6 +244,13 @@ def copy_similarity(row: dict) -> float:
     return max(row["similarity"], row.get("head_similarity") or 0.0)
 
 
+def set_test_samples(per_sample: list[dict]) -> list[dict]:
+    """The samples a set test reads: the well-formed ones that are not copies. Copies (exact, or >= 0.85 to a
+    training piece or its head) are training art: a set test asks whether the rest looks like it too, so a copy
+    machine is judged by its copies (memorizing), not as noise or loops."""
+    return [s for s in per_sample if well_formed(s) and not (s["exact_copy"] or s["near_copy"])]
+
+
 def typicality_evidence(per_sample: list[dict], human_rows: list[dict]) -> TypicalityEvidence | None:
     """The samples' typicality against the human reference's, one by one and as a set; None if either lacks it."""
     if not per_sample or "cross_entropy_bits" not in per_sample[0]:
@@ -251,11 +258,7 @@ def typicality_evidence(per_sample: list[dict], human_rows: list[dict]) -> Typic
     limits = typicality.limits_from_rows(human_rows)
     if limits is None:
         return None
-    if limits is None:
-        return None
-    # Copies (exact, or >= 0.85 to a training piece or its head) are training art: the set test asks whether the
-    # rest looks like it too, so a copy machine is judged by its copies (memorizing), not as noise.
-    samples = [s for s in per_sample if well_formed(s) and not (s["exact_copy"] or s["near_copy"])]
+    samples = set_test_samples(per_sample)
     human = [r for r in human_rows if well_formed(r) and "cross_entropy_bits" in r]
     tests = []
     for t in typicality.rank_tests(samples, human):
@@ -283,9 +286,9 @@ def repetition_evidence(per_sample: list[dict], human_rows: list[dict]) -> Repet
     limits = typicality.limits_from_rows(human_rows)
     if limits is None:
         return None
-    # The set reads what the typicality set test reads: well-formed samples that are not copies (copies are judged
-    # as copies); the per-sample rate reads every sample, as noise does, since a loop that never ends is cut off.
-    samples = [s for s in per_sample if well_formed(s) and not (s["exact_copy"] or s["near_copy"])]
+    # The set test reads what the typicality set test reads; the per-sample rate reads every sample, as noise does,
+    # since a loop that never ends is cut off.
+    samples = set_test_samples(per_sample)
     t = typicality.rank_test([s[key] for s in samples], [r[key] for r in human], "greater")
     flagged = t["p_value"] is not None and t["p_value"] < SET_ALPHA and t["effect"] >= SET_LOOP_EFFECT
     test = RankTest(measure=key, direction="greater", flagged=flagged,
