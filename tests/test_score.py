@@ -392,14 +392,19 @@ def test_read_pieces_user_errors(tmp_path, name, content):
 
 # ---------------------------------------------------------------- command line and imports
 
-def test_score_cli(tmp_path, capsys, cats):
-    train, _ = cats
+def _score_cli(tmp_path, pieces: list[str], *flags: str) -> int:
+    """`asciitune score` on the pieces written to a .txt file, its JSON written to tmp_path/o.json."""
     samples = tmp_path / "s.txt"
-    samples.write_text("\n\n".join(train[:5]) + "\n", encoding="utf-8")
+    samples.write_text("\n\n".join(pieces) + "\n", encoding="utf-8")
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
-    args = parser.parse_args(["score", str(samples), "--train", "cats", "--json", str(tmp_path / "o.json")])
-    assert args.func(args) == 0
+    args = parser.parse_args(["score", str(samples), *flags, "--json", str(tmp_path / "o.json")])
+    return args.func(args)
+
+
+def test_score_cli(tmp_path, capsys, cats):
+    train, _ = cats
+    assert _score_cli(tmp_path, train[:5], "--train", "cats") == 0
     printed = capsys.readouterr().out
     assert "human reference" in printed and "copy verdict: memorizing" in printed
     out = json.loads((tmp_path / "o.json").read_text(encoding="utf-8"))
@@ -408,12 +413,7 @@ def test_score_cli(tmp_path, capsys, cats):
 
 def test_without_the_human_reference_score_says_what_valid_rate_then_counts(tmp_path, capsys, cats):
     train, _ = cats
-    samples = tmp_path / "s.txt"
-    samples.write_text("\n\n".join(train[:3]) + "\n", encoding="utf-8")
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
-    args = parser.parse_args(["score", str(samples), "--no-human-reference", "--json", str(tmp_path / "o.json")])
-    assert args.func(args) == 0
+    assert _score_cli(tmp_path, train[:3], "--no-human-reference") == 0
     printed = " ".join(capsys.readouterr().out.split())
     assert "no typicality model and no copy verdict: noise is the entropy rule alone, so valid_rate counts" in printed
     assert "not comparable with a valid_rate scored with the reference" in printed
