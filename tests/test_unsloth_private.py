@@ -91,3 +91,31 @@ def test_stacked_decode_graphs_fingerprint_each_layer_with_its_own_adapter_and_t
     assert all(layer._active_adapter == ["default", unsloth_private.MULTI_MARK] for layer in layers)  # marks back
     undo()
     assert graphs._fingerprint is original
+
+
+def test_a_decline_seen_while_stacked_is_forgotten_when_graphs_may_take_the_stack(monkeypatch):
+    # Unsloth keeps its decode graphs' `disabled` reason for the model's life: a plain generate() on the stacked
+    # layers (the fingerprint declines them) made every later sampling of that model eager, the batched one under
+    # stacked_decode_graphs included. Entering it (and its undo) forgets that decline, and only that one.
+    graphs = SimpleNamespace(_fingerprint=lambda model, layers, rope_len: None)
+    monkeypatch.setitem(sys.modules, "unsloth", SimpleNamespace())
+    monkeypatch.setitem(sys.modules, "unsloth.models", SimpleNamespace(_decode_graphs=graphs))
+    declined = SimpleNamespace(disabled=unsloth_private.FINGERPRINT_DECLINED)
+    failed = SimpleNamespace(disabled="capture failed: RuntimeError: x")
+    inner = SimpleNamespace(__dict__={})
+    inner.__dict__["_unsloth_decode_graphs"] = declined
+    other = SimpleNamespace()
+    other.__dict__["_unsloth_decode_graphs"] = failed
+    model = SimpleNamespace(modules=lambda: [inner, other])
+    undo = unsloth_private.stacked_decode_graphs([], lambda: (), model)
+    assert declined.disabled is None and failed.disabled.startswith("capture failed")
+    declined.disabled = unsloth_private.FINGERPRINT_DECLINED
+    undo()
+    assert declined.disabled is None
+
+
+def test_the_decline_reason_is_the_one_unsloth_sets():
+    source = unsloth_private._source("unsloth.models._decode_graphs")
+    if not source:
+        pytest.skip("Unsloth is not installed here")
+    assert f'"{unsloth_private.FINGERPRINT_DECLINED}"' in source

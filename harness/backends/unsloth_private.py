@@ -22,6 +22,10 @@ from harness.errors import UserError
 
 WRITTEN_FOR = "2026.10.9"
 MULTI_MARK = "asciitune-multi"  # the second active adapter name the multi engine gives each LoRA layer
+# What Unsloth's decode sets as its model's `disabled` reason when its fingerprint declines (written for WRITTEN_FOR):
+# the reason is sticky for the model's life, so a decline seen while the stack was installed without
+# stacked_decode_graphs (a plain generate() on the stacked model) would keep every later sampling eager.
+FINGERPRINT_DECLINED = "parameters on several / non-CUDA devices or a non-LoRA adapter"
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,9 @@ PRIVATE = (
     Private("function", "unsloth.models._decode_graphs", "_fingerprint",
             "what a captured decode step baked in: the multi-adapter engine's batched sampling wraps it so that the "
             "stacked layers (whose fast paths call the layer) are graphed too, with the stack's weights in it", False),
+    Private("attribute", "unsloth.models._decode_graphs", FINGERPRINT_DECLINED,
+            "the decode graphs' sticky decline reason that clear_stacked_decline forgets for the stacked layers "
+            "(else one plain generate() on them keeps every later sampling eager)", False),
     Private("function", "unsloth.kernels.utils", "_has_multiple_active_adapters",
             "Unsloth's LoRA fast paths (fused kernels, fast_linear_forward in generation) call the layer instead "
             "of reading its weights when it has several active adapters: the multi-adapter engine marks its "
@@ -127,6 +134,7 @@ def plain_lora_forwards(model, layers: list) -> Callable[[], None]:
             layer._active_adapter = active
         for m, name, value in saved:
             setattr(m, name, value)
+        clear_stacked_decline(model)  # a generate() while stacked declined for good: one adapter again graphs
 
     return undo
 
@@ -148,14 +156,29 @@ def decline_fused_lora(model, why: str) -> Callable[[], None]:
     return undo
 
 
-def stacked_decode_graphs(layers: list, stack_state: Callable[[], tuple]) -> Callable[[], None]:
+def clear_stacked_decline(model) -> int:
+    """Forget Unsloth's sticky decode-graph decline of a model whose decline came from the stacked layers (the
+    fingerprint's reason, no other: a failed capture stays declined); returns how many states were cleared."""
+    cleared = 0
+    for module in model.modules():
+        state = module.__dict__.get("_unsloth_decode_graphs")
+        if state is not None and getattr(state, "disabled", None) == FINGERPRINT_DECLINED:
+            state.disabled = None
+            cleared += 1
+    return cleared
+
+
+def stacked_decode_graphs(layers: list, stack_state: Callable[[], tuple], model=None) -> Callable[[], None]:
     """While K stacked adapters sample (plain_lora_forwards in force): Unsloth's CUDA-graph decode takes the stacked
     model too. Its fingerprint declines layers with several active adapters because a graph would bake one adapter's
     weights into fast kernels; the marked layers' fast paths call the layer instead, whose stacked forward a graph
     replays like any other module. So the fingerprint is taken with each layer's own single adapter and the
-    stack's state (its weight buffer and window of adapters) added. Returns the function that undoes it."""
+    stack's state (its weight buffer and window of adapters) added. model: its sticky decline of an earlier plain
+    generate() on the stacked layers is cleared on entry and on undo (clear_stacked_decline). Returns the undo."""
     from unsloth.models import _decode_graphs
 
+    if model is not None:
+        clear_stacked_decline(model)
     original = _decode_graphs._fingerprint
 
     def fingerprint(model, decoder_layers, rope_len):
@@ -173,5 +196,7 @@ def stacked_decode_graphs(layers: list, stack_state: Callable[[], tuple]) -> Cal
 
     def undo() -> None:
         _decode_graphs._fingerprint = original
+        if model is not None:
+            clear_stacked_decline(model)
 
     return undo

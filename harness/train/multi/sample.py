@@ -87,4 +87,5 @@ def _decode_graphs(engine: MultiEngine):
     from harness.backends import unsloth_private
 
     stack = engine.stack
-    return unsloth_private.stacked_decode_graphs(stack.layers, lambda: (stack.weights.data_ptr(), stack.window))
+    return unsloth_private.stacked_decode_graphs(stack.layers, lambda: (stack.weights.data_ptr(), stack.window),
+                                                 engine.model)
