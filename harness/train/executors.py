@@ -6,9 +6,12 @@ An executor takes the run's jobs and yields `(job, result, seconds)` as each var
 order they finish; the runner merges each into results.json at once, so an interrupt keeps what
 finished and `--resume` (with either executor) trains the rest. Variants run in fresh processes:
 Unsloth must be imported before transformers, and a process holds one backend. Fast-plan variants
-over one base share a process (`units`): by default up to 32 of them train together in that process's
-multi-adapter engine (harness.train.multi.plan), else they run one after another there, the model loaded once
-and the CUDA graphs captured once (harness.train.job); every other variant gets a process of its own.
+over one base share a process (`units`): by default they train together in that process's multi-adapter engine
+(harness.train.multi.plan), in engine groups whose size and number of processes at once come from the cards' free
+memory (harness.train.multi.memory: `engine_plan`); a variant that still runs out of memory in a group is trained
+again in a fresh process in groups half that size, down to one alone. Other fast-plan variants over one base run
+one after another in a process, the model loaded once and the CUDA graphs captured once (harness.train.job);
+every other variant gets a process of its own.
 """
 from __future__ import annotations
 
@@ -57,6 +60,18 @@ def collect(job: Job, code: int, log_path: Path) -> VariantResult:
     if out_file.is_file():
         return build(VariantResult, json.loads(out_file.read_text(encoding="utf-8")))
     return failed_result(job, last_error(log_path) or f"exit code {code}")
+
+
+STOPPED = "stopped before it started (interrupted, or at a time cap)"
+
+
+def stopped(job: Job) -> VariantResult:
+    """A variant the run stopped before it started: its result file if an earlier child wrote one, else failed with
+    STOPPED (never another variant's error from a shared log)."""
+    out_file = variant_file(job.run_dir, job.name)
+    if out_file.is_file():
+        return build(VariantResult, json.loads(out_file.read_text(encoding="utf-8")))
+    return failed_result(job, STOPPED)
 
 
 # ---- local: child processes, N at once --------------------------------------------------------------------------
@@ -116,12 +131,13 @@ class Children:
         procs.stop(running)
 
 
-def units(jobs: list[Job], n: int) -> list[list[Job]]:
+def units(jobs: list[Job], n: int, group: int | None = None, engines: int | None = None) -> list[list[Job]]:
     """Jobs per child process: fast-plan variants over one base share a process (the model loads once). Those that
-    may share the multi-adapter engine come in engine groups (K adapters in one process's kernels beat K processes
-    time-sharing a card), which the process trains one after another, each group's results written as it ends;
-    the groups are dealt round-robin over up to n processes. The other fast-plan variants over one base (their
-    CUDA graphs captured once) are spread round-robin over the n slots; every other variant runs alone."""
+    may share the multi-adapter engine come in engine groups of up to `group` (K adapters in one process's kernels
+    beat K processes time-sharing a card), which the process trains one after another, each group's results written
+    as it ends; the groups are dealt round-robin over up to `engines` processes (default n). The other fast-plan
+    variants over one base (their CUDA graphs captured once) are spread round-robin over the n slots; every other
+    variant runs alone."""
     out: list[list[Job]] = []
     by_key: dict[str, list[Job]] = {}
     for job in jobs:
@@ -131,21 +147,50 @@ def units(jobs: list[Job], n: int) -> list[list[Job]]:
         else:
             by_key.setdefault(key, []).append(job)
     for members in by_key.values():
-        engines, alone = [], []
-        for group in groups(members):
-            (engines if len(group) > 1 else alone).append(group)
-        m = max(1, min(n, len(engines)))
-        out += [[j for g in engines[i::m] for j in g] for i in range(m) if engines[i::m]]
+        grouped, alone = [], []
+        for g in groups(members, group):
+            (grouped if len(g) > 1 else alone).append(g)
+        m = max(1, min(engines or n, len(grouped)))
+        out += [[j for g in grouped[i::m] for j in g] for i in range(m) if grouped[i::m]]
         alone = [j for g in alone for j in g]
         m = max(1, min(n, len(alone)))
         out += [alone[i::m] for i in range(m) if alone[i::m]]
     return out
 
 
-def multi_units(work_units: list[list[Job]]) -> list[list[Job]]:
+def multi_units(work_units: list[list[Job]], group: int | None = None) -> list[list[Job]]:
     """The units that will train in the multi-adapter engine, in one or more groups (their child groups them the
-    same way)."""
-    return [u for u in work_units if len(u) > 1 and all(len(g) > 1 for g in groups(u))]
+    same way: the executor hands it `group` through GROUP_ENV)."""
+    return [u for u in work_units if len(u) > 1 and all(len(g) > 1 for g in groups(u, group))]
+
+
+def engine_plan(jobs: list[Job], n: int, gpus: list[str]):
+    """The memory plan (harness.train.multi.memory.EnginePlan) for the largest set of jobs that may share the
+    multi-adapter engine, on the visible cards; None on CPU, for fewer than two such jobs, or when the model's
+    architecture cannot be read (then groups of the default size over up to n processes, as before)."""
+    from harness.train.fast import plan as fast
+    from harness.train.multi import memory
+    from harness.train.multi import plan as multi
+
+    by_key: dict[str, list[Job]] = {}
+    for job in jobs:
+        if job.multi_adapter and not fast.refusal(job.config) and (key := share_key(job)) is not None:
+            by_key.setdefault(key, []).append(job)
+    members = max(by_key.values(), key=len, default=[])
+    if len(members) < 2 or not gpus or multi.refusal([j.config for j in members[:2]]):
+        return None
+    arch = memory.arch_of(members[0].config.model.name)
+    if arch is None:
+        return None
+    asked = os.environ.get(multi.GROUP_ENV)  # a group size the user set is the largest the plan may choose
+    cost = memory.engine_cost(arch, members[0].config)
+    return memory.plan_engines(len(members), memory.free_bytes_per_gpu(gpus), n, cost,
+                               int(asked) if asked else multi.GROUP_ADAPTERS)
+
+
+def out_of_memory(result: VariantResult) -> bool:
+    """The variant failed for memory (torch's out-of-memory error, or the CUDA allocator's)."""
+    return result.status != "done" and "out of memory" in (result.error or "").lower()
 
 
 class _Child:
@@ -162,7 +207,9 @@ class _Child:
         self.t0, self.started = time.perf_counter(), 0  # the first variant's clock starts with the process
 
     def finish(self, job: Job, code: int) -> None:
-        """Emit a variant's result (its file, else the log's error)."""
+        """Emit a variant's result (its file, else the log's error), once."""
+        if job not in self.rest:
+            return
         self.rest.remove(job)
         self.emit(job, collect(job, code, self.log_path), time.perf_counter() - self.t0)
 
@@ -185,8 +232,12 @@ class _Child:
         # A tqdm bar redraws without a newline, so our own lines can arrive glued to its tail: find them.
         mark = line.find(PROGRESS_MARK)
         if mark >= 0:
-            _, kind, done, total = line[mark:].split()[:4]
-            self.bar.update(self.task, description=f"{name}{self.where}: {kind}", completed=int(done), total=int(total))
+            try:  # another stream's text can land inside the mark's line: a line that does not parse is skipped
+                _, kind, done, total = line[mark:].split()[:4]
+                self.bar.update(self.task, description=f"{name}{self.where}: {kind}", completed=int(done),
+                                total=int(total))
+            except ValueError:
+                pass
             return
         at = line.find(f"[{name}] ")
         if at < 0 and line.split("\r")[-1].startswith("error: "):
@@ -196,15 +247,28 @@ class _Child:
 
 
 def run_unit(unit: list[Job], children: Children, bar, env: dict[str, str],
-             emit: Callable[[Job, VariantResult, float], None], announce: Callable[[Job], None]) -> None:
+             emit: Callable[[Job, VariantResult, float], None], announce: Callable[[Job], None],
+             group: int | None = None) -> None:
     """A unit's jobs in `python -m harness.train.job` children, one progress task at a time; each result is
-    emitted as its variant ends. If a child dies, the variant it was on fails and a new child takes the rest."""
+    emitted as its variant ends. If a child dies, the variant it was on fails and a new child takes the rest.
+    group: the unit's engine group size (multi-adapter units): its variants that fail for memory are trained again
+    in a fresh child in groups half that size (down to one alone), and only their last result is emitted."""
+    from harness.train.multi.plan import GROUP_ENV
+
     for job in unit:
         variant_file(job.run_dir, job.name).unlink(missing_ok=True)
+    held: list[Job] = []
+
+    def keep(job: Job, result: VariantResult, seconds: float) -> None:
+        if group and group > 1 and out_of_memory(result) and not children.stopping:
+            held.append(job)
+        else:
+            emit(job, result, seconds)
+
     rest = list(unit)
     where = f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in env else ""
     while rest and not children.stopping:
-        child = _Child(rest, bar, where, emit, announce)
+        child = _Child(rest, bar, where, keep, announce)
         code = -signal.SIGINT  # never started: the run is stopping
         try:
             paths = [str(j.write()) for j in rest]
@@ -221,7 +285,15 @@ def run_unit(unit: list[Job], children: Children, bar, env: dict[str, str],
             child.finish(job, code)
     for job in list(rest):  # stopping: never started
         rest.remove(job)
-        emit(job, collect(job, -signal.SIGINT, Path(job.run_dir) / "logs" / f"{job.name}.log"), 0.0)
+        emit(job, stopped(job), 0.0)
+    if held and not children.stopping:
+        smaller = max(1, group // 2)
+        bar.console.print(f"   {len(held)} variant(s) ran out of memory in engine groups of {group}: training them "
+                          f"again in groups of {smaller}", highlight=False, markup=False)
+        run_unit(held, children, bar, {**env, GROUP_ENV: str(smaller)}, emit, lambda job: None, smaller)
+    elif held:  # stopping: their failed results stand
+        for job in held:
+            emit(job, stopped(job), 0.0)
 
 
 def run_local(jobs: list[Job], say: Say, n: int = 1, children: Children | None = None) -> Finished:
@@ -233,9 +305,13 @@ def run_local(jobs: list[Job], say: Say, n: int = 1, children: Children | None =
 
     if not jobs:
         return
+    from harness.train.multi.plan import GROUP_ADAPTERS, GROUP_ENV
+
     n = max(1, min(n, len(jobs)))
-    work_units = units(jobs, n)
     gpus = visible_gpus()
+    plan = engine_plan(jobs, n, gpus)
+    group = plan.group if plan else None
+    work_units = units(jobs, n, group, plan.processes if plan else None)
     load = dict.fromkeys(gpus, 0)
     # On CPU, n children share the cores; one child keeps torch's own default (all of them).
     threads = max(1, (os.cpu_count() or 1) // n) if not gpus and n > 1 else None
@@ -246,30 +322,41 @@ def run_local(jobs: list[Job], say: Say, n: int = 1, children: Children | None =
 
     def announce(job: Job) -> None:
         with lock:
-            i = next(started)
-        bar.console.print(f"[{i}/{len(jobs)}] {job.name}: {describe(job)}", highlight=False, markup=False)
+            i = next(started, None)  # a retried variant (smaller group) is announced again
+        if i is not None:
+            bar.console.print(f"[{i}/{len(jobs)}] {job.name}: {describe(job)}", highlight=False, markup=False)
 
     def work(unit: list[Job]) -> None:
         with lock:
-            if children.stopping:
-                return
-            gpu = least_loaded(load) if gpus else None
+            stopping = children.stopping
+            gpu = least_loaded(load) if gpus and not stopping else None
             if gpu is not None:
                 load[gpu] += 1
+        if stopping:  # never started: each variant is yielded as stopped, so the run counts it
+            for job in unit:
+                finished.put((job, stopped(job), 0.0))
+            return
+        env, size = child_env(gpu, threads), None
+        if unit in multi:  # the child groups its variants as the plan did
+            size = group or multi_size
+            env[GROUP_ENV] = str(size)
         try:
-            run_unit(unit, children, bar, child_env(gpu, threads),
-                     lambda job, result, seconds: finished.put((job, result, seconds)), announce)
+            run_unit(unit, children, bar, env, lambda job, result, seconds: finished.put((job, result, seconds)),
+                     announce, size)
         finally:
             if gpu is not None:
                 with lock:
                     load[gpu] -= 1
 
-    multi = multi_units(work_units)
+    multi = multi_units(work_units, group)
+    multi_size = int(os.environ.get(GROUP_ENV) or 0) or GROUP_ADAPTERS  # without a plan: what the child reads too
     shared = [u for u in work_units if len(u) > 1 and u not in multi]
     if n > 1:
         say(f"{n} variants at once" + (f" over GPUs {', '.join(gpus)}" if gpus else f", {threads} CPU thread(s) each"))
+    if plan is not None and multi:
+        say(f"memory plan: {plan.why}")
     if multi:
-        engines = sum(len(groups(u)) for u in multi)
+        engines = sum(len(groups(u, group)) for u in multi)
         say(f"{sum(map(len, multi))} fast-plan variants train together in {engines} multi-adapter engine group(s) "
             f"in {len(multi)} process(es): one forward/backward per micro-batch for all of a group's variants, each "
             "group's results kept as it ends (--no-multi-adapter: one after another)")

@@ -91,10 +91,11 @@ def share_key(job: Job) -> str | None:
     return json.dumps([d["model"], d["lora"]], sort_keys=True)
 
 
-def groups(jobs: list[Job]) -> list[list[Job]]:
+def groups(jobs: list[Job], per_group: int | None = None) -> list[list[Job]]:
     """The jobs in the order a process runs them: fast-plan variants over one base that may share the multi-adapter
-    engine in engine groups (harness.train.multi.plan.group_sizes: results are written group by group), placed
-    where the first of them was; every other job alone (those over one base still share the loaded model)."""
+    engine in engine groups of up to per_group (harness.train.multi.plan.group_sizes: results are written group by
+    group), placed where the first of them was; every other job alone (those over one base still share the loaded
+    model)."""
     from harness.train.fast import plan as fast
     from harness.train.multi import plan as multi
 
@@ -112,7 +113,7 @@ def groups(jobs: list[Job]) -> list[list[Job]]:
     final: list[list[Job]] = []
     for members in out:  # a group the engine refuses (LoRA dropout, trained biases) runs one variant at a time
         at = 0
-        for size in multi.group_sizes(len(members)):
+        for size in multi.group_sizes(len(members), per_group):
             group, at = members[at:at + size], at + size
             final += [group] if len(group) > 1 and multi.refusal([j.config for j in group]) is None \
                 else [[j] for j in group]

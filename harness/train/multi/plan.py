@@ -39,7 +39,7 @@ MAX_ADAPTERS = 32
 # groups; and per variant K = 8 trained its steps no slower than K = 32 did in one engine
 # (reports/gpu-bench/multi-adapter-h200/sweep-8.json and sweep-32.json, read in reports/gpu-bench/README.md).
 GROUP_ADAPTERS = 8
-GROUP_ENV = "ASCIITUNE_MULTI_GROUP"  # variants per engine group instead of GROUP_ADAPTERS (2..MAX_ADAPTERS)
+GROUP_ENV = "ASCIITUNE_MULTI_GROUP"  # variants per engine group instead of GROUP_ADAPTERS (1..MAX_ADAPTERS; 1: solo)
 
 
 def refusal(cfgs: list[RunConfig]) -> str | None:
@@ -67,10 +67,10 @@ def refusal(cfgs: list[RunConfig]) -> str | None:
 
 def group_sizes(n: int, per_group: int | None = None) -> list[int]:
     """How n variants over one base split into engine groups trained one after another: as few groups as
-    per_group (default: $ASCIITUNE_MULTI_GROUP, else GROUP_ADAPTERS) allows, as even as possible
-    (9 -> [5, 4], 32 -> [8, 8, 8, 8])."""
+    per_group (default: $ASCIITUNE_MULTI_GROUP, which the executor sets from its memory plan, else GROUP_ADAPTERS)
+    allows, as even as possible (9 -> [5, 4], 32 -> [8, 8, 8, 8]; per_group 1: each variant alone)."""
     per_group = per_group or int(os.environ.get(GROUP_ENV) or GROUP_ADAPTERS)
-    per_group = min(max(per_group, 2), MAX_ADAPTERS)
+    per_group = min(max(per_group, 1), MAX_ADAPTERS)
     groups = max(1, -(-n // per_group))
     return [n // groups + (1 if i < n % groups else 0) for i in range(groups)]
 
