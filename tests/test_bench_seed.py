@@ -231,3 +231,35 @@ def test_unknown_arms_are_one_sentence_before_anything_runs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Unknown --arms item(s) no-such-arm: choose from fast-unsloth," in err, err
     assert not (tmp_path / "seed-workload.json").exists()
+
+
+def test_sweep_solo_alone_writes_its_arm_and_parity_and_exits_0(tmp_path, monkeypatch, capsys):
+    """`bench --arms sweep-solo` alone: its arm row and its own parity (each lr's rerun spread, fused against plain)
+    in the document, exit 0 (it used to write no arm and exit 1). The arm's process is faked: its record as
+    harness.gpu.seed_arm.run_solo_sweep writes it."""
+    from harness.cli.main import main
+    from harness.gpu import seed, worker
+
+    lrs = [repr(x) for x in sweep_lrs(2, 2e-4, 1)]
+    losses = {lr: [2.0, 1.5, 1.2] for lr in lrs}
+
+    def fake_arm(base, item, work, cap, mode="auto", extra=()):
+        assert item.name == "sweep-solo" and "--sweep-lrs" in extra
+        return {"name": item.name, "backend": "peft", "plan": "fast", "status": "ok", "steps": 3, "wall_seconds": 9.0,
+                "load_s": 1.0, "sweep_losses": losses, "sweep_train_seconds": dict.fromkeys(lrs, 0.5),
+                "sweep_warmup_seconds": dict.fromkeys(lrs, 0.1),
+                "sweep_rerun_losses": {lrs[0]: [2.0, 1.5, 1.203]}, "sweep_fused_losses": {},
+                "peak_reserved_bytes": GIB}
+
+    monkeypatch.setattr(seed, "run_arm", fake_arm)
+    monkeypatch.setattr(worker, "measure_matmul_tflops", lambda: 100.0)
+    out = tmp_path / "solo.json"
+    code = main(["--reports-dir", str(tmp_path / "reports"), "bench", "--workload", "seed", "--config", "tiny",
+                 "--arms", "sweep-solo", "--variants", "2", "--out", str(out)])
+    doc = json.loads(out.read_text())
+    row = {r["name"]: r for r in doc["arms"]}["sweep-solo"]
+    assert code == 0, capsys.readouterr()
+    assert row["status"] == "ok" and row["variants_done"] == 2 and row["train_seconds"] == 1.0
+    par = doc["sweep_solo"]["parity"]
+    assert par["per_lr"][lrs[0]]["rerun_spread"] == pytest.approx(0.003 / 1.2) and par["per_lr"][lrs[1]]["steps"] == 3
+    assert par["max_rerun_spread"] == pytest.approx(0.003 / 1.2)

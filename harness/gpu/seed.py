@@ -156,7 +156,7 @@ def run_seed_workload(plan: Plan, out: Path, work: Path, budget_s: float = 560.0
     from harness.data import build_dataset
     from harness.gpu.bench import flops_per_token
     from harness.gpu.parity import compare_losses
-    from harness.gpu.seed_summary import PARITY_RTOL, arm_row, parity, targets
+    from harness.gpu.seed_summary import PARITY_RTOL, arm_row, parity, solo_parity, solo_row, targets
     from harness.gpu.worker import card_info, measure_matmul_tflops
     from harness.models import resolve
 
@@ -224,9 +224,11 @@ def run_seed_workload(plan: Plan, out: Path, work: Path, budget_s: float = 560.0
                                                                                    if x in SOLO_RERUN_LRS),
                                                         "--sweep-fused", ",".join(repr(x) for x in fused)))
             raw[item.name] = rec
+            rows[item.name] = solo_row(rec, lrs)  # its arm, also when it runs alone
             doc["sweep_solo"] = {k: rec.get(k) for k in ("status", "wall_seconds", "load_s", "sweep_train_seconds",
                                                          "sweep_warmup_seconds", "sweep_fused_train_seconds",
                                                          "peak_reserved_bytes", "plan_reason", "lora_forward")}
+            doc["sweep_solo"]["parity"] = solo_parity(rec)
             print(f"[bench] sweep-solo: {rec['status']} in {rec['wall_seconds']:.0f} s, "
                   f"{len(rec.get('sweep_losses') or {})}/{len(lrs)} variants", flush=True)
         else:

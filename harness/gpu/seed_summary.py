@@ -57,6 +57,41 @@ def arm_row(rec: dict, peak_tflops: float | None, fpt: Callable[[dict, float], f
     return row
 
 
+def solo_row(rec: dict, lrs: list[float]) -> dict:
+    """sweep-solo's arm row: the sweep's lrs trained alone one after another; train_seconds sums their steps, status
+    "ok" only when every lr finished (a capped arm keeps the lrs it finished, counted in variants_done)."""
+    done = len(rec.get("sweep_losses") or {})
+    status = rec.get("status")
+    if status == "ok" and done < len(lrs):
+        status = f"{done} of {len(lrs)} lrs"
+    secs = rec.get("sweep_train_seconds") or {}
+    warm = rec.get("sweep_warmup_seconds") or {}
+    return {"name": rec.get("name", "sweep-solo"), "backend": rec.get("backend"), "plan": "fast",
+            "load_in_4bit": False, "train_seconds": round(sum(secs.values()), 4) if secs else None,
+            "warmup_seconds": round(sum(warm.values()), 3) if warm else None, "tokens_per_s": None,
+            "peak_reserved_bytes": rec.get("peak_reserved_bytes"), "mfu": None, "status": status,
+            "steps": rec.get("steps") or 0, "steps_planned": rec.get("steps") or 0, "partial": done < len(lrs),
+            "variants_done": done, "variants_planned": len(lrs), "load_seconds": rec.get("load_s"),
+            "plan_reason": rec.get("plan_reason"), "mode": rec.get("mode"), "lora_forward": rec.get("lora_forward")}
+
+
+def solo_parity(rec: dict) -> dict:
+    """sweep-solo's own parity, with or without a sweep beside it: per lr, a second run of the same lr against the
+    first (the reference's spread, which bounds the sweep's parity) and Unsloth's fused LoRA kernels against the
+    plain forwards, over every step."""
+    plain, again, fused = (rec.get(k) or {} for k in ("sweep_losses", "sweep_rerun_losses", "sweep_fused_losses"))
+
+    def diff(a, b):
+        return compare_losses(a, b, None, 1.0)["max_rel_diff"] if a and b else None
+
+    per = {lr: {"rerun_spread": diff(again.get(lr), ref), "fused_vs_plain": diff(fused.get(lr), ref),
+                "steps": len(ref)} for lr, ref in plain.items()}
+    spreads = [v["rerun_spread"] for v in per.values() if v["rerun_spread"] is not None]
+    return {"per_lr": per, "max_rerun_spread": max(spreads) if spreads else None,
+            "what": "each lr trained alone twice with the engine's LoRA forwards (rerun_spread: max relative "
+                    "difference per step between the two runs) and once with Unsloth's fused kernels"}
+
+
 def full_seconds(row: dict) -> float | None:
     """Train seconds for the whole workload: measured, or the labelled extrapolation for a partial seed arm."""
     return row.get("train_seconds_extrapolated") if row.get("partial") else row.get("train_seconds")

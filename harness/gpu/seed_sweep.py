@@ -8,7 +8,9 @@ the seed workload (train.lr values) run as `asciitune run` runs them, through th
 
 Every number comes from the run's typed results (harness.results.VariantResult: timing phases, train and
 generation stats, running losses), not from console text. A time cap stops the run's children as Ctrl-C would
-(the local executor's Children), and what finished is still read.
+(the local executor's Children), and what finished is still read, from the run's results.json when the runner
+itself stopped with an error; every variant of the sweep is counted as finished, capped, failed or interrupted
+(`outcomes`).
 """
 from __future__ import annotations
 
@@ -55,6 +57,43 @@ def toml_text(cfg: RunConfig, sweep: dict[str, list]) -> str:
     return "\n".join(lines)
 
 
+# How a sweep variant ended, for the counts: "finished" (done), "capped" (stopped by the bench's time cap before it
+# finished, started or not), "interrupted" (stopped otherwise: Ctrl-C, its process killed), "failed" (its own error).
+OUTCOMES = ("finished", "capped", "failed", "interrupted")
+STOP_MARKS = ("keyboardinterrupt", "stopped before it started", "exit code -2", "exit code -15", "sigint", "sigterm")
+
+
+def outcome(status: str | None, error: str | None, capped: bool) -> str:
+    """One variant's outcome from its result's status and error (None: the sweep has no result for it)."""
+    if status == "done":
+        return "finished"
+    stopped = status is None or any(m in (error or "").lower() for m in STOP_MARKS)
+    if stopped:
+        return "capped" if capped else "interrupted"
+    return "failed"
+
+
+def outcomes(names: list[str], found: dict, capped: bool) -> dict:
+    """Every variant of the sweep counted once: {outcome: n}, and per outcome the variants' names."""
+    per = {n: outcome(getattr(found.get(n), "status", None), getattr(found.get(n), "error", None), capped)
+           for n in names}
+    return {"counts": {o: sum(v == o for v in per.values()) for o in OUTCOMES},
+            "by_outcome": {o: [n for n, v in per.items() if v == o] for o in OUTCOMES if o in per.values()}}
+
+
+def read_results(reports: Path) -> dict:
+    """The variants of the newest run under a reports folder, as its results.json holds them ({} if none)."""
+    from harness.errors import UserError
+    from harness.results import RESULTS_FILE, RUNS_DIR, from_dict
+
+    for path in sorted((reports / RUNS_DIR).glob("*/" + RESULTS_FILE), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            return from_dict(json.loads(path.read_text(encoding="utf-8"))).variants
+        except (OSError, ValueError, TypeError, KeyError, UserError):
+            continue
+    return {}
+
+
 def _row(name: str, v, began: float) -> dict:
     """One variant's row from its VariantResult."""
     t, g, tm = v.train, v.generation, v.timing
@@ -84,7 +123,7 @@ def run_sweep(base: RunConfig, work: Path, jobs: int, variants: int, cap: float,
               target: float | None = SWEEP_TARGET_S) -> dict:
     """The sweep through harness.train.runner.run_plan (local executor, `jobs` processes at most); wall time, each
     variant's phases, stats and losses read from its result; stopped at cap. target: its wall-time bound, if any."""
-    from harness.config import load_plan
+    from harness.config import load_plan as read_plan
     from harness.train.executors import Children, local_executor
     from harness.train.runner import run_plan
 
@@ -94,30 +133,38 @@ def run_sweep(base: RunConfig, work: Path, jobs: int, variants: int, cap: float,
     conf.parent.mkdir(parents=True, exist_ok=True)
     conf.write_text(toml_text(sweep_config(base), {"train.lr": lrs}), encoding="utf-8")
     (work / "logs").mkdir(parents=True, exist_ok=True)
+    plan = read_plan(str(conf))
     children, status, found = Children(), "ok", {}
-    timer = threading.Timer(cap, children.stop)
+    fired = threading.Event()  # the cap stopped the sweep (not Ctrl-C, not the runner's own error)
+    timer = threading.Timer(cap, lambda: (fired.set(), children.stop()))
     began, t0 = time.time(), time.perf_counter()  # process start times are epoch seconds: their offsets from here
     timer.start()
     try:
         with open(work / "logs" / f"{tag}.log", "w", encoding="utf-8") as log, redirect_stdout(log), \
                 redirect_stderr(log):
-            _, run = run_plan(load_plan(str(conf)), work / f"{tag}-reports", command=f"bench {tag}",
+            _, run = run_plan(plan, work / f"{tag}-reports", command=f"bench {tag}",
                               executor=local_executor(jobs, children), multi_adapter=multi)
         found = run.variants
     except Exception as exc:  # noqa: BLE001  (recorded; the bench goes on with its other items)
         status = f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        found = read_results(work / f"{tag}-reports")  # what the run wrote as each variant ended
     finally:
         timer.cancel()
     wall = time.perf_counter() - t0
-    if children.stopping:
+    capped = fired.is_set()
+    if capped:
         status = f"stopped at its {cap:.0f} s cap"
     rows = [_row(name, v, began) for name, v in found.items()]
     losses = {name: {"lr": v.config.get("train", {}).get("lr"),
                      "losses": [x[1] for x in v.curves.running_train_loss]} for name, v in found.items()}
     base_lr = next((x["losses"] for x in losses.values() if x["lr"] == base.train.lr), [])
+    counted = outcomes(list(plan.variants), found, capped)
+    log_text = (work / "logs" / f"{tag}.log").read_text(encoding="utf-8", errors="replace")
+    memory_plan = next((line.split("memory plan: ", 1)[1].strip() for line in log_text.splitlines()
+                        if "memory plan: " in line), None)
     return {"variants": variants, "jobs": jobs, "engine": "multi-adapter" if multi else "one after another",
-            "wall_seconds": round(wall, 1), "status": status, "done": sum(r["status"] == "done" for r in rows),
-            "target_seconds": target, "variant_lrs": lrs,
+            "wall_seconds": round(wall, 1), "status": status, "done": counted["counts"]["finished"],
+            **counted, "memory_plan": memory_plan, "target_seconds": target, "variant_lrs": lrs,
             "processes": processes(rows), "per_variant": rows, "_losses": losses, "_base_lr_losses": base_lr}
 
 
