@@ -96,7 +96,7 @@ def main() -> int:
             batches = run.probe_batches(tok, [[probes.train] * k, [probes.heldout] * k])
             rec["stack_bytes"] = 4 * engine.stack.weights.numel() * engine.stack.weights.element_size()
             rec["row_cap"], rec["after_build"] = engine.micro_tokens, mem()
-            rec["warmup_s"] = round(run.warm_up(lambda: engine.capture_probes(batches)), 3)
+            rec["warmup_s"] = round(run.warm_up(lambda e=engine, b=batches: e.capture_probes(b)), 3)
             rec["graphs"], rec["after_warmup"] = sorted(engine.graphs), mem()
             rec["steps_s"] = round(run.run(args.steps), 3)
             rec["steps"], rec["real_tokens"] = run.done, run.all_real_tokens()
@@ -107,6 +107,20 @@ def main() -> int:
             engine.probe(batches, sums)
             sync()
             rec["probe_point_s"], rec["after_probe"] = round(time.perf_counter() - t0, 3), mem()
+            if k == max(ks) and cuda:  # where a step's device time goes: the widest micro-batch, eager, profiled
+                from torch.profiler import ProfilerActivity, profile
+
+                wide = max((b for step in run.batches for b in step), key=lambda b: b[0].shape[-1] * (
+                    b[0].shape[-1] <= engine.micro_tokens))
+                engine.forward_backward(*wide)
+                sync()
+                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                    engine.forward_backward(*wide)
+                    sync()
+                engine.zero_grads()
+                rec["profiled_batch"] = list(wide[0].shape)
+                args.out.with_suffix(".txt").write_text(prof.key_averages().table(sort_by="cuda_time_total",
+                                                                                  row_limit=45))
             run.pause()
             backend.for_inference(model)
             modes = [("graphs", gcfg)]
