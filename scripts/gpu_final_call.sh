@@ -1,38 +1,55 @@
 #!/usr/bin/env bash
-# The second device call for the sweep-in-a-minute work, from the repository root with .device/ carried: the GPU tests
-# of both engines (Unsloth's child and the fp32 graphs test; PEFT's bf16 child is left out for time: the fp32 test
-# covers its multi path), then bench items ARMS (default: PEFT's fast plan, then the 32-variant sweep with the time
-# left). Results under $OUT; a short table printed last.
-#   bash scripts/gpu_final_call.sh
+# Issue 32's measurements on one GPU, from the repository root with .device/ carried, in two device calls of under
+# ten minutes each (the 32-variant sweep alone takes most of one):
+#   PART=1  the Unsloth GPU test of the multi-adapter engine (graphed batched decode, sampled eager and graphed),
+#           bench/multi_memory.py (one engine process's memory and time per phase at K = 1, 4, 8), then
+#           `bench --arms sweep,fast-peft,sweep-solo` (the 8-variant sweep by phase, PEFT's fast plan, the sweep's
+#           solo reference and parity), and a fresh process's backend import under -X importtime (caches warm)
+#   PART=2  the other GPU tests (fp32 graphs against eager and solo, PEFT's bf16 child, the fast plan's), then
+#           `bench --arms sweep-32`
+# Results under $OUT (bench-part1.json, bench-part2.json and their -raw.json, the sweeps' results.json and logs);
+# a short table printed last.
+#   PART=1 bash scripts/gpu_final_call.sh
 set -u
 T0=$(date +%s)
+PART=${PART:-1}
 . scripts/gpu_env.sh  # OUT, the unpacked bundle, the environment, SP
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/rc.txt" 2>&1
-( python3 -m compileall -q -j 16 "$SP" /tmp/site harness > /dev/null 2>&1 ) &
-timeout "${TESTS_S:-150}" python3 -m pytest tests/test_multi_gpu.py tests/test_fast_plan.py -m gpu -k "not peft" -q \
-  > "$OUT/gpu-tests.log" 2>&1
-echo "gpu tests rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
-wait
-L=$(( 585 - ($(date +%s) - T0) ))
-ASCIITUNE_MULTI_DECODE_GRAPHS=${DECODE_GRAPHS:-1} python3 -m harness --reports-dir /tmp/rep bench --workload seed --config seed --model random:llama-3.2-3b \
-  --arms "${ARMS:-fast-peft,sweep-32}" --budget-s $(( L - 8 )) --out /tmp/final.json > /tmp/final.log 2>&1
+export ASCIITUNE_MULTI_DECODE_GRAPHS=${DECODE_GRAPHS:-1}
+nvidia-smi --query-gpu=name,memory.total,memory.free,driver_version --format=csv,noheader > "$OUT/rc.txt" 2>&1
+# The image ships no bytecode and sets PYTHONDONTWRITEBYTECODE: compile once, beside the first test.
+( python3 -m compileall -q -j 16 "$SP" /tmp/site harness > /dev/null 2>&1
+  echo "compileall done at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt" ) &
+left() { echo $(( ${TOTAL:-588} - ($(date +%s) - T0) )); }
+if [ "$PART" = 1 ]; then
+  timeout 110 python3 -m pytest tests/test_multi_gpu.py -m gpu -k "unsloth" -q -rA --durations=3 \
+    > "$OUT/gpu-tests-part1.log" 2>&1
+  echo "gpu tests (unsloth child) rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
+  wait
+  timeout "${MEMORY_S:-130}" python3 bench/multi_memory.py --out "$OUT/multi-memory.json" > "$OUT/multi-memory.log" 2>&1
+  echo "memory rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
+  ARMS=${ARMS:-sweep,fast-peft,sweep-solo}
+else
+  timeout 120 python3 -m pytest tests/test_multi_gpu.py tests/test_fast_plan.py -m gpu -k "not unsloth" \
+    -q -rA --durations=3 > "$OUT/gpu-tests-part2.log" 2>&1
+  echo "gpu tests (fp32, fast plan) rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
+  wait
+  ARMS=${ARMS:-sweep-32}
+fi
+L=$(left)
+python3 -m harness --reports-dir /tmp/rep bench --workload seed --config seed --model random:llama-3.2-3b \
+  --arms "$ARMS" --budget-s $(( L - ${KEEP_S:-25} )) --out "$OUT/bench-part$PART.json" > "$OUT/bench-part$PART.log" 2>&1
 echo "bench rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
-cp /tmp/final.json "$OUT/"
-tar czf "$OUT/logs.tgz" /tmp/final.log /tmp/final-raw.json /tmp/rep/bench-seed/logs \
-  /tmp/rep/bench-seed/sweep-*-reports/runs/*/results.json /tmp/rep/bench-seed/sweep-*-reports/runs/*/logs 2>/dev/null
-tail -3 "$OUT/gpu-tests.log"
-python3 - /tmp/final.json <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-for a in d.get("arms", []):
-    print(a["name"], a["status"], a["steps"], "steps", a["train_seconds"], "s, warm-up", a["warmup_seconds"],
-          "s, peak", round((a.get("peak_reserved_bytes") or 0) / 2 ** 30, 2), "GiB")
-for key in ("sweep", "sweep_32"):
-    s = d.get(key)
-    if s:
-        print(key, s["done"], "/", s["variants"], s["wall_seconds"], "s", s["status"],
-              [{k: round(v, 1) for k, v in p["phases"].items()} for p in s["processes"]])
-for s in d.get("skipped", []):
-    print("skipped", s)
-PY
+mkdir -p "$OUT/bench-logs" && cp /tmp/rep/bench-seed/logs/*.log "$OUT/bench-logs/" 2>/dev/null
+for d in /tmp/rep/bench-seed/sweep-*-reports; do  # each sweep's run: results.json (every variant) and its logs
+  [ -d "$d" ] && mkdir -p "$OUT/$(basename "$d")" && cp "$d"/runs/*/results.json "$d"/runs/*/logs/*.log \
+    "$OUT/$(basename "$d")/" 2>/dev/null
+done
+if [ "$PART" = 1 ] && [ "$(left)" -gt 12 ]; then
+  ( time -p timeout 40 python3 -X importtime -c "import harness.backends.unsloth_backend" ) > /dev/null \
+    2> /tmp/importtime.txt
+  grep -E "^real" /tmp/importtime.txt | sed 's/^/warm import /' >> "$OUT/rc.txt"
+  sort -t'|' -k2 -n -r /tmp/importtime.txt | head -40 > "$OUT/importtime-top.txt"
+fi
+echo "total $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
+python3 scripts/gpu_final_table.py "$OUT" "$PART"
 cat "$OUT/rc.txt"

@@ -111,14 +111,19 @@ def main() -> int:
     # (Unsloth's, over the stacked layers): the same tokens, since a replay runs the eager step's kernels.
     gcfg = replace(cfg.generate, n_samples=4, batch_size=4, max_new_tokens=24, temperature=0.8, top_p=0.95)
     draws = {}
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for mode in ("eager", "graphs"):
         os.environ[GRAPHS_ENV] = "0" if mode == "eager" else "1"
         counts = backend.decode_counts(model)
+        sync()
+        t0 = time.perf_counter()
         sampled, how = sample_variants(model, tok, multi, [gcfg] * 3)
+        sync()
         draws[mode] = {"texts": [[s.text for s in x] for x, _ in sampled], "how": how,
-                       "decode": backend.decode_mode(model, counts)}
+                       "decode": backend.decode_mode(model, counts), "seconds": round(time.perf_counter() - t0, 3)}
     os.environ.pop(GRAPHS_ENV)
     doc["decode_graphs"] = {"eager": draws["eager"]["decode"], "graphs": draws["graphs"]["decode"],
+                            "seconds": {m: d["seconds"] for m, d in draws.items()},
                             "how": draws["graphs"]["how"], "same_tokens": draws["eager"]["texts"] ==
                             draws["graphs"]["texts"], "adapters_differ": len({tuple(x) for x in
                                                                                draws["graphs"]["texts"]}) == 3}
