@@ -6,7 +6,7 @@
 #           `bench --arms sweep,fast-peft,sweep-solo` (the 8-variant sweep by phase, PEFT's fast plan, the sweep's
 #           solo reference and parity), and a fresh process's backend import under -X importtime (caches warm)
 #   PART=2  the other GPU tests (fp32 graphs against eager and solo, PEFT's bf16 child, the fast plan's), then
-#           `bench --arms sweep-32`
+#           `bench --arms fast-peft-rows-512,sweep-32` (PEFT's fast plan at its former row cap, beside part 1's)
 # Results under $OUT (bench-part1.json, bench-part2.json and their -raw.json, the sweeps' results.json and logs);
 # a short table printed last.
 #   PART=1 bash scripts/gpu_final_call.sh
@@ -33,7 +33,7 @@ else
     -q -rA --durations=3 > "$OUT/gpu-tests-part2.log" 2>&1
   echo "gpu tests (fp32, fast plan) rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
   wait
-  ARMS=${ARMS:-sweep-32}
+  ARMS=${ARMS:-fast-peft-rows-512,sweep-32}
 fi
 L=$(left)
 python3 -m harness --reports-dir /tmp/rep bench --workload seed --config seed --model random:llama-3.2-3b \

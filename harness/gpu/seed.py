@@ -73,11 +73,12 @@ SCHEDULE = (
     Item("qlora-fast-unsloth", "unsloth", "fast", True, 90, 0, 35),
     Item("qlora-fast-peft", "peft", "fast", True, 80, 0, 30),
     Item("seed-peft", "peft", "seed", False, 240, 0, 25),  # all of it when the budget allows
-    # The memory cap's cost, last: rows of up to 1024 tokens, and the whole step as one row (no cap); PEFT's
-    # memory with rows half its default cap.
+    # The memory cap's cost, last: rows of up to 1024 tokens, and the whole step as one row (no cap); PEFT with
+    # rows a quarter and half its default cap.
     Item("fast-unsloth-rows-1024", "unsloth", "fast", False, 90, 0, 35, micro_tokens=1024),
     Item("fast-unsloth-one-row", "unsloth", "fast", False, 90, 0, 35, micro_tokens=0),
     Item("fast-peft-rows-256", "peft", "fast", False, 90, 0, 30, micro_tokens=256),
+    Item("fast-peft-rows-512", "peft", "fast", False, 90, 0, 30, micro_tokens=512),  # the cap before 1024
 )
 
 

@@ -13,9 +13,11 @@ BUCKET = 256  # tokens a graphed row is padded to a multiple of: micro_tokens / 
 # Tokens per micro-batch on a GPU, per backend: a row's activations without checkpointing are ~2.8 MB per
 # token on Llama-3.2-3B through Unsloth and ~4 MB through PEFT (H200, measured when the caps were set in
 # commit 702a8a0; no data file keeps it), so these keep a step's peak near the seed plan's + 50% (6.4 GB of
-# bf16 weights + one row). A sequence longer than the cap is a row of its own and runs with each decoder
-# layer checkpointed. On the CPU: no cap.
-MICRO_TOKENS = {"unsloth": 768, "peft": 512}
+# bf16 weights + one row). PEFT's rows of 256 tokens took 1.42x the time of rows of 512
+# (reports/gpu-bench/seed-workload.json, arms fast-peft and fast-peft-rows-256): its short rows are launch-bound,
+# so it gets rows of 1024 (the GPU report says what that measured). A sequence longer than the cap is a row of
+# its own and runs with each decoder layer checkpointed. On the CPU: no cap.
+MICRO_TOKENS = {"unsloth": 768, "peft": 1024}
 
 
 def backend_of(model) -> str:

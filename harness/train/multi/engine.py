@@ -41,11 +41,11 @@ from harness.train.fast.stepmath import block_causal_mask
 from harness.train.multi.layers import StackedLora
 from harness.train.multi.ops import COEFFS, adamw_rows, clip_per_adapter
 
-# Tokens in one [K, T] micro-batch on a GPU, per backend: K rows of the solo engine's cap up to K = 8, so
-# eight variants run the solo plan's rows and activations grow no further with K (harness.train.fast.parts
-# says what a token costs); more variants get shorter rows (never under BUCKET), which changes only how a
-# step is cut into micro-batches, not its math.
-MULTI_TOKENS = {backend: 8 * cap for backend, cap in MICRO_TOKENS.items()}
+# Tokens in one [K, T] micro-batch on a GPU, per backend: eight rows of 768 tokens (Unsloth) or 512 (PEFT), so
+# eight variants run rows of that length and activations grow no further with K (harness.train.fast.parts says
+# what a token costs); fewer variants get rows up to the solo cap, more get shorter rows (never under BUCKET),
+# which changes only how a step is cut into micro-batches, not its math.
+MULTI_TOKENS = {"unsloth": 8 * 768, "peft": 8 * 512}
 
 
 def row_cap(backend: str, k: int, cuda: bool) -> int:

@@ -43,15 +43,17 @@ class EngineCost:
     weights: int  # frozen weights as loaded
     fixed_extra: int
     lora_state: int  # per adapter: 16 bytes per LoRA parameter
-    act_per_row_token: float  # per adapter row token of a training micro-batch
-    row_cap: int  # one adapter row's cap at K <= 8 (the solo cap); K rows of up to 8 x cap / K tokens beyond
+    act_per_row_token: float  # per row token of a training micro-batch
+    backend: str  # whose row cap a [K, T] micro-batch has (harness.train.multi.engine.row_cap)
     kv_per_sample: int  # one sample row's KV cache
     samples: int  # rows per adapter in the batched generate call
     generate_rows: int  # rows per generate call at most
 
     def bytes(self, k: int) -> int:
         """Peak bytes of one engine process with k adapters."""
-        row_tokens = k * min(self.row_cap, max(1, 8 * self.row_cap // max(k, 1)))
+        from harness.train.multi.engine import row_cap
+
+        row_tokens = k * row_cap(self.backend, k, True)
         per_call = max(1, self.generate_rows // max(1, self.samples))  # adapters sampled per generate call
         rows = min(k, per_call) * self.samples
         return int(self.weights + self.fixed_extra + k * self.lora_state + self.act_per_row_token * row_tokens
@@ -86,7 +88,6 @@ def model_parameters(arch: dict) -> int:
 
 def engine_cost(arch: dict, cfg) -> EngineCost:
     """The cost of an engine process over this architecture for variants like cfg (a RunConfig)."""
-    from harness.train.fast.parts import MICRO_TOKENS
     from harness.train.multi.sample import GENERATE_ROWS
 
     h, layers = arch["hidden_size"], arch["num_hidden_layers"]
@@ -98,7 +99,7 @@ def engine_cost(arch: dict, cfg) -> EngineCost:
     return EngineCost(weights=int(model_parameters(arch) * weight_bytes), fixed_extra=FIXED_EXTRA_BYTES,
                       lora_state=16 * lora_parameters(arch, cfg.lora.r, tuple(cfg.lora.target_modules)),
                       act_per_row_token=ACT_BYTES_PER_TOKEN_WIDTH_LAYER * h * layers,
-                      row_cap=MICRO_TOKENS.get(cfg.model.backend, 512),
+                      backend=cfg.model.backend,
                       kv_per_sample=positions * layers * 2 * kv * hd * 2, samples=cfg.generate.n_samples,
                       generate_rows=GENERATE_ROWS)
 
