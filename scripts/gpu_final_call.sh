@@ -5,8 +5,9 @@
 #           bench/multi_memory.py (one engine process's memory and time per phase at K = 1, 4, 8), then
 #           `bench --arms sweep,fast-peft,sweep-solo` (the 8-variant sweep by phase, PEFT's fast plan, the sweep's
 #           solo reference and parity), and a fresh process's backend import under -X importtime (caches warm)
-#   PART=2  the other GPU tests (fp32 graphs against eager and solo, PEFT's bf16 child, the fast plan's), then
-#           `bench --arms fast-peft-rows-512,sweep-32` (PEFT's fast plan at its former row cap, beside part 1's)
+#   PART=2  `bench --arms sweep-32,fast-peft-rows-512` (the 32-variant sweep; PEFT's fast plan at its former row cap,
+#           beside part 1's), then the other GPU tests (fp32 graphs against eager and solo, PEFT's bf16 child, the
+#           fast plan's) with the time left
 # Results under $OUT (bench-part1.json, bench-part2.json and their -raw.json, the sweeps' results.json and logs);
 # a short table printed last.
 #   PART=1 bash scripts/gpu_final_call.sh
@@ -21,34 +22,34 @@ nvidia-smi --query-gpu=name,memory.total,memory.free,driver_version --format=csv
   echo "compileall done at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt" ) &
 left() { echo $(( ${TOTAL:-588} - ($(date +%s) - T0) )); }
 if [ "$PART" = 1 ]; then
-  timeout 110 python3 -m pytest tests/test_multi_gpu.py -m gpu -k "unsloth" -q -rA --durations=3 \
+  timeout 150 python3 -m pytest tests/test_multi_gpu.py -m gpu -k "unsloth" -q -rA --durations=3 \
     > "$OUT/gpu-tests-part1.log" 2>&1
   echo "gpu tests (unsloth child) rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
   wait
-  timeout "${MEMORY_S:-130}" python3 bench/multi_memory.py --out "$OUT/multi-memory.json" > "$OUT/multi-memory.log" 2>&1
+  timeout "${MEMORY_S:-130}" python3 bench/multi_memory.py --out "$OUT/multi-memory.json" > /tmp/multi-memory.log 2>&1
   echo "memory rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
   ARMS=${ARMS:-sweep,fast-peft,sweep-solo}
 else
-  timeout 120 python3 -m pytest tests/test_multi_gpu.py tests/test_fast_plan.py -m gpu -k "not unsloth" \
-    -q -rA --durations=3 > "$OUT/gpu-tests-part2.log" 2>&1
-  echo "gpu tests (fp32, fast plan) rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
   wait
-  ARMS=${ARMS:-fast-peft-rows-512,sweep-32}
+  ARMS=${ARMS:-sweep-32,fast-peft-rows-512}
 fi
 L=$(left)
 python3 -m harness --reports-dir /tmp/rep bench --workload seed --config seed --model random:llama-3.2-3b \
   --arms "$ARMS" --budget-s $(( L - ${KEEP_S:-25} )) --out "$OUT/bench-part$PART.json" > "$OUT/bench-part$PART.log" 2>&1
 echo "bench rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
-mkdir -p "$OUT/bench-logs" && cp /tmp/rep/bench-seed/logs/*.log "$OUT/bench-logs/" 2>/dev/null
-for d in /tmp/rep/bench-seed/sweep-*-reports; do  # each sweep's run: results.json (every variant) and its logs
-  [ -d "$d" ] && mkdir -p "$OUT/$(basename "$d")" && cp "$d"/runs/*/results.json "$d"/runs/*/logs/*.log \
-    "$OUT/$(basename "$d")/" 2>/dev/null
-done
+if [ "$PART" = 2 ] && [ "$(left)" -gt 30 ]; then
+  timeout $(( $(left) - 10 )) python3 -m pytest tests/test_multi_gpu.py tests/test_fast_plan.py -m gpu \
+    -k "not unsloth" -q -rA --durations=3 > "$OUT/gpu-tests-part2.log" 2>&1
+  echo "gpu tests (fp32, peft child, fast plan) rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
+fi
+# What comes back is limited in files: the bench's and the sweeps' logs and each sweep's results.json in one tarball.
+tar czf "$OUT/logs-part$PART.tgz" /tmp/rep/bench-seed/logs /tmp/rep/bench-seed/sweep-*-reports/runs/*/results.json \
+  /tmp/rep/bench-seed/sweep-*-reports/runs/*/logs "$OUT"/*.log 2>/dev/null
 if [ "$PART" = 1 ] && [ "$(left)" -gt 12 ]; then
   ( time -p timeout 40 python3 -X importtime -c "import harness.backends.unsloth_backend" ) > /dev/null \
     2> /tmp/importtime.txt
   grep -E "^real" /tmp/importtime.txt | sed 's/^/warm import /' >> "$OUT/rc.txt"
-  sort -t'|' -k2 -n -r /tmp/importtime.txt | head -40 > "$OUT/importtime-top.txt"
+  sort -t'|' -k2 -n -r /tmp/importtime.txt | head -40 | sed 's/^/importtime /' >> "$OUT/rc.txt"
 fi
 echo "total $(( $(date +%s) - T0 )) s" >> "$OUT/rc.txt"
 python3 scripts/gpu_final_table.py "$OUT" "$PART"
