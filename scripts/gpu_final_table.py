@@ -48,7 +48,8 @@ def main(out: Path, part: str) -> None:
         s = doc.get(key)
         if s:
             print(f"  {key}: {s['counts']} of {s['variants']} in {s['wall_seconds']} s ({s['status']}); plan: "
-                  f"{s.get('memory_plan')}")
+                  f"{s.get('memory_plan')}; device peak "
+                  f"{ {g: round(b / GIB, 1) for g, b in (s.get('device_memory_peak_bytes') or {}).items()} } GiB")
             for p in s.get("processes", []):
                 print(f"    process {p['pid']}: {len(p['variants'])} variants, "
                       + ", ".join(f"{k} {v:.1f}" for k, v in p["phases"].items()))

@@ -94,13 +94,47 @@ def read_results(reports: Path) -> dict:
     return {}
 
 
+class DevicePeak:
+    """The most device memory in use on each GPU (nvidia-smi's memory.used, every process's) while a sweep runs,
+    polled once a second from a thread: what the memory plan's estimate must stay above."""
+
+    def __init__(self, every: float = 1.0) -> None:
+        self.every, self.peak, self._stop = every, {}, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        import shutil
+        import subprocess
+
+        smi = shutil.which("nvidia-smi")
+        while smi and not self._stop.is_set():
+            try:
+                out = subprocess.run([smi, "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"],
+                                     capture_output=True, text=True, timeout=10).stdout
+                for line in out.splitlines():
+                    idx, used = (x.strip() for x in line.split(","))
+                    self.peak[idx] = max(self.peak.get(idx, 0), int(used) * 2 ** 20)
+            except (OSError, ValueError, subprocess.SubprocessError):
+                return
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> DevicePeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
 def _row(name: str, v, began: float) -> dict:
     """One variant's row from its VariantResult."""
     t, g, tm = v.train, v.generation, v.timing
     return {"name": name, "lr": v.config.get("train", {}).get("lr"), "status": v.status,
             "seconds": round(sum(tm.phases.values()), 3) if tm.phases else None, "train_seconds": t.seconds,
             "warmup_seconds": t.warmup_seconds, "eval_seconds": t.eval_seconds, "steps": t.steps,
-            "generation_seconds": g.seconds, "decode": g.decode, "sampled_with": g.shared_with, "engine": t.engine,
+            "generation_seconds": g.seconds, "decode": g.decode,
+            "train_peak_reserved_bytes": t.peak_memory_bytes, "sampled_with": g.shared_with, "engine": t.engine,
             "plan_reason": t.plan_reason, "error": (v.error or "")[-300:], "pid": tm.pid, "phases": tm.phases,
             "shared_phases": tm.shared, "spawned_after_s": round(tm.spawned_at - began, 2) if tm.spawned_at else None}
 
@@ -139,9 +173,10 @@ def run_sweep(base: RunConfig, work: Path, jobs: int, variants: int, cap: float,
     timer = threading.Timer(cap, lambda: (fired.set(), children.stop()))
     began, t0 = time.time(), time.perf_counter()  # process start times are epoch seconds: their offsets from here
     timer.start()
+    peak = DevicePeak()
     try:
         with open(work / "logs" / f"{tag}.log", "w", encoding="utf-8") as log, redirect_stdout(log), \
-                redirect_stderr(log):
+                redirect_stderr(log), peak:
             _, run = run_plan(plan, work / f"{tag}-reports", command=f"bench {tag}",
                               executor=local_executor(jobs, children), multi_adapter=multi)
         found = run.variants
@@ -164,7 +199,8 @@ def run_sweep(base: RunConfig, work: Path, jobs: int, variants: int, cap: float,
                         if "memory plan: " in line), None)
     return {"variants": variants, "jobs": jobs, "engine": "multi-adapter" if multi else "one after another",
             "wall_seconds": round(wall, 1), "status": status, "done": counted["counts"]["finished"],
-            **counted, "memory_plan": memory_plan, "target_seconds": target, "variant_lrs": lrs,
+            **counted, "memory_plan": memory_plan, "device_memory_peak_bytes": peak.peak, "target_seconds": target,
+            "variant_lrs": lrs,
             "processes": processes(rows), "per_variant": rows, "_losses": losses, "_base_lr_losses": base_lr}
 
 
