@@ -5,11 +5,11 @@ of the rows running adapter k (harness.train.generate.generate_copies), when eve
 
 Otherwise, or with ASCIITUNE_MULTI_SAMPLING=per-variant, each adapter is exported into the PEFT weights and
 sampled alone. On Unsloth the batched call runs Unsloth's generate with every LoRA fast path sent through the
-stacked layers (harness.backends.unsloth_private.plain_lora_forwards), which makes Unsloth's CUDA-graph decode
-decline, so the decode steps run eager. With ASCIITUNE_MULTI_DECODE_GRAPHS=1 its graphs replay the stacked model's
-one-token step too (unsloth_private.stacked_decode_graphs: the segments it captures run the stacked LoRA products
-of every row's own adapter); opt-in until a GPU run has checked it (tests/test_multi_gpu.py, bench/multi_profile.py:
-the same tokens as the eager decode). Each result records how it sampled (GenerationStats.decode).
+stacked layers (harness.backends.unsloth_private.plain_lora_forwards), which its CUDA-graph decode declines; by
+default its graphs replay the stacked model's one-token step anyway (unsloth_private.stacked_decode_graphs: the
+segments it captures run the stacked LoRA products of every row's own adapter), which gives the eager decode's
+tokens (tests/test_multi_gpu.py, passed on an H100: reports/gpu-bench/README.md). ASCIITUNE_MULTI_DECODE_GRAPHS=0
+samples eager. Each result records how it sampled (GenerationStats.decode).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from harness.train.multi.engine import MultiEngine
 
 GENERATE_ROWS = 256  # rows per batched generate call: the KV cache grows with rows x length
 SAMPLING_ENV = "ASCIITUNE_MULTI_SAMPLING"  # "per-variant": each adapter sampled alone even when settings match
-GRAPHS_ENV = "ASCIITUNE_MULTI_DECODE_GRAPHS"  # "1": graphed batched decode on Unsloth; "0": eager, graphs off
+GRAPHS_ENV = "ASCIITUNE_MULTI_DECODE_GRAPHS"  # "1" (default): graphed batched decode on Unsloth; "0": eager
 UNSLOTH_GRAPHS = "UNSLOTH_DECODE_CUDA_GRAPHS"
 
 
@@ -68,9 +68,9 @@ def sample_variants(model, tokenizer, engine: MultiEngine, gcfgs: list,
 
 
 def _decode_graphs(engine: MultiEngine):
-    """On Unsloth with GRAPHS_ENV "1": let its CUDA-graph decode replay the stacked model's step; with "0" turn its
-    decode graphs off for the call (they would otherwise decline the stacked layers for good); the undo, or None."""
-    flag = os.environ.get(GRAPHS_ENV, "")
+    """On Unsloth with GRAPHS_ENV "1" (the default): let its CUDA-graph decode replay the stacked model's step; with
+    "0" turn its decode graphs off for the call; the undo, or None."""
+    flag = os.environ.get(GRAPHS_ENV, "1")
     if "unsloth" not in sys.modules or not engine.cuda or flag not in ("0", "1"):
         return None
     if flag == "0":
