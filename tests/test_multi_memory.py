@@ -184,7 +184,6 @@ def test_the_sweep_counts_every_variant_from_the_run_it_left(tmp_path):
     from types import SimpleNamespace
 
     from harness.gpu.seed_sweep import outcomes, read_results
-
     from harness.results import RunResult, VariantResult
 
     names = [f"lr{i}" for i in range(32)]
@@ -198,3 +197,16 @@ def test_the_sweep_counts_every_variant_from_the_run_it_left(tmp_path):
     assert got["counts"] == {"finished": 8, "capped": 8, "failed": 16, "interrupted": 0}
     assert got["by_outcome"]["capped"] == names[24:]
     assert outcomes(names[:1], {"lr0": SimpleNamespace(status="done", error="")}, False)["counts"]["finished"] == 1
+
+
+def test_the_estimate_stays_above_what_an_engine_process_was_measured_to_use():
+    # The H100's measurements: one adapter's engine at its peak (sampling), in use on the device; the 32-variant
+    # sweep's one process of groups of 8, the device's peak polled during the sweep.
+    from conftest import REPO
+
+    here = REPO / "reports" / "gpu-bench" / "multi-adapter-h100"
+    one = json.loads((here / "multi-memory.json").read_text())["ks"]["1"]["sampling"]["graphs"]["after"]
+    eight = max(json.loads((here / "bench-part2.json").read_text())["sweep_32"]["device_memory_peak_bytes"].values())
+    cost = memory.engine_cost(LLAMA_3_2_3B_CONFIG, _seed())
+    assert one["total"] - one["free"] <= cost.bytes(1) <= 1.1 * (one["total"] - one["free"])
+    assert eight <= cost.bytes(8) <= 1.1 * eight

@@ -12,11 +12,10 @@ One engine process holds, at its peak (sampling, with the training graphs still 
                so this stops growing at K = 8: harness.train.multi.engine.row_cap), and the KV cache of its
                samples (n_samples rows of prompt + max_new_tokens, in one batched generate call of up to
                GENERATE_ROWS rows).
-The LoRA state and the KV cache follow from the architecture exactly; the activations per row token (2.8 MB on
-Llama-3.2-3B through Unsloth, harness.train.fast.parts) scale by the model's width x depth for other models, and
-the fixed workspace is an allowance. The estimate is meant to stay above what a process uses: bench/multi_memory.py
-measures one engine process per phase and the seed bench's sweeps record the device's peak beside the plan
-(reports/gpu-bench/README.md compares them).
+The LoRA state and the KV cache follow from the architecture exactly; the activations per row token and the fixed
+workspace are calibrated on Llama-3.2-3B through Unsloth so that the estimate stays above two measured peaks of one
+engine process on the device (one adapter, and a sweep's groups of eight: reports/gpu-bench/README.md), and the
+activations scale by the model's width x depth for other models.
 """
 from __future__ import annotations
 
@@ -27,14 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GIB = 2 ** 30
-# Activation bytes held per row token, per unit of hidden_size x num_hidden_layers, by a training micro-batch's graph
-# (no checkpointing, bf16, Unsloth's kernels): 2.8 MB a token on Llama-3.2-3B (3072 x 28), harness.train.fast.parts.
-ACT_BYTES_PER_TOKEN_WIDTH_LAYER = 2.8e6 / (3072 * 28)
-# What an engine process holds beyond weights, LoRA state, activations and KV cache (CUDA context, cuBLAS and
-# Triton workspaces, the probes' graphs, the long rows' checkpointed graphs, the allocator's rounding): an allowance
-# that keeps the estimate above the measured use (one adapter: 13.4 GiB on the device against 15.0 estimated,
-# reports/gpu-bench/multi-adapter-h100/multi-memory.json).
-FIXED_EXTRA_BYTES = 4 * GIB
+# Activation bytes the training graphs' pool holds per row token, per unit of hidden_size x num_hidden_layers (bf16,
+# Unsloth's kernels, the long rows' checkpointed graphs included): 3.7 MB a token on Llama-3.2-3B (3072 x 28). With
+# FIXED_EXTRA_BYTES it puts one engine process at 14.1 GiB for one adapter and 53.6 GiB for eight, against 13.4 and
+# 52.8 GiB measured in use on an H100 (reports/gpu-bench/multi-adapter-h100/multi-memory.json, bench-part2.json
+# sweep_32.device_memory_peak_bytes); the 2.8 MB of harness.train.fast.parts, a solo row's, left it 3 GiB under.
+ACT_BYTES_PER_TOKEN_WIDTH_LAYER = 3.7e6 / (3072 * 28)
+# What an engine process holds beyond weights, LoRA state, activations and KV cache: the CUDA context, cuBLAS and
+# Triton workspaces, the probes' graphs, the allocator's rounding (calibrated with the activations above).
+FIXED_EXTRA_BYTES = int(2.5 * GIB)
 # Of a card's free memory, what a plan leaves unused: the estimate's own error, and other processes' growth.
 HEADROOM = 0.10
 KV_BUCKET = 256  # Unsloth sizes its decode KV cache in multiples of this many positions
