@@ -169,7 +169,8 @@ def test_a_stopped_unit_yields_every_variant_as_stopped(tmp_path):
     ("done", "", True, "finished"),
     ("failed", "Out of memory (lower --jobs or train.batch_size): CUDA out of memory", True, "failed"),
     ("failed", "KeyboardInterrupt", True, "capped"),
-    ("failed", "stopped before it started (interrupted, or at a time cap)", False, "interrupted"),
+    ("failed", "stopped before it finished (interrupted, or at a time cap)", False, "interrupted"),
+    ("failed", "stopped before it started (interrupted, or at a time cap)", True, "capped"),  # the earlier wording
     (None, None, True, "capped"),  # never in the results at all
 ])
 def test_each_sweep_variant_has_one_outcome(status, error, capped, want):

@@ -60,7 +60,7 @@ def toml_text(cfg: RunConfig, sweep: dict[str, list]) -> str:
 # How a sweep variant ended, for the counts: "finished" (done), "capped" (stopped by the bench's time cap before it
 # finished, started or not), "interrupted" (stopped otherwise: Ctrl-C, its process killed), "failed" (its own error).
 OUTCOMES = ("finished", "capped", "failed", "interrupted")
-STOP_MARKS = ("keyboardinterrupt", "stopped before it started", "exit code -2", "exit code -15", "sigint", "sigterm")
+STOP_MARKS = ("keyboardinterrupt", "stopped before it", "exit code -2", "exit code -15", "sigint", "sigterm")
 
 
 def outcome(status: str | None, error: str | None, capped: bool) -> str:

@@ -62,11 +62,12 @@ def collect(job: Job, code: int, log_path: Path) -> VariantResult:
     return failed_result(job, last_error(log_path) or f"exit code {code}")
 
 
-STOPPED = "stopped before it started (interrupted, or at a time cap)"
+# A group's variants all start together, so one left when the run stops may have started: "before it finished".
+STOPPED = "stopped before it finished (interrupted, or at a time cap)"
 
 
 def stopped(job: Job) -> VariantResult:
-    """A variant the run stopped before it started: its result file if an earlier child wrote one, else failed with
+    """A variant the run stopped before its result was written: its result file if a child wrote one, else failed with
     STOPPED (never another variant's error from a shared log)."""
     out_file = variant_file(job.run_dir, job.name)
     if out_file.is_file():
